@@ -1,0 +1,1 @@
+"""HTTP only: routes, schemas, auth and error handlers. No storage or engine logic here."""

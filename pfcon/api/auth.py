@@ -1,0 +1,48 @@
+"""Token authentication as pfcon 5.3 does it (HS256 JWT), with constant-time checks.
+
+Tokens and passwords are never logged. Expiry is in UTC and its lifetime configurable.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from pfcon.errors import InvalidInput, Unauthorized
+from pfcon.settings import Settings
+
+ALGORITHM = "HS256"
+
+
+class TokenAuth:
+    def __init__(self, settings: Settings) -> None:
+        self._user = settings.pfcon_user.encode()
+        self._password = settings.pfcon_password.encode()
+        self._key = settings.secret_key
+        self._lifetime = timedelta(seconds=settings.token_lifetime_seconds)
+        self._username = settings.pfcon_user
+
+    def issue(self, user: str, password: str) -> str:
+        """A token for the right credentials; wrong ones are a 400 as in pfcon 5.3."""
+        user_ok = hmac.compare_digest(user.encode(), self._user)
+        password_ok = hmac.compare_digest(password.encode(), self._password)
+        if not (user_ok & password_ok):
+            raise InvalidInput("Unable to log in with provided credentials.")
+        now = datetime.now(UTC)
+        claims = {"pfcon_user": self._username, "iat": now, "exp": now + self._lifetime}
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
+
+    def verify(self, authorization: str | None) -> None:
+        if not authorization:
+            raise Unauthorized("Missing authorization header.")
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or not token.strip():
+            raise Unauthorized("Invalid authorization header.")
+        try:
+            jwt.decode(token.strip(), self._key, algorithms=[ALGORITHM], options={"require": ["exp"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Expired authorization token.") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("Invalid authorization token.") from None

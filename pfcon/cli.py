@@ -1,0 +1,77 @@
+"""The ``pfcon`` command: ``serve`` the API, ``check`` the configuration and the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from pfcon import __version__
+from pfcon.settings import Settings, SettingsError, load_settings
+
+SECRET_FIELDS = ("secret_key", "pfcon_password")
+
+
+def _public(settings: Settings) -> dict[str, Any]:
+    data = asdict(settings)
+    for name in SECRET_FIELDS:
+        data[name] = "***"
+    return json.loads(json.dumps(data, default=str))
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        load_settings()
+    except SettingsError as error:
+        print(f"pfcon: configuration error: {error}", file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:pfcon.gunicorn_config"]
+    if args.bind:
+        argv += ["--bind", args.bind]
+    if args.workers:
+        argv += ["--workers", str(args.workers)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    argv.append("pfcon.wsgi:application")
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def check(_args: argparse.Namespace) -> int:
+    """Validate settings, then build the service and ask the engine and storage to answer."""
+    from pfcon.app import build_service
+    from pfcon.errors import PfconError
+
+    try:
+        settings = load_settings()
+        print(json.dumps(_public(settings), indent=2))
+        service = build_service(settings)
+    except SettingsError as error:
+        print(f"pfcon: configuration error: {error}", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(service.health(), indent=2))
+    except PfconError as error:
+        print(f"pfcon: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        service.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pfcon", description="pfcon compute controller")
+    parser.add_argument("--version", action="version", version=f"pfcon {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="serve the API with gunicorn (port 5005 unless PFCON_BIND)")
+    serve_cmd.add_argument("--bind", help="address:port, default $PFCON_BIND or 0.0.0.0:5005")
+    serve_cmd.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve_cmd.add_argument("--threads", type=int, help="threads per worker (default 16)")
+    serve_cmd.set_defaults(func=serve)
+    check_cmd = commands.add_parser("check", help="validate the configuration and ping the engine")
+    check_cmd.set_defaults(func=check)
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,148 @@
+"""The compute backend interface: what every engine (Docker, Swarm, Kubernetes, ...) offers.
+
+A backend receives a frozen :class:`JobSpec` — never Flask objects or raw form fields — and
+raises only the domain errors of :mod:`pfcon.errors` (``JobNotFound``, ``JobExists``,
+``InvalidJob``, ``BackendUnavailable``). Engine states map to :class:`JobStatus` through one
+explicit table per backend; an unknown engine state maps to ``undefined``.
+"""
+
+from __future__ import annotations
+
+import enum
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class JobStatus(enum.Enum):
+    """pfcon 5.3's status strings (its ``JobStatus`` enum values)."""
+
+    notStarted = "notStarted"
+    started = "started"
+    finishedSuccessfully = "finishedSuccessfully"
+    finishedWithError = "finishedWithError"
+    undefined = "undefined"
+
+    @property
+    def terminal(self) -> bool:
+        """python-pfconclient stops polling on these three."""
+        return self in (
+            JobStatus.finishedSuccessfully,
+            JobStatus.finishedWithError,
+            JobStatus.undefined,
+        )
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the job asks for; ``None`` limits mean "do not limit" (IGNORE_LIMITS)."""
+
+    number_of_workers: int = 1
+    cpu_millicores: int | None = 1000
+    memory_mib: int | None = 200
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A storeBase-relative folder mounted into the job container."""
+
+    source: str
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything an engine needs to run one job."""
+
+    jid: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    mounts: tuple[Mount, ...] = ()
+    user: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    shm_size_mib: int | None = None
+
+    @property
+    def cmd(self) -> str:
+        return shlex.join(self.command)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the engine says about a job, in pfcon's vocabulary."""
+
+    jid: str
+    image: str
+    cmd: str
+    status: JobStatus
+    message: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports; unsupported requests are refused, never silently ignored."""
+
+    max_workers: int = 1
+    gpus: bool = True
+    shm_size: bool = True
+    labels: bool = True
+
+
+class ComputeBackend(ABC):
+    """One container engine or scheduler."""
+
+    name: str = "abstract"
+    capabilities: Capabilities = Capabilities()
+
+    def validate(self, spec: JobSpec) -> None:
+        """Refuse, quickly and before any data is staged, a job this engine cannot run.
+
+        The default checks the capability flags; engines add their own cheap checks (for
+        example that the image is present), raising :class:`~pfcon.errors.InvalidJob`.
+        """
+        from pfcon.errors import InvalidJob
+
+        workers = spec.resources.number_of_workers
+        if workers < 1 or workers > self.capabilities.max_workers:
+            raise InvalidJob(
+                f"number_of_workers: {self.name} supports 1 to {self.capabilities.max_workers} "
+                f"workers, got {workers}"
+            )
+        if spec.resources.gpus and not self.capabilities.gpus:
+            raise InvalidJob(f"gpu_limit: {self.name} cannot schedule GPUs")
+
+    @abstractmethod
+    def submit(self, spec: JobSpec) -> JobInfo:
+        """Create and start the job."""
+
+    @abstractmethod
+    def info(self, jid: str) -> JobInfo:
+        """Current state of the job; :class:`~pfcon.errors.JobNotFound` if the engine has none."""
+
+    @abstractmethod
+    def logs(self, jid: str, tail: int) -> str:
+        """The last ``tail`` lines of the job's combined output."""
+
+    @abstractmethod
+    def remove(self, jid: str) -> None:
+        """Stop and remove the job; :class:`~pfcon.errors.JobNotFound` if there is none."""
+
+    @abstractmethod
+    def ping(self) -> str:
+        """Raise :class:`~pfcon.errors.BackendUnavailable` unless the engine answers.
+
+        Returns a short description of the engine (name and version) for the health check.
+        """
+
+    def host_path(self, storebase_relative: str) -> str:
+        """Where the engine finds a storeBase-relative folder (set up by the registry)."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engine connections."""

@@ -1,0 +1,211 @@
+"""Docker Engine backend (also speaks to Podman's Docker-compatible API).
+
+One :class:`docker.DockerClient` serves the whole process. A job is one container named by
+its jid and labelled as ours; the engine's container states map to pfcon's statuses through
+:data:`STATE_TABLE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+
+from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
+
+log = logging.getLogger(__name__)
+
+JOB_LABEL = "org.chrisproject.pfcon.jid"
+API_VERSION = "1.41"  # dockerd 20.10 and Podman 4; fixed so start-up needs no engine round trip
+NEVER = "0001-01-01T00:00:00Z"
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
+
+#: Docker container ``State.Status`` -> our status. ``exited`` is decided by exit code / OOM.
+STATE_TABLE: Mapping[str, JobStatus] = {
+    "created": JobStatus.notStarted,
+    "running": JobStatus.started,
+    "paused": JobStatus.started,
+    "restarting": JobStatus.started,
+    "removing": JobStatus.undefined,
+    "exited": JobStatus.finishedSuccessfully,
+    "dead": JobStatus.finishedWithError,
+}
+
+
+class DockerBackend(ComputeBackend):
+    """Runs each job as one container on a Docker (or Podman) engine."""
+
+    name = "docker"
+    capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
+
+    def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
+        self.client = client or docker.from_env(version=API_VERSION, timeout=60)
+        self.name = engine_name
+
+    # -- errors ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _engine(self, action: str, jid: str = "") -> Iterator[None]:
+        """Translate engine exceptions into domain errors; nothing docker-specific leaks."""
+        try:
+            yield
+        except docker.errors.NotFound as exc:
+            raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine") from exc
+        except docker.errors.APIError as exc:
+            detail = exc.explanation or str(exc)
+            if exc.status_code == 409:
+                raise JobExists(f"job {jid!r} already exists on the {self.name} engine") from exc
+            if exc.status_code is not None and 400 <= exc.status_code < 500:
+                raise InvalidJob(f"{self.name} refused to {action}: {detail}") from exc
+            raise BackendUnavailable(f"{self.name} engine failed to {action}: {detail}") from exc
+        except (
+            requests.exceptions.RequestException,
+            docker.errors.DockerException,
+            OSError,
+        ) as exc:
+            raise BackendUnavailable(
+                f"the {self.name} engine at {self.client.api.base_url} does not answer ({type(exc).__name__})"
+            ) from exc
+
+    # -- interface ------------------------------------------------------------------------
+    def ping(self) -> str:
+        with self._engine("answer a ping"):
+            version = self.client.version()
+        return f"{self.name} {version.get('Version', '?')}"
+
+    def validate(self, spec: JobSpec) -> None:
+        super().validate(spec)
+        if not _CONTAINER_NAME.fullmatch(spec.jid):
+            raise InvalidJob(f"jid: {self.name} container names need at least 2 characters, got {spec.jid!r}")
+        memory = spec.resources.memory_mib
+        if memory is not None and memory < 6:
+            raise InvalidJob(f"memory_limit: {self.name} needs at least 6 MiB, got {memory}")
+        with self._engine("look up the image"):
+            try:
+                self.client.images.get(spec.image)
+            except docker.errors.ImageNotFound:
+                raise InvalidJob(
+                    f"image: {spec.image!r} is not present on the {self.name} engine; "
+                    "pfcon does not pull images during a request, load or pull it first"
+                ) from None
+        with contextlib.suppress(JobNotFound), self._engine("look up the job", spec.jid):
+            self.client.containers.get(spec.jid)  # any container of that name blocks the jid
+            raise JobExists(f"job {spec.jid!r} already exists on the {self.name} engine")
+
+    def submit(self, spec: JobSpec) -> JobInfo:
+        with self._engine("create the job container", spec.jid):
+            container = self.client.containers.create(**self._create_args(spec))
+        try:
+            with self._engine("start the job container", spec.jid):
+                container.start()
+        except (InvalidJob, BackendUnavailable):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        container.reload()
+        return self._job_info(container.attrs, spec.jid)
+
+    def info(self, jid: str) -> JobInfo:
+        with self._engine("inspect the job", jid):
+            return self._job_info(self._container(jid).attrs, jid)
+
+    def logs(self, jid: str, tail: int) -> str:
+        if tail <= 0:
+            return ""
+        with self._engine("read the job's logs", jid):
+            raw = self._container(jid).logs(stdout=True, stderr=True, tail=tail)
+        return raw.decode("utf-8", errors="replace")
+
+    def remove(self, jid: str) -> None:
+        with self._engine("remove the job", jid):
+            self._container(jid).remove(force=True)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _container(self, jid: str) -> Any:
+        container = self.client.containers.get(jid)
+        if container.labels.get(JOB_LABEL) != jid:
+            raise JobNotFound(f"container {jid!r} exists but was not created by pfcon")
+        return container
+
+    def _create_args(self, spec: JobSpec) -> dict[str, Any]:
+        res = spec.resources
+        args: dict[str, Any] = {
+            "image": spec.image,
+            "command": list(spec.command),
+            "name": spec.jid,
+            "environment": dict(spec.env),
+            "labels": {**spec.labels, JOB_LABEL: spec.jid},
+            "mounts": [
+                DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in spec.mounts
+            ],
+            "restart_policy": {"Name": "no"},
+            "detach": True,
+        }
+        if spec.user:
+            args["user"] = spec.user
+        if spec.shm_size_mib:
+            args["shm_size"] = f"{spec.shm_size_mib}m"
+        if res.cpu_millicores:
+            args["nano_cpus"] = res.cpu_millicores * 1_000_000
+        if res.memory_mib:
+            # a HARD limit (pfcon 5.3 set only a soft reservation), and no swap beyond it
+            args["mem_limit"] = f"{res.memory_mib}m"
+            args["memswap_limit"] = f"{res.memory_mib}m"
+        if res.gpus:
+            args["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
+        return args
+
+    def _job_info(self, attrs: Mapping[str, Any], jid: str) -> JobInfo:
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        status, message = container_status(state, (attrs.get("HostConfig") or {}).get("Memory"))
+        return JobInfo(
+            jid=jid,
+            image=config.get("Image", ""),
+            cmd=shlex.join(config.get("Cmd") or []),
+            status=status,
+            message=message,
+            timestamp=_timestamp(state, attrs.get("Created", "")),
+        )
+
+
+def container_status(state: Mapping[str, Any], memory_limit: int | None = None) -> tuple[JobStatus, str]:
+    """Map a container's ``State`` to (status, message) through :data:`STATE_TABLE`."""
+    engine_state = str(state.get("Status", ""))
+    status = STATE_TABLE.get(engine_state, JobStatus.undefined)
+    if status is JobStatus.undefined:
+        return status, f"unexpected engine state {engine_state!r}"
+    if state.get("OOMKilled"):
+        limit = f" of {memory_limit // (1024 * 1024)} MiB" if memory_limit else ""
+        return (
+            JobStatus.finishedWithError,
+            f"out of memory: the job was killed for exceeding its memory limit{limit}",
+        )
+    if engine_state == "exited":
+        code = state.get("ExitCode", -1)
+        if code == 0:
+            return JobStatus.finishedSuccessfully, "exited"
+        error = f": {state['Error']}" if state.get("Error") else ""
+        return JobStatus.finishedWithError, f"exited with code {code}{error}"
+    return status, engine_state
+
+
+def _timestamp(state: Mapping[str, Any], created: str) -> str:
+    for key in ("FinishedAt", "StartedAt"):
+        value = state.get(key)
+        if value and value != NEVER:
+            return value
+    return created

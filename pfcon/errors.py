@@ -1,0 +1,49 @@
+"""Domain errors.
+
+Every layer below the HTTP API raises only these; ``pfcon.api.errors`` maps each class to
+one HTTP status in one table, so engine or library exceptions never reach a client.
+"""
+
+
+class PfconError(Exception):
+    """Base of every error pfcon reports to a client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PfconError):
+    """The request is malformed or unsafe (bad form, bad zip, path escape...)."""
+
+
+class Unauthorized(PfconError):
+    """Missing, malformed, invalid or expired credentials."""
+
+
+class JobNotFound(PfconError):
+    """Neither the engine nor the storeBase knows the job."""
+
+
+class JobExists(PfconError):
+    """A live job already has this id."""
+
+
+class InvalidJob(InvalidInput):
+    """The engine cannot run the job as described (missing image, unsupported resources)."""
+
+
+class PayloadTooLarge(PfconError):
+    """An upload or its uncompressed content is over a configured cap."""
+
+
+class InsufficientStorage(PfconError):
+    """The storeBase ran out of space while staging data."""
+
+
+class BackendUnavailable(PfconError):
+    """The container engine or scheduler does not answer."""
+
+
+class StorageUnavailable(PfconError):
+    """The storage service does not answer."""

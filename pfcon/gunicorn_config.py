@@ -1,0 +1,56 @@
+"""gunicorn settings: threaded workers so slow uploads never block status polls.
+
+Use with ``gunicorn -c python:pfcon.gunicorn_config pfcon.wsgi:application``. The settings
+are validated in the master before any worker starts, so a bad variable stops the service
+with one clear line instead of a crash loop.
+"""
+
+import os
+import sys
+
+bind = os.environ.get("PFCON_BIND", "0.0.0.0:5005")
+worker_class = "gthread"
+workers = int(os.environ.get("PFCON_WORKERS", "2"))
+threads = int(os.environ.get("PFCON_THREADS", "16"))
+keepalive = 30
+timeout = 120
+graceful_timeout = 30
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("PFCON_LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        },
+        "access": {
+            "class": "logging.StreamHandler",
+            "formatter": "bare",
+            "stream": "ext://sys.stdout",
+        },
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "bare": {"format": "%(message)s"},
+    },
+}
+
+
+def on_starting(server) -> None:
+    from pfcon.settings import SettingsError, load_settings
+
+    try:
+        load_settings()
+    except SettingsError as error:
+        print(f"pfcon: configuration error: {error}", file=sys.stderr)
+        sys.exit(2)

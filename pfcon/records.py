@@ -1,0 +1,68 @@
+"""The job record: what pfcon itself knows of a job, kept beside its data in storeBase.
+
+The engine is the truth about a running container, but between acceptance (201) and the
+container's creation, or after a start that failed, only pfcon knows the job. The record is
+one small JSON file ``key-<jid>/job.json`` (never mounted into the job), written atomically,
+so every worker process and a restarted service see the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+
+from pfcon.storebase import StoreBase
+
+ACCEPTED = "accepted"
+SUBMITTED = "submitted"
+FAILED = "failed"
+RECORD_NAME = "job.json"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    jid: str
+    image: str
+    cmd: str
+    state: str = ACCEPTED
+    message: str = ""
+    accepted_at: str = ""
+
+
+class JobRecords:
+    """Read and write job records under storeBase."""
+
+    def __init__(self, storebase: StoreBase) -> None:
+        self.storebase = storebase
+
+    def save(self, record: JobRecord) -> None:
+        job_dir = self.storebase.job_dir(record.jid)
+        fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=".job-", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(record), handle)
+        os.replace(tmp, job_dir / RECORD_NAME)
+
+    def load(self, jid: str) -> JobRecord | None:
+        try:
+            with (self.storebase.job_dir(jid) / RECORD_NAME).open() as handle:
+                return JobRecord(**json.load(handle))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (ValueError, TypeError):
+            return JobRecord(jid=jid, image="", cmd="", state=FAILED, message="the job record is unreadable")
+
+    def update(self, jid: str, state: str, message: str = "") -> None:
+        """Record a state change, unless the job was deleted meanwhile."""
+        record = self.load(jid)
+        if record is None:
+            return
+        with contextlib.suppress(FileNotFoundError):  # deleted between load and save
+            self.save(replace(record, state=state, message=message))

@@ -1,0 +1,286 @@
+"""One typed, validated settings object built from the environment at start-up.
+
+Reading the settings has no side effects (no network calls, nothing created); a bad value
+raises :class:`SettingsError` naming the variable so the service stops with a clear message.
+Variable names and meanings follow FNNDSC pfcon 5.3; our additions are marked in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pfcon import __version__
+
+DEV_USER = "pfcon"
+DEV_PASSWORD = "pfcon1234"
+DEV_SECRET_KEY = "pfcon-development-secret-key-not-for-production"
+DEFAULT_STOREBASE_MOUNT = "/var/local/storeBase"
+
+GiB = 1024**3
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a bad or missing value."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class IdRange:
+    """An inclusive range of numeric ids; a single id is a range of one."""
+
+    low: int
+    high: int
+
+    def pick(self) -> int:
+        return self.low if self.low == self.high else random.randint(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class ContainerUser:
+    """CONTAINER_USER: ``UID:GID`` where each side may be a range ``lo-hi`` picked per job."""
+
+    uid: IdRange
+    gid: IdRange
+
+    def pick(self) -> str:
+        return f"{self.uid.pick()}:{self.gid.pick()}"
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Caps on an uploaded zip; defaults accept real imaging data and refuse bombs."""
+
+    max_upload_bytes: int = 64 * GiB
+    max_unzipped_bytes: int = 256 * GiB
+    max_entries: int = 200_000
+    max_ratio: int = 200
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything pfcon is configured with, validated once."""
+
+    application_mode: str = "development"
+    secret_key: str = DEV_SECRET_KEY
+    pfcon_user: str = DEV_USER
+    pfcon_password: str = DEV_PASSWORD
+    token_lifetime_seconds: int = 2 * 24 * 3600
+    server_version: str = __version__
+    pfcon_innetwork: bool = False
+    storage_env: str = "zipfile"
+    container_env: str = "docker"
+    compute_volume_type: str = "host"
+    storebase: str | None = None
+    storebase_mount: Path = Path(DEFAULT_STOREBASE_MOUNT)
+    volume_name: str | None = None
+    pfcon_selector: str = "org.chrisproject.role=pfcon"
+    container_user: ContainerUser | None = None
+    enable_home_workaround: bool = False
+    shm_size_mib: int | None = None
+    job_labels: Mapping[str, str] = field(default_factory=dict)
+    job_logs_tail: int = 1000
+    ignore_limits: bool = False
+    remove_jobs: bool = True
+    zip_limits: ZipLimits = field(default_factory=ZipLimits)
+    start_workers: int = 4
+
+    @property
+    def development(self) -> bool:
+        return self.application_mode == "development"
+
+
+class _Env:
+    """Typed readers over an environment mapping; every error names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.environ.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def required(self, name: str) -> str:
+        value = self.str(name)
+        if value is None:
+            raise SettingsError(name, "is required")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.environ.get(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise SettingsError(name, f"expected a boolean (true/false, yes/no), got {value!r}")
+
+    def int(self, name: str, default: int | None, minimum: int = 0) -> int | None:
+        value = self.str(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise SettingsError(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
+        value = self.str(name, default)
+        if value is None:
+            raise SettingsError(name, f"is required; one of {', '.join(choices)}")
+        if value not in choices:
+            raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def parse_id_range(text: str, variable: str) -> IdRange:
+    """Parse ``N`` or ``LO-HI`` into an :class:`IdRange`."""
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?", text.strip())
+    if not match:
+        raise SettingsError(variable, f"expected UID:GID with each a number or range lo-hi, got {text!r}")
+    low = int(match.group(1))
+    high = int(match.group(2)) if match.group(2) else low
+    if high < low:
+        raise SettingsError(variable, f"range {text!r} is empty (high < low)")
+    return IdRange(low, high)
+
+
+def parse_container_user(text: str | None) -> ContainerUser | None:
+    if text is None:
+        return None
+    uid, sep, gid = text.partition(":")
+    if not sep:
+        raise SettingsError("CONTAINER_USER", f"expected UID:GID, got {text!r}")
+    return ContainerUser(parse_id_range(uid, "CONTAINER_USER"), parse_id_range(gid, "CONTAINER_USER"))
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """JOB_LABELS: ``k=v,k2=v2``."""
+    labels: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _LABEL_KEY.match(key):
+            raise SettingsError("JOB_LABELS", f"expected comma-separated key=value pairs, got {item!r}")
+        labels[key] = value.strip()
+    return labels
+
+
+def _storebase_mount(env: _Env, volume_type: str, storebase: str | None) -> Path:
+    """pfcon's own view of storeBase.
+
+    pfcon 5.3 defaults STOREBASE_MOUNT to /var/local/storeBase, which is right inside its
+    image. Run straight on a host, that folder usually does not exist, so with host volumes we
+    fall back to STOREBASE itself (where pfcon and the engine see the same path).
+    """
+    explicit = env.str("STOREBASE_MOUNT")
+    if explicit:
+        return Path(explicit)
+    if volume_type == "host" and storebase and not Path(DEFAULT_STOREBASE_MOUNT).is_dir():
+        return Path(storebase)
+    return Path(DEFAULT_STOREBASE_MOUNT)
+
+
+def _credentials(env: _Env, mode: str) -> tuple[str, str, str]:
+    if mode == "development":
+        return (
+            env.str("SECRET_KEY", DEV_SECRET_KEY),
+            env.str("PFCON_USER", DEV_USER),
+            env.str("PFCON_PASSWORD", DEV_PASSWORD),
+        )
+    return env.required("SECRET_KEY"), env.required("PFCON_USER"), env.required("PFCON_PASSWORD")
+
+
+def _storage_env(env: _Env, innetwork: bool) -> str:
+    if innetwork:
+        return env.choice("STORAGE_ENV", ("swift", "filesystem", "fslink"), None)
+    value = env.choice("STORAGE_ENV", ("zipfile", "swift", "filesystem", "fslink"), "zipfile")
+    if value != "zipfile":
+        raise SettingsError(
+            "STORAGE_ENV",
+            f"{value!r} needs PFCON_INNETWORK=true; out-of-network storage is zipfile",
+        )
+    return value
+
+
+def _volume(env: _Env, volume_type: str) -> tuple[str | None, str | None]:
+    storebase = env.str("STOREBASE")
+    volume_name = env.str("VOLUME_NAME")
+    if volume_type == "host":
+        if not storebase:
+            raise SettingsError("STOREBASE", "is required when COMPUTE_VOLUME_TYPE=host")
+        if not os.path.isabs(storebase):
+            raise SettingsError("STOREBASE", f"must be an absolute path, got {storebase!r}")
+        if volume_name:
+            raise SettingsError("VOLUME_NAME", "conflicts with COMPUTE_VOLUME_TYPE=host (use STOREBASE)")
+    elif storebase:
+        raise SettingsError(
+            "STOREBASE", f"conflicts with COMPUTE_VOLUME_TYPE={volume_type} (use VOLUME_NAME)"
+        )
+    return storebase, volume_name
+
+
+def _zip_limits(env: _Env) -> ZipLimits:
+    defaults = ZipLimits()
+    return ZipLimits(
+        max_upload_bytes=env.int("MAX_UPLOAD_BYTES", defaults.max_upload_bytes, 1),
+        max_unzipped_bytes=env.int("MAX_UNZIPPED_BYTES", defaults.max_unzipped_bytes, 1),
+        max_entries=env.int("MAX_ZIP_ENTRIES", defaults.max_entries, 1),
+        max_ratio=env.int("MAX_ZIP_RATIO", defaults.max_ratio, 1),
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate :class:`Settings` from ``environ`` (default: ``os.environ``)."""
+    env = _Env(os.environ if environ is None else environ)
+    mode = env.choice("APPLICATION_MODE", ("production", "development"), "production")
+    secret_key, user, password = _credentials(env, mode)
+    innetwork = env.bool("PFCON_INNETWORK", False)
+    volume_type = env.choice("COMPUTE_VOLUME_TYPE", ("host", "docker_local_volume", "kubernetes_pvc"), "host")
+    storebase, volume_name = _volume(env, volume_type)
+    shm = env.int("SHM_SIZE", None, 1)
+    return Settings(
+        application_mode=mode,
+        secret_key=secret_key,
+        pfcon_user=user,
+        pfcon_password=password,
+        token_lifetime_seconds=env.int("AUTH_TOKEN_LIFETIME", 2 * 24 * 3600, 1),
+        pfcon_innetwork=innetwork,
+        storage_env=_storage_env(env, innetwork),
+        container_env=env.choice(
+            "CONTAINER_ENV",
+            ("docker", "podman", "swarm", "kubernetes", "cromwell", "slurm"),
+            "docker",
+        ),
+        compute_volume_type=volume_type,
+        storebase=storebase,
+        storebase_mount=_storebase_mount(env, volume_type, storebase),
+        volume_name=volume_name,
+        pfcon_selector=env.str("PFCON_SELECTOR", "org.chrisproject.role=pfcon"),
+        container_user=parse_container_user(env.str("CONTAINER_USER")),
+        enable_home_workaround=env.bool("ENABLE_HOME_WORKAROUND", False),
+        shm_size_mib=shm,
+        job_labels=parse_labels(env.str("JOB_LABELS")),
+        job_logs_tail=env.int("JOB_LOGS_TAIL", 1000, 0),
+        ignore_limits=env.bool("IGNORE_LIMITS", False),
+        remove_jobs=env.bool("REMOVE_JOBS", True),
+        zip_limits=_zip_limits(env),
+        start_workers=env.int("PFCON_START_WORKERS", 4, 1),
+    )

@@ -1,0 +1,46 @@
+"""Out-of-network storage: the input comes as a zip upload, the output leaves as a zip.
+
+Input is extracted into ``key-<jid>/incoming`` (see :mod:`pfcon.storage.unzip` for the
+limits), link files in it resolve only to the job's own input; the output is
+``key-<jid>/outgoing``, streamed back as ``<jid>.zip``.
+"""
+
+from __future__ import annotations
+
+from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.settings import ZipLimits
+from pfcon.storage.base import InputRequest, JobDirs, StagedInput, Storage, ZipOutput
+from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
+from pfcon.storage.unzip import extract
+from pfcon.storage.zipstream import stream_zip
+from pfcon.storebase import INCOMING, OUTGOING, StoreBase
+
+
+class ZipFileStorage(Storage):
+    name = "zipfile"
+
+    def __init__(self, storebase: StoreBase, limits: ZipLimits) -> None:
+        super().__init__(storebase)
+        self.limits = limits
+
+    def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:
+        if request.upload is None:
+            raise InvalidInput("data_file: field is required")
+        key = self.storebase.job_key(jid)
+        return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
+
+    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+        assert request.upload is not None  # checked by job_dirs
+        incoming = self.storebase.root / dirs.input
+        outgoing = self.storebase.root / dirs.output
+        incoming.mkdir()
+        outgoing.mkdir()
+        extract(request.upload, incoming, self.limits)
+        resolve_links(incoming, LinkPolicy(root=incoming, forbidden=(outgoing,)))
+        return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
+
+    def output(self, jid: str, job_output_path: str | None) -> ZipOutput:
+        outgoing = self.storebase.outgoing(jid)
+        if not outgoing.is_dir():
+            raise JobNotFound(f"job {jid!r} has no output data")
+        return ZipOutput(filename=f"{jid}.zip", chunks=stream_zip(outgoing))

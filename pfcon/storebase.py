@@ -1,0 +1,115 @@
+"""The on-disk layout of storeBase and safe resolution of every client-supplied path.
+
+Layout (as FNNDSC pfcon): ``key-<jid>/incoming`` and ``key-<jid>/outgoing``; we add the job
+record ``key-<jid>/job.json`` beside them (never mounted into the job).
+Every job id, zip entry name, link target and object key goes through this module, which
+refuses absolute paths, ``..`` and anything that resolves outside its allowed root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path, PurePosixPath
+
+from pfcon.errors import InvalidInput, JobExists
+
+JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+INCOMING = "incoming"
+OUTGOING = "outgoing"
+UPLOADS_DIR = ".pfcon-uploads"
+
+
+def validate_jid(jid: str) -> str:
+    """Return ``jid`` if it is a safe job id, else raise :class:`InvalidInput`."""
+    if not isinstance(jid, str) or not JID_PATTERN.fullmatch(jid):
+        raise InvalidInput(
+            "jid: must be 1-128 characters of letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return jid
+
+
+def safe_relative(path: str, what: str) -> PurePosixPath:
+    """Check a client-given relative path lexically: no absolute, no ``..``, no NUL.
+
+    Returns the normalised relative path (``a//b/./c`` -> ``a/b/c``).
+    """
+    if not path or "\x00" in path or "\\" in path:
+        raise InvalidInput(f"{what}: {path!r} is not a valid relative path")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or any(part == ".." for part in pure.parts):
+        raise InvalidInput(f"{what}: {path!r} must be a relative path that stays inside its root")
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    if not parts:
+        raise InvalidInput(f"{what}: {path!r} names no file or folder")
+    return PurePosixPath(*parts)
+
+
+def resolve_inside(root: Path, relative: str, what: str) -> Path:
+    """Join ``relative`` to ``root`` and make sure the result, with links resolved, stays in it."""
+    candidate = root / safe_relative(relative, what)
+    resolved = candidate.resolve()
+    real_root = root.resolve()
+    if resolved != real_root and real_root not in resolved.parents:
+        raise InvalidInput(f"{what}: {relative!r} leads outside its allowed root")
+    return resolved
+
+
+class StoreBase:
+    """pfcon's view of storeBase (STOREBASE_MOUNT) and the per-job folders in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ensure(self) -> None:
+        """Create storeBase and the uploads folder; called once at start-up."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir.mkdir(exist_ok=True)
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / UPLOADS_DIR
+
+    @staticmethod
+    def job_key(jid: str) -> str:
+        return f"key-{validate_jid(jid)}"
+
+    def job_dir(self, jid: str) -> Path:
+        return self.root / self.job_key(jid)
+
+    def incoming(self, jid: str) -> Path:
+        return self.job_dir(jid) / INCOMING
+
+    def outgoing(self, jid: str) -> Path:
+        return self.job_dir(jid) / OUTGOING
+
+    def relative(self, path: Path) -> str:
+        """storeBase-relative form of a path inside storeBase (what mounts are built from)."""
+        return path.relative_to(self.root).as_posix()
+
+    def claim(self, jid: str) -> Path:
+        """Atomically create the job folder; a second claim of a live jid is :class:`JobExists`."""
+        job_dir = self.job_dir(jid)
+        try:
+            job_dir.mkdir()
+        except FileExistsError:
+            raise JobExists(f"job {jid!r} already exists; delete it first or use another jid") from None
+        return job_dir
+
+    def has_job(self, jid: str) -> bool:
+        return self.job_dir(jid).is_dir()
+
+    def remove_job(self, jid: str) -> bool:
+        """Delete the job folder; returns whether there was one."""
+        job_dir = self.job_dir(jid)
+        if not job_dir.is_dir():
+            return False
+        shutil.rmtree(job_dir, ignore_errors=False, onerror=_make_writable_and_retry)
+        return True
+
+
+def _make_writable_and_retry(func, path, _exc_info) -> None:
+    """rmtree helper: a job may leave read-only folders in its output; open the parent, retry."""
+    Path(path).parent.chmod(0o700)
+    func(path)
