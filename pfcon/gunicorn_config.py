@@ -17,6 +17,7 @@ timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
+control_socket_disable = True  # gunicorn 27+: we use no control interface
 loglevel = os.environ.get("PFCON_LOG_LEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 logconfig_dict = {

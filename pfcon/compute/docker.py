@@ -54,8 +54,12 @@ class DockerBackend(ComputeBackend):
 
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _engine(self, action: str, jid: str = "") -> Iterator[None]:
-        """Translate engine exceptions into domain errors; nothing docker-specific leaks."""
+    def _engine(self, action: str, jid: str = "", job_fault: bool = False) -> Iterator[None]:
+        """Translate engine exceptions into domain errors; nothing docker-specific leaks.
+
+        With ``job_fault`` an engine refusal (any API error) is the job's problem, as when a
+        start fails for a device the node does not have; unreachable engines stay 503.
+        """
         try:
             yield
         except docker.errors.NotFound as exc:
@@ -64,7 +68,7 @@ class DockerBackend(ComputeBackend):
             detail = exc.explanation or str(exc)
             if exc.status_code == 409:
                 raise JobExists(f"job {jid!r} already exists on the {self.name} engine") from exc
-            if exc.status_code is not None and 400 <= exc.status_code < 500:
+            if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
                 raise InvalidJob(f"{self.name} refused to {action}: {detail}") from exc
             raise BackendUnavailable(f"{self.name} engine failed to {action}: {detail}") from exc
         except (
@@ -105,7 +109,7 @@ class DockerBackend(ComputeBackend):
         with self._engine("create the job container", spec.jid):
             container = self.client.containers.create(**self._create_args(spec))
         try:
-            with self._engine("start the job container", spec.jid):
+            with self._engine("start the job container", spec.jid, job_fault=True):
                 container.start()
         except (InvalidJob, BackendUnavailable):
             with contextlib.suppress(Exception):

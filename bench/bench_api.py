@@ -1,0 +1,530 @@
+"""Benchmark of the pfcon HTTP API against a real Docker engine; prints figures, asserts nothing.
+
+What it measures (FNNDSC pfcon 5.3 figures and our targets are printed beside each):
+
+1. ``POST jobs/`` latency (median, p95) for 40 small jobs submitted one after another;
+2. jobs/s from the first submit until all 40 are seen finished (status polling);
+3. status ``GET jobs/<jid>/`` per second with 8 concurrent keep-alive clients for ~5 s
+   (``wrk`` if it is on PATH, else 8 client processes using ``http.client``);
+4. upload of a 512 MiB zip of random bytes (ZIP_STORED), streamed from disk: POST time and the
+   service's peak RSS growth (VmRSS of the gunicorn master and all its descendants);
+5. download of a 512 MiB job output as a zip: time to first byte, total time, RSS growth.
+
+It starts its own service (``pfcon serve`` on a free port, a fresh STOREBASE under /var/tmp),
+needs a running dockerd and the image ``localhost/pfcon-busybox:1``, deletes every job it made
+and removes its temporary files at the end. Run it from the repository root with::
+
+    .venv/bin/python bench/bench_api.py
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+PFCON = REPO / ".venv" / "bin" / "pfcon"
+IMAGE = "localhost/pfcon-busybox:1"
+USER, PASSWORD = "pfcon", "pfcon1234"
+MiB = 1024 * 1024
+BIG_SIZE = 512 * MiB
+SMALL_JOBS = 40
+CLIENTS = 8
+GET_SECONDS = 5.0
+FINISHED = ("finishedSuccessfully", "finishedWithError", "undefined")
+
+
+@dataclass
+class Row:
+    """One line of the final table."""
+
+    name: str
+    value: str
+    pfcon53: str
+    target: str
+    ok: bool
+
+    def show(self) -> str:
+        verdict = "PASS" if self.ok else "MISS"
+        return f"{self.name:<33} {self.value:>28}  {self.pfcon53:<22} {self.target:<24} {verdict}"
+
+
+@dataclass
+class Bench:
+    """What the measurements share: the service, its token and what to clean up."""
+
+    base: str
+    pid: int
+    storebase: Path
+    session: requests.Session
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    jids: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+
+    def jid(self, kind: str, number: int = 0) -> str:
+        jid = f"pfcon-bench-{self.run_id}-{kind}-{number}"
+        self.jids.append(jid)
+        return jid
+
+    def report(self, row: Row) -> None:
+        self.rows.append(row)
+        print(row.show(), flush=True)
+
+
+# -- the service -------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pfcon serve exited with {proc.returncode}")
+        with suppress(requests.RequestException):
+            if requests.get(f"{base}health/", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"pfcon did not become healthy within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=35)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def service(storebase: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``pfcon serve`` (gunicorn; its master keeps this PID) until the block ends."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "APPLICATION_MODE": "development",
+        "STOREBASE": str(storebase),
+        "JOB_LABELS": "pfcon.bench=yes",
+        "PFCON_BIND": f"127.0.0.1:{port}",
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(PFCON), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/api/v1/"
+    try:
+        wait_healthy(base, proc)
+        yield base, proc
+    finally:
+        stop(proc)
+
+
+def login(base: str) -> requests.Session:
+    session = requests.Session()
+    reply = session.post(f"{base}auth-token/", json={"pfcon_user": USER, "pfcon_password": PASSWORD})
+    reply.raise_for_status()
+    session.headers["Authorization"] = f"Bearer {reply.json()['token']}"
+    return session
+
+
+# -- memory ------------------------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, found through /proc/<pid>/task/*/children."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with suppress(OSError):
+                todo.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def vm_rss(pid: int) -> int:
+    with suppress(OSError):
+        match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+        if match:
+            return int(match.group(1)) * 1024
+    return 0
+
+
+def tree_rss(pid: int) -> int:
+    return sum(vm_rss(each) for each in process_tree(pid))
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree every ~10 ms in a thread; reports peak - baseline."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.baseline = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self.baseline = statistics.median(tree_rss(self.pid) for _ in range(5))
+        self.peak = self.baseline
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+    @property
+    def growth(self) -> int:
+        return int(self.peak - self.baseline)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def small_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "hello pfcon\n")
+        archive.writestr("sub/b.txt", "x" * 2048)
+    return buffer.getvalue()
+
+
+def job_form(
+    jid: str, entrypoint: list[str], args: list[str] | None = None, kind: str = "ds"
+) -> list[tuple[str, str]]:
+    form = [("jid", jid), *(("entrypoint", part) for part in entrypoint)]
+    form += [("args", arg) for arg in args or []]
+    form += [
+        ("auid", "bench"),
+        ("number_of_workers", "1"),
+        ("cpu_limit", "1000"),
+        ("memory_limit", "200"),
+        ("gpu_limit", "0"),
+        ("image", IMAGE),
+        ("type", kind),
+    ]
+    return form
+
+
+def status(bench: Bench, jid: str) -> str:
+    reply = bench.session.get(f"{bench.base}jobs/{jid}/")
+    reply.raise_for_status()
+    return reply.json()["compute"]["status"]
+
+
+def wait_finished(bench: Bench, jids: list[str], timeout: float = 120.0) -> dict[str, str]:
+    pending, done = list(jids), {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for jid in list(pending):
+            state = status(bench, jid)
+            if state in FINISHED:
+                done[jid] = state
+                pending.remove(jid)
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        raise RuntimeError(f"{len(pending)} jobs not finished after {timeout:.0f} s")
+    return done
+
+
+def delete_jobs(bench: Bench) -> None:
+    failed = []
+    for jid in bench.jids:
+        with suppress(requests.RequestException):
+            if bench.session.delete(f"{bench.base}jobs/{jid}/", timeout=30).status_code in (204, 404):
+                continue
+        failed.append(jid)
+    print(f"deleted {len(bench.jids) - len(failed)} jobs" + (f"; failed: {failed}" if failed else ""))
+
+
+def remove_leftover_containers(run_id: str) -> None:
+    """Safety net: remove containers of this run that a failed DELETE may have left behind."""
+    if not shutil.which("docker"):
+        return
+    names = f"name=pfcon-bench-{run_id}-"
+    found = subprocess.run(["docker", "ps", "-aq", "--filter", names], capture_output=True, text=True)
+    ids = found.stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        print(f"removed {len(ids)} leftover containers")
+
+
+# -- helpers for figures -----------------------------------------------------------------------
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def fmt_mib(size: int) -> str:
+    return f"{size / MiB:+.1f} MiB"
+
+
+def write_random(path: Path, size: int, chunk: int = 4 * MiB) -> None:
+    with open(path, "wb") as out:
+        for _ in range(size // chunk):
+            out.write(os.urandom(chunk))
+
+
+def build_big_zip(path: Path) -> None:
+    """A ZIP_STORED archive of one 512 MiB file of random bytes, written in 4 MiB chunks."""
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive,
+        archive.open("random.bin", "w", force_zip64=True) as member,
+    ):
+        for _ in range(BIG_SIZE // (4 * MiB)):
+            member.write(os.urandom(4 * MiB))
+
+
+class MultipartFile:
+    """A multipart/form-data body (fields + one file streamed from disk) with a known length.
+
+    requests sends an iterable that has ``__len__`` with that Content-Length, chunk by chunk.
+    """
+
+    def __init__(self, fields: list[tuple[str, str]], name: str, path: Path, chunk: int = MiB) -> None:
+        self.boundary = f"pfcon-bench-{uuid.uuid4().hex}"
+        self.path = path
+        self.chunk = chunk
+        head = b"".join(self._part(key, value) for key, value in fields)
+        head += (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="{name}"; filename="{path.name}"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        self.head = head
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+
+    def _part(self, key: str, value: str) -> bytes:
+        disposition = f'Content-Disposition: form-data; name="{key}"'
+        return f"--{self.boundary}\r\n{disposition}\r\n\r\n{value}\r\n".encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return len(self.head) + self.path.stat().st_size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.head
+        with open(self.path, "rb") as source:
+            while block := source.read(self.chunk):
+                yield block
+        yield self.tail
+
+
+# -- 1 and 2: small jobs -----------------------------------------------------------------------
+def bench_small_jobs(bench: Bench) -> list[str]:
+    payload = small_zip()
+    jids = [bench.jid("small", number) for number in range(SMALL_JOBS)]
+    latencies = []
+    first = time.perf_counter()
+    for jid in jids:
+        start = time.perf_counter()
+        reply = bench.session.post(
+            f"{bench.base}jobs/",
+            data=job_form(jid, ["pl-copy"]),
+            files={"data_file": ("data.zip", payload, "application/zip")},
+        )
+        latencies.append(time.perf_counter() - start)
+        if reply.status_code != 201:
+            raise RuntimeError(f"POST {jid}: {reply.status_code} {reply.text[:300]}")
+    states = wait_finished(bench, jids)
+    elapsed = time.perf_counter() - first
+    failures = sum(state != "finishedSuccessfully" for state in states.values())
+    median, p95 = statistics.median(latencies) * 1000, percentile(latencies, 0.95) * 1000
+    bench.report(Row("1. POST latency median", f"{median:.1f} ms", "311-408 ms", "<= 60 ms", median <= 60))
+    bench.report(Row("1. POST latency p95", f"{p95:.1f} ms", "311-408 ms", "(informative)", True))
+    rate = SMALL_JOBS / elapsed
+    value = f"{rate:.2f}/s ({elapsed:.1f} s)"
+    bench.report(Row("2. jobs/s, submit to finished", value, "2.4-2.8/s", ">= 4.5/s", rate >= 4.5))
+    if failures:
+        print(f"   note: {failures} of {SMALL_JOBS} jobs did not finish successfully")
+    return jids
+
+
+# -- 3: concurrent status GETs -----------------------------------------------------------------
+def get_client(
+    port: int, paths: list[str], token: str, barrier: Any, seconds: float, results: Any, index: int
+) -> None:
+    """One client process: keep-alive GETs round-robin over ``paths`` for ``seconds``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+    count = errors = 0
+    barrier.wait()
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        conn.request("GET", paths[(index + count + errors) % len(paths)], headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        if reply.status == 200:
+            count += 1
+        else:
+            errors += 1
+    results.put((count, errors, time.monotonic() - start))
+    conn.close()
+
+
+def gets_with_processes(bench: Bench, paths: list[str]) -> tuple[float, int, str]:
+    port = int(bench.base.split(":")[2].split("/")[0])
+    token = bench.session.headers["Authorization"].split()[1]
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(CLIENTS), ctx.Queue()
+    args = (port, paths, token, barrier, GET_SECONDS, results)
+    procs = [ctx.Process(target=get_client, args=(*args, index)) for index in range(CLIENTS)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=GET_SECONDS + 60) for _ in procs]
+    for proc in procs:
+        proc.join()
+    total = sum(count for count, _, _ in outcomes)
+    errors = sum(error for _, error, _ in outcomes)
+    seconds = max(elapsed for _, _, elapsed in outcomes)
+    return total / seconds, errors, f"{CLIENTS} client processes, http.client keep-alive"
+
+
+def gets_with_wrk(bench: Bench, paths: list[str]) -> tuple[float, int, str]:
+    token = bench.session.headers["Authorization"].split()[1]
+    url = bench.base.rstrip("/") + paths[0].removeprefix("/api/v1")
+    command = ["wrk", "-t2", f"-c{CLIENTS}", f"-d{GET_SECONDS:.0f}s", "-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, int(match.group(1)) if match else 0, f"wrk -t2 -c{CLIENTS}, one jid"
+
+
+def bench_status_gets(bench: Bench, jids: list[str]) -> None:
+    paths = [f"/api/v1/jobs/{jid}/" for jid in jids]
+    measure: Callable[[Bench, list[str]], tuple[float, int, str]]
+    measure = gets_with_wrk if shutil.which("wrk") else gets_with_processes
+    rate, errors, how = measure(bench, paths)
+    note = f" [{how}" + (f"; {errors} non-200]" if errors else "]")
+    bench.report(Row("3. status GETs/s, 8 clients", f"{rate:.0f}/s", "~115/s", ">= 1150/s", rate >= 1150))
+    print(f"   {note.strip()}")
+
+
+# -- 4: big upload -----------------------------------------------------------------------------
+def bench_upload(bench: Bench, big_zip: Path) -> str:
+    jid = bench.jid("upload")
+    body = MultipartFile(job_form(jid, ["sh"], ["-c", "true"], kind="fs"), "data_file", big_zip)
+    headers = {"Content-Type": body.content_type}
+    with RssSampler(bench.pid) as rss:
+        start = time.perf_counter()
+        reply = bench.session.post(f"{bench.base}jobs/", data=body, headers=headers, timeout=300)
+        elapsed = time.perf_counter() - start
+    if reply.status_code != 201:
+        raise RuntimeError(f"upload POST: {reply.status_code} {reply.text[:300]}")
+    nfiles = reply.json()["data"]["nfiles"]
+    ok = elapsed <= 3 and rss.growth < 64 * MiB
+    value = f"{elapsed:.2f} s, {fmt_mib(rss.growth)}"
+    bench.report(Row("4. upload 512 MiB: time, RSS", value, "4.8-5.5 s", "<= 3 s, < 64 MiB", ok))
+    print(f"   [{len(body) / MiB:.1f} MiB body, nfiles={nfiles}]")
+    return jid
+
+
+# -- 5: big download ---------------------------------------------------------------------------
+def bench_download(bench: Bench, jid: str) -> None:
+    wait_finished(bench, [jid])
+    write_random(bench.storebase / f"key-{jid}" / "outgoing" / "random.bin", BIG_SIZE)
+    received, first_byte = 0, None
+    with RssSampler(bench.pid) as rss:
+        start = time.perf_counter()
+        with bench.session.get(f"{bench.base}jobs/{jid}/file/", stream=True, timeout=300) as reply:
+            reply.raise_for_status()
+            for block in reply.iter_content(chunk_size=MiB):
+                if first_byte is None and block:
+                    first_byte = time.perf_counter() - start
+                received += len(block)
+        total = time.perf_counter() - start
+    first_byte = total if first_byte is None else first_byte
+    ok = first_byte < 0.2 and total <= 3 and rss.growth < 32 * MiB and received > BIG_SIZE
+    value = f"{first_byte:.3f} s / {total:.2f} s, {fmt_mib(rss.growth)}"
+    target = "<0.2 s / <=3 s, <32 MiB"
+    bench.report(Row("5. download 512 MiB: TTFB/total", value, "14 s / 16 s, +530 MiB", target, ok))
+    plausible = "plausible" if received > BIG_SIZE else "TOO SMALL"
+    print(f"   [{received / MiB:.1f} MiB received ({plausible}), {received / MiB / total:.0f} MiB/s]")
+
+
+# -- main --------------------------------------------------------------------------------------
+def run(bench: Bench, big_zip: Path) -> None:
+    jids = bench_small_jobs(bench)
+    bench_status_gets(bench, jids)
+    upload_jid = bench_upload(bench, big_zip)
+    bench_download(bench, upload_jid)
+
+
+def print_table(rows: list[Row]) -> None:
+    print()
+    print(f"{'measure':<33} {'value':>28}  {'pfcon 5.3':<22} {'target':<24} verdict")
+    print("-" * 117)
+    for row in rows:
+        print(row.show())
+
+
+def main() -> int:
+    if not PFCON.exists():
+        print(f"missing {PFCON}: create the venv first", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="pfcon-bench-", dir="/var/tmp"))
+    storebase, big_zip = work / "storebase", work / "big.zip"
+    storebase.mkdir()
+    bench: Bench | None = None
+    try:
+        print(f"building {BIG_SIZE // MiB} MiB zip in {work} ...", flush=True)
+        build_big_zip(big_zip)
+        with service(storebase, work / "pfcon.log") as (base, proc):
+            bench = Bench(base=base, pid=proc.pid, storebase=storebase, session=login(base))
+            info = bench.session.get(f"{base}health/").json()
+            print(f"service pid {proc.pid} at {base}: {json.dumps(info)}")
+            print(f"gunicorn processes: {process_tree(proc.pid)}\n", flush=True)
+            try:
+                run(bench, big_zip)
+            finally:
+                delete_jobs(bench)
+        print_table(bench.rows)
+        return 0
+    except Exception as error:
+        print(f"benchmark failed: {type(error).__name__}: {error}", file=sys.stderr)
+        log = work / "pfcon.log"
+        if log.exists():
+            print("--- last lines of the service log ---", file=sys.stderr)
+            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+        return 1
+    finally:
+        if bench:
+            remove_leftover_containers(bench.run_id)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

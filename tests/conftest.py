@@ -1,0 +1,116 @@
+"""Fixtures: a real Docker engine (started when it is not running), apps on a tmp storeBase.
+
+Integration tests (marked ``integration``) may skip on a laptop without an engine; under
+``CI=true`` such a skip is turned into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from pfcon.app import create_app
+from pfcon.settings import load_settings
+from tests.helpers import TEST_IMAGE
+
+TEST_LABEL = "pfcon.test=yes"
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and item.get_closest_marker("integration"):
+        report.outcome = "failed"
+        report.longrepr = f"integration test skipped under CI=true: {report.longrepr}"
+
+
+def _engine_answers(client: docker.DockerClient) -> bool:
+    try:
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A real Docker engine with the test image; started by scripts/system-setup.sh if needed."""
+    client = docker.from_env(version="1.41")
+    if not _engine_answers(client) or not client.images.list(name=TEST_IMAGE):
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/system-setup.sh")], capture_output=True, text=True
+        )
+        if result.returncode != 0 or not _engine_answers(client):
+            pytest.skip(f"no Docker engine: {result.stderr.strip()[-500:]}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def storebase(tmp_path: Path) -> Path:
+    path = tmp_path / "storeBase"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_settings(storebase: Path):
+    def build(**env: Any):
+        base = {"APPLICATION_MODE": "development", "STOREBASE": str(storebase), "JOB_LABELS": TEST_LABEL}
+        base.update({k: str(v) for k, v in env.items()})
+        return load_settings(base)
+
+    return build
+
+
+@pytest.fixture
+def make_app(docker_client: docker.DockerClient, make_settings):
+    """Build an app on the real engine; jobs it leaves behind are removed afterwards."""
+    apps = []
+
+    def build(**env: Any):
+        app = create_app(make_settings(**env))
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["pfcon"].starter.shutdown()
+    remove_test_containers(docker_client)
+
+
+def remove_test_containers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def jid() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(client) -> dict[str, str]:
+    answer = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    assert answer.status_code == 200, answer.get_json()
+    return {"Authorization": f"Bearer {answer.get_json()['token']}"}

@@ -1,0 +1,49 @@
+"""Helpers shared by the tests: zips, job forms, waiting for a status."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+TEST_IMAGE = "localhost/pfcon-busybox:1"
+TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
+
+
+def make_zip(files: Mapping[str, bytes | str], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def job_form(jid: str, **overrides: Any) -> dict[str, Any]:
+    """A valid pfcon job form running pl-copy (a ds plugin) from the test image."""
+    form: dict[str, Any] = {
+        "jid": jid,
+        "entrypoint": ["pl-copy"],
+        "args": ["--prefix", "out-"],
+        "auid": "cube",
+        "number_of_workers": "1",
+        "cpu_limit": "1000",
+        "memory_limit": "200",
+        "gpu_limit": "0",
+        "image": TEST_IMAGE,
+        "type": "ds",
+    }
+    form.update(overrides)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        time.sleep(interval)

@@ -1,0 +1,97 @@
+"""The Docker backend on a real dockerd: the contract, plus what only inspection shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import pytest
+
+from pfcon.compute.base import Resources
+from pfcon.compute.docker import DockerBackend
+from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
+from tests.conftest import remove_test_containers
+from tests.contract import BackendContract, finished, make_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_containers(docker_client: docker.DockerClient):
+    yield
+    remove_test_containers(docker_client)
+
+
+class TestDockerContract(BackendContract):
+    @pytest.fixture
+    def backend(self, docker_client: docker.DockerClient):
+        backend = DockerBackend()
+        yield backend
+        backend.close()
+
+
+@pytest.fixture
+def backend(docker_client: docker.DockerClient):
+    backend = DockerBackend()
+    yield backend
+    backend.close()
+
+
+def test_limits_user_labels_and_shm_are_applied(backend, docker_client, jid: str, tmp_path: Path) -> None:
+    spec = make_spec(
+        jid,
+        tmp_path,
+        ("sh", "-c", "id -u; id -g; echo $HOME"),
+        resources=Resources(1, 1500, 96, 0),
+        user="12345:23456",
+        shm_size_mib=32,
+        env={"HOME": "/tmp"},
+        labels={"pfcon.test": "yes", "site": "bch"},
+    )
+    backend.submit(spec)
+    finished(backend, jid)
+    attrs = docker_client.containers.get(jid).attrs
+    host = attrs["HostConfig"]
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["Memory"] == 96 * 1024 * 1024  # a hard limit, not a reservation
+    assert host["MemorySwap"] == 96 * 1024 * 1024
+    assert host["ShmSize"] == 32 * 1024 * 1024
+    assert host["RestartPolicy"]["Name"] == "no"
+    assert attrs["Config"]["User"] == "12345:23456"
+    assert attrs["Config"]["Labels"]["site"] == "bch"
+    assert attrs["Config"]["Labels"]["org.chrisproject.pfcon.jid"] == jid
+    assert backend.logs(jid, 10).split() == ["12345", "23456", "/tmp"]
+    binds = {m["Destination"]: m for m in attrs["Mounts"]}
+    assert binds["/share/incoming"]["RW"] is False and binds["/share/outgoing"]["RW"] is True
+    backend.remove(jid)
+
+
+def test_ignored_limits_set_none(backend, docker_client, jid: str, tmp_path: Path) -> None:
+    backend.submit(make_spec(jid, tmp_path, ("true",), resources=Resources(1, None, None, 0)))
+    host = docker_client.containers.get(jid).attrs["HostConfig"]
+    assert host["NanoCpus"] == 0 and host["Memory"] == 0
+    backend.remove(jid)
+
+
+def test_gpu_request_is_passed_to_the_engine(backend, jid: str, tmp_path: Path) -> None:
+    """No GPU here: the engine refuses the device request, and the error says why."""
+    spec = make_spec(jid, tmp_path, ("true",), resources=Resources(1, 1000, 64, 1))
+    with pytest.raises(InvalidJob, match=r"(?i)gpu"):
+        backend.submit(spec)
+    with pytest.raises(JobNotFound, match="not known"):
+        backend.info(jid)  # the failed container was cleaned up
+
+
+def test_foreign_container_is_not_ours(backend, docker_client, jid: str) -> None:
+    docker_client.containers.create(
+        "localhost/pfcon-busybox:1", ["true"], name=jid, labels={"pfcon.test": "yes"}
+    )
+    with pytest.raises(JobNotFound, match="not created by pfcon"):
+        backend.info(jid)
+
+
+def test_unreachable_engine_is_backend_unavailable() -> None:
+    backend = DockerBackend(docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41"))
+    for call in (backend.ping, lambda: backend.info("j1"), lambda: backend.logs("j1", 5)):
+        with pytest.raises(BackendUnavailable, match="does not answer"):
+            call()

@@ -1,0 +1,103 @@
+"""Settings: parsed once, validated, and every error names its variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pfcon.settings import DEV_PASSWORD, DEV_USER, SettingsError, load_settings
+
+PROD = {"SECRET_KEY": "s3cret", "PFCON_USER": "u", "PFCON_PASSWORD": "p", "STOREBASE": "/data/sb"}
+
+
+def test_development_mode_gives_dev_credentials() -> None:
+    settings = load_settings({"APPLICATION_MODE": "development", "STOREBASE": "/x"})
+    assert (settings.pfcon_user, settings.pfcon_password) == (DEV_USER, DEV_PASSWORD)
+    assert settings.storage_env == "zipfile" and settings.container_env == "docker"
+    assert settings.job_logs_tail == 1000 and settings.remove_jobs and not settings.ignore_limits
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "PFCON_USER", "PFCON_PASSWORD"])
+def test_production_requires_credentials(missing: str) -> None:
+    env = {k: v for k, v in PROD.items() if k != missing}
+    with pytest.raises(SettingsError) as error:
+        load_settings(env)
+    assert error.value.variable == missing
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("APPLICATION_MODE", "staging"),
+        ("CONTAINER_ENV", "lxc"),
+        ("COMPUTE_VOLUME_TYPE", "nfs"),
+        ("PFCON_INNETWORK", "maybe"),
+        ("JOB_LOGS_TAIL", "many"),
+        ("JOB_LOGS_TAIL", "-1"),
+        ("SHM_SIZE", "0"),
+        ("CONTAINER_USER", "1000"),
+        ("CONTAINER_USER", "a:b"),
+        ("CONTAINER_USER", "10-5:1"),
+        ("JOB_LABELS", "novalue"),
+        ("STORAGE_ENV", "swift"),  # swift needs PFCON_INNETWORK=true
+        ("STOREBASE", "relative/path"),
+        ("VOLUME_NAME", "vol"),  # conflicts with host volumes
+        ("MAX_UPLOAD_BYTES", "0"),
+        ("REMOVE_JOBS", "perhaps"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({**PROD, variable: value})
+    assert error.value.variable == variable
+    assert str(error.value).startswith(f"{variable}: ")
+
+
+def test_host_volume_needs_storebase() -> None:
+    env = {k: v for k, v in PROD.items() if k != "STOREBASE"}
+    with pytest.raises(SettingsError, match="STOREBASE: is required"):
+        load_settings(env)
+
+
+def test_docker_local_volume_refuses_storebase() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({**PROD, "COMPUTE_VOLUME_TYPE": "docker_local_volume"})
+    assert error.value.variable == "STOREBASE"
+
+
+def test_innetwork_requires_an_innetwork_storage() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({**PROD, "PFCON_INNETWORK": "true"})
+    assert error.value.variable == "STORAGE_ENV"
+
+
+def test_full_configuration_is_parsed() -> None:
+    settings = load_settings(
+        {
+            **PROD,
+            "CONTAINER_USER": "1000-1009:2000",
+            "JOB_LABELS": "a=1, b.c/d=two",
+            "SHM_SIZE": "64",
+            "ENABLE_HOME_WORKAROUND": "yes",
+            "IGNORE_LIMITS": "yes",
+            "REMOVE_JOBS": "no",
+            "JOB_LOGS_TAIL": "50",
+            "STOREBASE_MOUNT": "/mnt/sb",
+            "AUTH_TOKEN_LIFETIME": "60",
+        }
+    )
+    assert settings.job_labels == {"a": "1", "b.c/d": "two"}
+    assert settings.shm_size_mib == 64 and settings.job_logs_tail == 50
+    assert settings.enable_home_workaround and settings.ignore_limits and not settings.remove_jobs
+    assert settings.storebase_mount == Path("/mnt/sb") and settings.token_lifetime_seconds == 60
+    assert settings.container_user is not None
+    for _ in range(50):
+        uid, gid = settings.container_user.pick().split(":")
+        assert 1000 <= int(uid) <= 1009 and gid == "2000"
+
+
+def test_storebase_mount_falls_back_to_storebase_outside_a_container() -> None:
+    settings = load_settings(PROD)
+    expected = "/var/local/storeBase" if Path("/var/local/storeBase").is_dir() else "/data/sb"
+    assert settings.storebase_mount == Path(expected)
