@@ -1,0 +1,175 @@
+"""The jobs API end to end on a real Docker engine, through the Flask app."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.helpers import TERMINAL, job_form, make_zip, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def submit(client, auth, form, files=None):
+    data = dict(form)
+    if files is not None:
+        data["data_file"] = (io.BytesIO(make_zip(files)), "input.zip")
+    return client.post("/api/v1/jobs/", data=data, headers=auth, content_type="multipart/form-data")
+
+
+def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
+    def poll():
+        body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()
+        return body if body["compute"]["status"] in TERMINAL else None
+
+    return wait_for(poll, timeout=timeout)
+
+
+def test_health_and_server_info(client, auth) -> None:
+    health = client.get("/api/v1/health/")
+    assert health.status_code == 200
+    assert health.get_json()["health"] == "OK" and "docker" in health.get_json()["engine"]
+    info = client.get("/api/v1/jobs/", headers=auth).get_json()
+    assert info == {
+        "server_version": info["server_version"],
+        "pfcon_innetwork": False,
+        "storage_env": "zipfile",
+        "container_env": "docker",
+        "compute_volume_type": "host",
+    }
+
+
+def test_submit_poll_download_delete(client, auth, jid: str, storebase: Path, docker_client) -> None:
+    files = {"a.txt": "alpha", "dir/b.txt": "beta", "dir/ref.chrislink": "a.txt"}
+    answer = submit(client, auth, job_form(jid, env=["GREETING=hi"]), files)
+    assert answer.status_code == 201, answer.get_json()
+    body = answer.get_json()
+    assert body["data"]["jid"] == jid and body["data"]["nfiles"] == 3  # a, b, and the copy the link became
+    assert body["data"]["path"] == str(storebase / f"key-{jid}/incoming")
+    compute = body["compute"]
+    assert compute["status"] == "notStarted" and compute["jid"] == jid and compute["logs"] == ""
+    assert compute["cmd"] == "pl-copy --prefix out- /share/incoming /share/outgoing"
+    assert (storebase / f"key-{jid}/incoming/dir/a.txt").read_text() == "alpha"
+    assert not (storebase / f"key-{jid}/incoming/dir/ref.chrislink").exists()
+
+    final = wait_terminal(client, auth, jid)["compute"]
+    assert final["status"] == "finishedSuccessfully", final
+    assert "pl-copy: done" in final["logs"] and final["timestamp"]
+    assert docker_client.containers.get(jid).attrs["Config"]["Env"].count("GREETING=hi") == 1
+
+    out = client.get(f"/api/v1/jobs/{jid}/file/", headers=auth)
+    assert out.status_code == 200 and out.mimetype == "application/zip"
+    assert f'filename="{jid}.zip"' in out.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(out.data)) as archive:
+        assert sorted(archive.namelist()) == ["dir/out-a.txt", "dir/out-b.txt", "out-a.txt"]
+        assert archive.read("dir/out-b.txt") == b"beta"
+
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert not (storebase / f"key-{jid}").exists()
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(jid)
+    assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
+    assert client.get(f"/api/v1/jobs/{jid}/file/", headers=auth).status_code == 404
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
+
+
+def test_failing_job_reports_finished_with_error(client, auth, jid: str) -> None:
+    form = job_form(jid, entrypoint=["pl-copy"], args=["--fail", "7"])
+    assert submit(client, auth, form, {"a": "x"}).status_code == 201
+    compute = wait_terminal(client, auth, jid)["compute"]
+    assert compute["status"] == "finishedWithError" and "code 7" in compute["message"]
+    assert "failing on request" in compute["logs"]
+
+
+def test_start_failure_is_finished_with_error_with_the_reason(client, auth, jid: str) -> None:
+    """No GPU on this machine: the 201 came first, the engine's refusal shows in the status."""
+    assert submit(client, auth, job_form(jid, gpu_limit="1"), {"a": "x"}).status_code == 201
+    compute = wait_terminal(client, auth, jid)["compute"]
+    assert compute["status"] == "finishedWithError"
+    assert compute["message"].startswith("failed to start") and "gpu" in compute["message"].lower()
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+
+
+def test_job_removed_behind_our_back_is_undefined(client, auth, jid: str, docker_client, storebase) -> None:
+    assert submit(client, auth, job_form(jid), {"a": "x"}).status_code == 201
+    wait_terminal(client, auth, jid)
+    docker_client.containers.get(jid).remove(force=True)
+    compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+    assert compute["status"] == "undefined" and "no longer knows" in compute["message"]
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert not (storebase / f"key-{jid}").exists()
+
+
+def test_duplicate_live_jid_is_409_and_the_first_job_is_intact(client, auth, jid: str, storebase) -> None:
+    assert submit(client, auth, job_form(jid, args=["--sleep", "3"]), {"a.txt": "first"}).status_code == 201
+    second = submit(client, auth, job_form(jid), {"a.txt": "second", "extra.txt": "x"})
+    assert second.status_code == 409 and "already exists" in second.get_json()["message"]
+    assert (storebase / f"key-{jid}/incoming/a.txt").read_text() == "first"
+    assert not (storebase / f"key-{jid}/incoming/extra.txt").exists()
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+
+
+def test_jid_can_be_reused_after_delete(client, auth, jid: str) -> None:
+    assert submit(client, auth, job_form(jid), {"a": "1"}).status_code == 201
+    wait_terminal(client, auth, jid)
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert submit(client, auth, job_form(jid), {"a": "2"}).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+
+
+def test_logs_tail_and_fs_plugin(make_app, jid: str) -> None:
+    client = make_app(JOB_LOGS_TAIL=2).test_client()
+    token = client.post("/api/v1/auth-token/", data={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    form = job_form(
+        jid,
+        entrypoint=["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo $0"],
+        args=None,
+        type="fs",
+    )
+    assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    compute = wait_terminal(client, auth, jid)["compute"]
+    assert compute["cmd"] == "sh -c 'for i in 1 2 3 4 5; do echo line$i; done; echo $0' /share/outgoing"
+    assert compute["logs"].split() == ["line5", "/share/outgoing"]
+
+
+def test_container_user_and_home_workaround(make_app, jid: str, docker_client) -> None:
+    client = make_app(
+        CONTAINER_USER="4000-4009:5000", ENABLE_HOME_WORKAROUND="yes", SHM_SIZE="16"
+    ).test_client()
+    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    form = job_form(
+        jid, entrypoint=["sh", "-c", "id -u > $0/uid; echo $HOME > $0/home"], args=None, type="fs"
+    )
+    assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{jid}/file/", headers=auth).data)) as archive:
+        assert 4000 <= int(archive.read("uid")) <= 4009
+        assert archive.read("home").strip() == b"/tmp"
+    assert docker_client.containers.get(jid).attrs["HostConfig"]["ShmSize"] == 16 * 1024 * 1024
+
+
+def test_remove_jobs_no_keeps_the_container(make_app, jid: str, docker_client, storebase) -> None:
+    client = make_app(REMOVE_JOBS="no").test_client()
+    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    assert submit(client, auth, job_form(jid), {"a": "1"}).status_code == 201
+    wait_terminal(client, auth, jid)
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert not (storebase / f"key-{jid}").exists()
+    assert docker_client.containers.get(jid).status == "exited"
+
+
+def test_ignore_limits(make_app, jid: str, docker_client) -> None:
+    client = make_app(IGNORE_LIMITS="yes").test_client()
+    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    assert submit(client, auth, job_form(jid), {"a": "1"}).status_code == 201
+    wait_terminal(client, auth, jid)
+    host = docker_client.containers.get(jid).attrs["HostConfig"]
+    assert host["Memory"] == 0 and host["NanoCpus"] == 0
