@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pfcon.cache import ExpiringCache
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobNotFound
@@ -86,6 +87,7 @@ class JobService:
         self.volumes = volumes
         self.records = JobRecords(storebase)
         self.starter = JobStarter(backend, self.records, settings.start_workers)
+        self._finished: ExpiringCache[dict[str, Any]] = ExpiringCache(settings.finished_cache_seconds)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -168,14 +170,20 @@ class JobService:
     def status(self, jid: str) -> dict[str, Any]:
         validate_jid(jid)
         record = self.records.load(jid)
+        if record is None:
+            self._finished.discard(jid)
+        elif (cached := self._finished.get(jid)) is not None:
+            return cached
         try:
-            info = self.backend.info(jid)
+            info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
             return {"compute": self._compute(self._info_without_engine(jid, record), logs="")}
         if record is not None and record.state == FAILED:
             info = self._failed_info(record)
-        logs = self.backend.logs(jid, self.settings.job_logs_tail)
-        return {"compute": self._compute(info, logs)}
+        answer = {"compute": self._compute(info, logs)}
+        if record is not None and info.status.terminal:
+            self._finished.put(jid, answer)
+        return answer
 
     def _info_without_engine(self, jid: str, record: JobRecord | None) -> JobInfo:
         """The engine has no such job: say what pfcon's own record says, or 404."""
@@ -253,6 +261,7 @@ class JobService:
         an engine outage (503) leaves the data in place for a retry.
         """
         validate_jid(jid)
+        self._finished.discard(jid)
         engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.info
         try:
             engine_step(jid)

@@ -94,6 +94,7 @@ class Settings:
     remove_jobs: bool = True
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     start_workers: int = 4
+    finished_cache_seconds: float = 3.0
 
     @property
     def development(self) -> bool:
@@ -283,4 +284,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remove_jobs=env.bool("REMOVE_JOBS", True),
         zip_limits=_zip_limits(env),
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
+        finished_cache_seconds=env.int("PFCON_FINISHED_CACHE_SECONDS", 3, 0),
     )

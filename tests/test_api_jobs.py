@@ -98,8 +98,14 @@ def test_job_removed_behind_our_back_is_undefined(client, auth, jid: str, docker
     assert submit(client, auth, job_form(jid), {"a": "x"}).status_code == 201
     wait_terminal(client, auth, jid)
     docker_client.containers.get(jid).remove(force=True)
-    compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
-    assert compute["status"] == "undefined" and "no longer knows" in compute["message"]
+
+    def undefined():
+        compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+        return compute["status"] == "undefined" and compute
+
+    # finished answers are cached for PFCON_FINISHED_CACHE_SECONDS (3 s): noticed within that
+    compute = wait_for(undefined, timeout=5)
+    assert "no longer knows" in compute["message"]
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     assert not (storebase / f"key-{jid}").exists()
 
@@ -173,3 +179,15 @@ def test_ignore_limits(make_app, jid: str, docker_client) -> None:
     wait_terminal(client, auth, jid)
     host = docker_client.containers.get(jid).attrs["HostConfig"]
     assert host["Memory"] == 0 and host["NanoCpus"] == 0
+
+
+def test_a_job_deleted_through_another_worker_is_never_answered_from_cache(make_app, jid: str) -> None:
+    """Two apps on one storeBase stand for two gunicorn workers."""
+    first, second = make_app().test_client(), make_app().test_client()
+    token = first.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    assert submit(first, auth, job_form(jid), {"a": "1"}).status_code == 201
+    assert wait_terminal(first, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    assert first.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 200  # now cached in `first`
+    assert second.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert first.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404

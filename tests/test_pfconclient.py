@@ -105,4 +105,4 @@ def test_command_line_submit_status_download_delete(
     delete = _cli(server, "-a", token, "delete", "--jid", jid)
     assert delete.returncode == 0 and f"Deleted job {jid}" in delete.stdout
     again = _cli(server, "-a", token, "status", "--jid", jid)
-    assert again.returncode != 0 and "404" in again.stderr
+    assert again.returncode != 0 and "not found" in again.stderr

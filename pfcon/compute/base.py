@@ -129,6 +129,10 @@ class ComputeBackend(ABC):
     def logs(self, jid: str, tail: int) -> str:
         """The last ``tail`` lines of the job's combined output."""
 
+    def snapshot(self, jid: str, tail: int) -> tuple[JobInfo, str]:
+        """State and log tail together; engines override it to save a round trip."""
+        return self.info(jid), self.logs(jid, tail)
+
     @abstractmethod
     def remove(self, jid: str) -> None:
         """Stop and remove the job; :class:`~pfcon.errors.JobNotFound` if there is none."""
@@ -139,10 +143,6 @@ class ComputeBackend(ABC):
 
         Returns a short description of the engine (name and version) for the health check.
         """
-
-    def host_path(self, storebase_relative: str) -> str:
-        """Where the engine finds a storeBase-relative folder (set up by the registry)."""
-        raise NotImplementedError
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine connections."""

@@ -123,11 +123,14 @@ class DockerBackend(ComputeBackend):
             return self._job_info(self._container(jid).attrs, jid)
 
     def logs(self, jid: str, tail: int) -> str:
-        if tail <= 0:
-            return ""
-        with self._engine("read the job's logs", jid):
-            raw = self._container(jid).logs(stdout=True, stderr=True, tail=tail)
-        return raw.decode("utf-8", errors="replace")
+        return self.snapshot(jid, tail)[1]
+
+    def snapshot(self, jid: str, tail: int) -> tuple[JobInfo, str]:
+        """One inspect and one logs call (``info`` + ``logs`` would inspect twice)."""
+        with self._engine("inspect the job", jid):
+            container = self._container(jid)
+            raw = container.logs(stdout=True, stderr=True, tail=tail) if tail > 0 else b""
+        return self._job_info(container.attrs, jid), raw.decode("utf-8", errors="replace")
 
     def remove(self, jid: str) -> None:
         with self._engine("remove the job", jid):
