@@ -7,11 +7,13 @@ limits), link files in it resolve only to the job's own input; the output is
 
 from __future__ import annotations
 
+import uuid
+
 from pfcon.errors import InvalidInput, JobNotFound
 from pfcon.settings import ZipLimits
 from pfcon.storage.base import InputRequest, JobDirs, StagedInput, Storage, ZipOutput
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
-from pfcon.storage.unzip import extract
+from pfcon.storage.unzip import StreamingUnzip
 from pfcon.storage.zipstream import stream_zip
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase
 
@@ -23,6 +25,10 @@ class ZipFileStorage(Storage):
         super().__init__(storebase)
         self.limits = limits
 
+    def upload_sink(self) -> StreamingUnzip:
+        """Where an uploaded file part goes while it arrives: extracted into a staging folder."""
+        return StreamingUnzip(self.storebase.uploads_dir / uuid.uuid4().hex, self.limits)
+
     def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:
         if request.upload is None:
             raise InvalidInput("data_file: field is required")
@@ -30,12 +36,14 @@ class ZipFileStorage(Storage):
         return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
 
     def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
-        assert request.upload is not None  # checked by job_dirs
+        upload = request.upload
+        if not isinstance(upload, StreamingUnzip):
+            raise InvalidInput("data_file: must be sent as a file part of a multipart form")
         incoming = self.storebase.root / dirs.input
         outgoing = self.storebase.root / dirs.output
-        incoming.mkdir()
+        upload.finish()
+        upload.move_to(incoming)
         outgoing.mkdir()
-        extract(request.upload, incoming, self.limits)
         resolve_links(incoming, LinkPolicy(root=incoming, forbidden=(outgoing,)))
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
