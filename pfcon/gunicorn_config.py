@@ -1,8 +1,8 @@
 """gunicorn settings: threaded workers so slow uploads never block status polls.
 
 Use with ``gunicorn -c python:pfcon.gunicorn_config pfcon.wsgi:application``. The settings
-are validated in the master before any worker starts, so a bad variable stops the service
-with one clear line instead of a crash loop.
+(and the storeBase volume, which may need one engine call) are validated in the master
+before any worker starts, so a bad variable stops the service with one clear line.
 """
 
 import os
@@ -47,11 +47,14 @@ logconfig_dict = {
 }
 
 
-def on_starting(server) -> None:
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook
+    """Validate the settings and where the engine finds storeBase before forking workers."""
+    from pfcon.compute import build_backend
     from pfcon.settings import SettingsError, load_settings
 
     try:
-        load_settings()
+        backend, _volumes = build_backend(load_settings())
+        backend.close()
     except SettingsError as error:
         print(f"pfcon: configuration error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -9,24 +9,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.helpers import TERMINAL, job_form, make_zip, wait_for
+from tests.api_helpers import login, submit, wait_terminal
+from tests.helpers import job_form, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def submit(client, auth, form, files=None):
-    data = dict(form)
-    if files is not None:
-        data["data_file"] = (io.BytesIO(make_zip(files)), "input.zip")
-    return client.post("/api/v1/jobs/", data=data, headers=auth, content_type="multipart/form-data")
-
-
-def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
-    def poll():
-        body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()
-        return body if body["compute"]["status"] in TERMINAL else None
-
-    return wait_for(poll, timeout=timeout)
 
 
 def test_health_and_server_info(client, auth) -> None:
@@ -129,8 +115,7 @@ def test_jid_can_be_reused_after_delete(client, auth, jid: str) -> None:
 
 def test_logs_tail_and_fs_plugin(make_app, jid: str) -> None:
     client = make_app(JOB_LOGS_TAIL=2).test_client()
-    token = client.post("/api/v1/auth-token/", data={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
-    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    auth = login(client)
     form = job_form(
         jid,
         entrypoint=["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; echo $0"],
@@ -147,8 +132,7 @@ def test_container_user_and_home_workaround(make_app, jid: str, docker_client) -
     client = make_app(
         CONTAINER_USER="4000-4009:5000", ENABLE_HOME_WORKAROUND="yes", SHM_SIZE="16"
     ).test_client()
-    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
-    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    auth = login(client)
     form = job_form(
         jid, entrypoint=["sh", "-c", "id -u > $0/uid; echo $HOME > $0/home"], args=None, type="fs"
     )
@@ -162,8 +146,7 @@ def test_container_user_and_home_workaround(make_app, jid: str, docker_client) -
 
 def test_remove_jobs_no_keeps_the_container(make_app, jid: str, docker_client, storebase) -> None:
     client = make_app(REMOVE_JOBS="no").test_client()
-    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
-    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    auth = login(client)
     assert submit(client, auth, job_form(jid), {"a": "1"}).status_code == 201
     wait_terminal(client, auth, jid)
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
@@ -173,8 +156,7 @@ def test_remove_jobs_no_keeps_the_container(make_app, jid: str, docker_client, s
 
 def test_ignore_limits(make_app, jid: str, docker_client) -> None:
     client = make_app(IGNORE_LIMITS="yes").test_client()
-    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
-    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    auth = login(client)
     assert submit(client, auth, job_form(jid), {"a": "1"}).status_code == 201
     wait_terminal(client, auth, jid)
     host = docker_client.containers.get(jid).attrs["HostConfig"]
@@ -184,8 +166,7 @@ def test_ignore_limits(make_app, jid: str, docker_client) -> None:
 def test_a_job_deleted_through_another_worker_is_never_answered_from_cache(make_app, jid: str) -> None:
     """Two apps on one storeBase stand for two gunicorn workers."""
     first, second = make_app().test_client(), make_app().test_client()
-    token = first.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
-    auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+    auth = login(first)
     assert submit(first, auth, job_form(jid), {"a": "1"}).status_code == 201
     assert wait_terminal(first, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     assert first.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 200  # now cached in `first`

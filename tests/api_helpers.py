@@ -1,0 +1,28 @@
+"""Helpers for tests that drive the Flask app."""
+
+from __future__ import annotations
+
+import io
+
+from tests.helpers import TERMINAL, make_zip, wait_for
+
+
+def login(client) -> dict[str, str]:
+    answer = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    assert answer.status_code == 200, answer.get_json()
+    return {"Authorization": f"Bearer {answer.get_json()['token']}"}
+
+
+def submit(client, auth, form, files=None):
+    data = dict(form)
+    if files is not None:
+        data["data_file"] = (io.BytesIO(make_zip(files)), "input.zip")
+    return client.post("/api/v1/jobs/", data=data, headers=auth, content_type="multipart/form-data")
+
+
+def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
+    def poll():
+        body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()
+        return body if body["compute"]["status"] in TERMINAL else None
+
+    return wait_for(poll, timeout=timeout)

@@ -1,0 +1,138 @@
+"""Volume modes, engine outages and start-up errors, on the real engine and real gunicorn."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import docker
+import pytest
+
+from pfcon.app import create_app
+from pfcon.settings import load_settings
+from tests.api_helpers import login, submit, wait_terminal
+from tests.helpers import TEST_IMAGE, job_form
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def volume(docker_client: docker.DockerClient):
+    vol = docker_client.volumes.create(f"pfcon-test-{uuid.uuid4().hex[:8]}", labels={"pfcon.test": "yes"})
+    yield vol
+    for container in docker_client.containers.list(all=True, filters={"volume": vol.name}):
+        container.remove(force=True)
+    vol.remove(force=True)
+
+
+def _run_one_job(app, jid: str) -> bytes:
+    client = app.test_client()
+    auth = login(client)
+    assert submit(client, auth, job_form(jid), {"in.txt": "through a volume"}).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    with zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{jid}/file/", headers=auth).data)) as archive:
+        data = archive.read("out-in.txt")
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    return data
+
+
+def _volume_env(volume, **extra: str) -> dict[str, str]:
+    return {
+        "APPLICATION_MODE": "development",
+        "COMPUTE_VOLUME_TYPE": "docker_local_volume",
+        "STOREBASE_MOUNT": volume.attrs["Mountpoint"],  # pfcon runs on the host here
+        "JOB_LABELS": "pfcon.test=yes",
+        **extra,
+    }
+
+
+def test_docker_local_volume_by_name(volume, jid: str) -> None:
+    app = create_app(load_settings(_volume_env(volume, VOLUME_NAME=volume.name)))
+    assert _run_one_job(app, jid) == b"through a volume"
+
+
+def test_docker_local_volume_discovered_from_the_labelled_container(volume, docker_client, jid: str) -> None:
+    """pfcon finds the volume mounted at STOREBASE_MOUNT in the container labelled PFCON_SELECTOR."""
+    selector = f"org.chrisproject.role=pfcon-test-{uuid.uuid4().hex[:6]}"
+    key, value = selector.split("=")
+    mountpoint = volume.attrs["Mountpoint"]
+    docker_client.containers.run(
+        TEST_IMAGE, ["sleep", "60"], detach=True, labels={key: value, "pfcon.test": "yes"},
+        mounts=[docker.types.Mount(target=mountpoint, source=volume.name, type="volume")],
+    )  # fmt: skip
+    app = create_app(load_settings(_volume_env(volume, PFCON_SELECTOR=selector)))
+    assert app.extensions["pfcon"].volumes.root == mountpoint
+    assert _run_one_job(app, jid) == b"through a volume"
+
+
+def test_missing_volume_stops_the_service_naming_the_variable(storebase, tmp_path: Path) -> None:
+    env = {
+        "APPLICATION_MODE": "development",
+        "COMPUTE_VOLUME_TYPE": "docker_local_volume",
+        "VOLUME_NAME": "pfcon-no-such-volume",
+        "STOREBASE_MOUNT": str(storebase),
+        "PFCON_BIND": "127.0.0.1:0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pfcon"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert (
+        "pfcon: configuration error: VOLUME_NAME: docker volume 'pfcon-no-such-volume' does not exist"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CONTAINER_ENV": "lxc"}, "CONTAINER_ENV"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+        ({"SHM_SIZE": "big"}, "SHM_SIZE"),
+    ],
+)
+def test_bad_configuration_stops_serve_and_check_with_one_line(env: dict, variable: str, storebase) -> None:
+    base = {"PATH": "/usr/bin:/bin", "PFCON_USER": "u", "PFCON_PASSWORD": "p", "SECRET_KEY": "k" * 40}
+    base.update({"STOREBASE": str(storebase), **env})
+    for command in (["-m", "pfcon"], ["-c", "from pfcon.cli import main; main(['check'])"]):
+        result = subprocess.run(
+            [sys.executable, *command], env=base, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"pfcon: configuration error: {variable}: ")
+        assert "Traceback" not in result.stderr
+
+
+def test_check_command_pings_the_engine(storebase) -> None:
+    env = {"PATH": "/usr/bin:/bin", "APPLICATION_MODE": "development", "STOREBASE": str(storebase)}
+    result = subprocess.run(
+        [sys.executable, "-c", "from pfcon.cli import main; main(['check'])"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"engine": "docker ' in result.stdout and '"pfcon_password": "***"' in result.stdout
+
+
+def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    app = create_app(load_settings({"APPLICATION_MODE": "development", "STOREBASE": str(storebase)}))
+    client = app.test_client()
+    health = client.get("/api/v1/health/")
+    assert health.status_code == 503 and "does not answer" in health.get_json()["message"]
+    auth = login(client)
+    answer = submit(client, auth, job_form(jid), {"a": "1"})
+    assert answer.status_code == 503 and "docker" in answer.get_json()["message"]
+    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon-uploads"]
+    assert not any((storebase / ".pfcon-uploads").iterdir())
+    for method in ("GET", "DELETE"):
+        answer = client.open(f"/api/v1/jobs/{jid}/", method=method, headers=auth)
+        assert answer.status_code == 503 and answer.is_json
