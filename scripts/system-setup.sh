@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install and start what pfcon's tests and dev instance need on this machine, idempotently:
-# Docker Engine (Debian's docker.io) and busybox-static for the job image. Starts dockerd
+# Docker Engine (Debian's docker.io), busybox-static for the job image, curl. Starts dockerd
 # only when no engine answers, and records the PID of what it started.
 #   scripts/system-setup.sh            # engine + test image
 set -euo pipefail
@@ -10,6 +10,7 @@ mkdir -p "$state"
 
 need_packages=()
 command -v dockerd >/dev/null || need_packages+=(docker.io)
+command -v curl >/dev/null || need_packages+=(curl)
 static_busybox() { [[ -x /bin/busybox ]] && [[ "$(LC_ALL=C ldd /bin/busybox 2>&1 || true)" == *"not a dynamic"* ]]; }
 static_busybox || need_packages+=(busybox-static)
 if ((${#need_packages[@]})); then

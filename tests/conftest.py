@@ -18,9 +18,8 @@ import pytest
 
 from pfcon.app import create_app
 from pfcon.settings import load_settings
-from tests.helpers import TEST_IMAGE
+from tests.helpers import TEST_IMAGE, TEST_LABEL
 
-TEST_LABEL = "pfcon.test=yes"
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

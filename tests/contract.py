@@ -13,9 +13,7 @@ import pytest
 
 from pfcon.compute.base import ComputeBackend, JobSpec, JobStatus, Mount, Resources
 from pfcon.errors import InvalidJob, JobExists, JobNotFound
-from tests.helpers import TEST_IMAGE, wait_for
-
-TEST_LABELS = {"pfcon.test": "yes"}
+from tests.helpers import TEST_IMAGE, TEST_LABELS, wait_for
 
 
 def make_spec(jid: str, workdir: Path, command: tuple[str, ...], **overrides) -> JobSpec:

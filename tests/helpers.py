@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 TEST_IMAGE = "localhost/pfcon-busybox:1"
+#: every container a test session makes carries this label, so cleanup never touches another run's
+RUN_ID = uuid.uuid4().hex[:12]
+TEST_LABELS = {"pfcon.test": RUN_ID}
+TEST_LABEL = f"pfcon.test={RUN_ID}"
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 
 

@@ -15,14 +15,14 @@ import pytest
 from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_IMAGE, job_form
+from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def volume(docker_client: docker.DockerClient):
-    vol = docker_client.volumes.create(f"pfcon-test-{uuid.uuid4().hex[:8]}", labels={"pfcon.test": "yes"})
+    vol = docker_client.volumes.create(f"pfcon-test-{uuid.uuid4().hex[:8]}", labels=TEST_LABELS)
     yield vol
     for container in docker_client.containers.list(all=True, filters={"volume": vol.name}):
         container.remove(force=True)
@@ -45,7 +45,7 @@ def _volume_env(volume, **extra: str) -> dict[str, str]:
         "APPLICATION_MODE": "development",
         "COMPUTE_VOLUME_TYPE": "docker_local_volume",
         "STOREBASE_MOUNT": volume.attrs["Mountpoint"],  # pfcon runs on the host here
-        "JOB_LABELS": "pfcon.test=yes",
+        "JOB_LABELS": TEST_LABEL,
         **extra,
     }
 
@@ -61,7 +61,7 @@ def test_docker_local_volume_discovered_from_the_labelled_container(volume, dock
     key, value = selector.split("=")
     mountpoint = volume.attrs["Mountpoint"]
     docker_client.containers.run(
-        TEST_IMAGE, ["sleep", "60"], detach=True, labels={key: value, "pfcon.test": "yes"},
+        TEST_IMAGE, ["sleep", "60"], detach=True, labels={key: value, **TEST_LABELS},
         mounts=[docker.types.Mount(target=mountpoint, source=volume.name, type="volume")],
     )  # fmt: skip
     app = create_app(load_settings(_volume_env(volume, PFCON_SELECTOR=selector)))

@@ -12,6 +12,7 @@ from pfcon.compute.docker import DockerBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
 from tests.conftest import remove_test_containers
 from tests.contract import BackendContract, finished, make_spec
+from tests.helpers import TEST_LABELS
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_limits_user_labels_and_shm_are_applied(backend, docker_client, jid: str
         user="12345:23456",
         shm_size_mib=32,
         env={"HOME": "/tmp"},
-        labels={"pfcon.test": "yes", "site": "bch"},
+        labels={**TEST_LABELS, "site": "bch"},
     )
     backend.submit(spec)
     finished(backend, jid)
@@ -83,9 +84,7 @@ def test_gpu_request_is_passed_to_the_engine(backend, jid: str, tmp_path: Path) 
 
 
 def test_foreign_container_is_not_ours(backend, docker_client, jid: str) -> None:
-    docker_client.containers.create(
-        "localhost/pfcon-busybox:1", ["true"], name=jid, labels={"pfcon.test": "yes"}
-    )
+    docker_client.containers.create("localhost/pfcon-busybox:1", ["true"], name=jid, labels=TEST_LABELS)
     with pytest.raises(JobNotFound, match="not created by pfcon"):
         backend.info(jid)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pfconclient.client import Client
 
+from tests.helpers import TEST_LABEL
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -19,7 +20,7 @@ IMAGE = "localhost/pfcon-busybox:1"
 
 @pytest.fixture
 def server(docker_client, storebase: Path, tmp_path: Path):
-    with live_pfcon(storebase, tmp_path / "pfcon.log", {"JOB_LABELS": "pfcon.test=yes"}) as url:
+    with live_pfcon(storebase, tmp_path / "pfcon.log", {"JOB_LABELS": TEST_LABEL}) as url:
         yield url
 
 
