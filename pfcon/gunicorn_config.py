@@ -47,7 +47,7 @@ logconfig_dict = {
 }
 
 
-def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook
+def on_starting(server) -> None:
     """Validate the settings and where the engine finds storeBase before forking workers."""
     from pfcon.compute import build_backend
     from pfcon.settings import SettingsError, load_settings

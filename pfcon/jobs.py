@@ -127,7 +127,7 @@ class JobService:
             "timestamp": record.accepted_at,
             "path": staged.path,
         }
-        return {"data": data, "compute": self._compute(self._accepted_info(record), logs="")}
+        return {"data": data, "compute": self._compute(self._info_from_record(jid, record), logs="")}
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -177,62 +177,31 @@ class JobService:
         try:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
-            return {"compute": self._compute(self._info_without_engine(jid, record), logs="")}
-        if record is not None and record.state == FAILED:
-            info = self._failed_info(record)
+            return {"compute": self._compute(self._info_from_record(jid, record), logs="")}
+        if record is not None and record.state == FAILED:  # a failed start leaves no container
+            info = self._info_from_record(jid, record)
         answer = {"compute": self._compute(info, logs)}
         if record is not None and info.status.terminal:
             self._finished.put(jid, answer)
         return answer
 
-    def _info_without_engine(self, jid: str, record: JobRecord | None) -> JobInfo:
-        """The engine has no such job: say what pfcon's own record says, or 404."""
+    def _info_from_record(self, jid: str, record: JobRecord | None) -> JobInfo:
+        """What pfcon's own record says of a job the engine cannot describe (or 404)."""
         if record is None:
             if not self.storebase.has_job(jid):
                 raise JobNotFound(f"job {jid!r} not found")
             return JobInfo(
-                jid,
-                "",
-                "",
-                JobStatus.undefined,
-                "pfcon holds data for this job but no record of it",
-                "",
+                jid, "", "", JobStatus.undefined, "pfcon holds data for this job but no record of it", ""
             )
-        if record.state == FAILED:
-            return self._failed_info(record)
-        if record.state == ACCEPTED:
-            return self._accepted_info(record)
-        return JobInfo(
-            jid,
-            record.image,
-            record.cmd,
-            JobStatus.undefined,
+        vanished = (
             f"the {self.backend.name} engine no longer knows this job (removed behind pfcon's back?); "
-            "its data is still held and can be deleted",
-            record.accepted_at,
+            "its data is still held and can be deleted"
         )
-
-    @staticmethod
-    def _accepted_info(record: JobRecord) -> JobInfo:
-        return JobInfo(
-            record.jid,
-            record.image,
-            record.cmd,
-            JobStatus.notStarted,
-            "accepted, waiting to be started",
-            record.accepted_at,
-        )
-
-    @staticmethod
-    def _failed_info(record: JobRecord) -> JobInfo:
-        return JobInfo(
-            record.jid,
-            record.image,
-            record.cmd,
-            JobStatus.finishedWithError,
-            record.message,
-            record.accepted_at,
-        )
+        status, message = {
+            ACCEPTED: (JobStatus.notStarted, "accepted, waiting to be started"),
+            FAILED: (JobStatus.finishedWithError, record.message),
+        }.get(record.state, (JobStatus.undefined, vanished))
+        return JobInfo(record.jid, record.image, record.cmd, status, message, record.accepted_at)
 
     @staticmethod
     def _compute(info: JobInfo, logs: str) -> dict[str, Any]:
