@@ -49,6 +49,32 @@ class Submission:
     data: InputRequest = field(default_factory=InputRequest)
 
 
+@dataclass(frozen=True)
+class JobState:
+    """A job's status and the tail of its logs: the ``compute`` part of an answer."""
+
+    info: JobInfo
+    logs: str = ""
+
+
+@dataclass(frozen=True)
+class StagedData:
+    """The ``data`` part of a submit answer: what was staged for the job."""
+
+    jid: str
+    nfiles: int
+    timestamp: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to a submission: what was staged, and the job's first state."""
+
+    data: StagedData
+    compute: JobState
+
+
 def localize_path_args(args: Sequence[str], path_flags: Iterable[str], input_dir: str) -> list[str]:
     """Replace the value following each path flag with the job's input folder (ChRIS spec)."""
     flags = set(path_flags)
@@ -87,7 +113,7 @@ class JobService:
         self.volumes = volumes
         self.records = JobRecords(storebase)
         self.starter = JobStarter(backend, self.records, settings.start_workers)
-        self._finished: ExpiringCache[dict[str, Any]] = ExpiringCache(settings.finished_cache_seconds)
+        self._finished: ExpiringCache[JobState] = ExpiringCache(settings.finished_cache_seconds)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -105,7 +131,7 @@ class JobService:
         return {"engine": self.backend.ping(), "storage": self.storage.ping()}
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, sub: Submission) -> dict[str, Any]:
+    def submit(self, sub: Submission) -> Accepted:
         jid = validate_jid(sub.jid)
         dirs = self.storage.job_dirs(jid, sub.data)
         spec = self._spec(sub, dirs)
@@ -121,13 +147,8 @@ class JobService:
             raise
         log.info("[%s] accepted: %d files staged, starting %s", jid, staged.nfiles, spec.image)
         self.starter.start(spec)
-        data = {
-            "jid": jid,
-            "nfiles": staged.nfiles,
-            "timestamp": record.accepted_at,
-            "path": staged.path,
-        }
-        return {"data": data, "compute": self._compute(self._info_from_record(jid, record), logs="")}
+        data = StagedData(jid, staged.nfiles, record.accepted_at, staged.path)
+        return Accepted(data, JobState(self._info_from_record(jid, record)))
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -167,7 +188,7 @@ class JobService:
             outgoing.chmod(0o777)
 
     # -- status ---------------------------------------------------------------------------
-    def status(self, jid: str) -> dict[str, Any]:
+    def status(self, jid: str) -> JobState:
         validate_jid(jid)
         record = self.records.load(jid)
         if record is None:
@@ -177,10 +198,10 @@ class JobService:
         try:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
-            return {"compute": self._compute(self._info_from_record(jid, record), logs="")}
+            return JobState(self._info_from_record(jid, record))
         if record is not None and record.state == FAILED:  # a failed start leaves no container
             info = self._info_from_record(jid, record)
-        answer = {"compute": self._compute(info, logs)}
+        answer = JobState(info, logs)
         if record is not None and info.status.terminal:
             self._finished.put(jid, answer)
         return answer
@@ -202,18 +223,6 @@ class JobService:
             FAILED: (JobStatus.finishedWithError, record.message),
         }.get(record.state, (JobStatus.undefined, vanished))
         return JobInfo(record.jid, record.image, record.cmd, status, message, record.accepted_at)
-
-    @staticmethod
-    def _compute(info: JobInfo, logs: str) -> dict[str, Any]:
-        return {
-            "jid": info.jid,
-            "image": info.image,
-            "cmd": info.cmd,
-            "status": info.status.value,
-            "message": info.message,
-            "timestamp": info.timestamp,
-            "logs": logs,
-        }
 
     # -- output ---------------------------------------------------------------------------
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput | ListingOutput:

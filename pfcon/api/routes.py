@@ -12,6 +12,9 @@ from pfcon.jobs import JobService
 from pfcon.storage.base import ZipOutput
 
 OPEN_ENDPOINTS = frozenset({"api.health", "api.auth_token"})
+SERVER_INFO = schemas.ServerInfoSchema()
+SUBMIT_ANSWER = schemas.SubmitAnswerSchema()
+STATUS_ANSWER = schemas.StatusAnswerSchema()
 
 
 def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
@@ -41,17 +44,17 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
 
     @api.get("/jobs/")
     def server_info() -> ResponseReturnValue:
-        return jsonify(service.server_info())
+        return jsonify(SERVER_INFO.dump(service.server_info()))
 
     @api.post("/jobs/")
     def submit() -> ResponseReturnValue:
         upload = request.files.get("data_file")
         sub = schemas.submission(request.form, upload.stream if upload else None)
-        return jsonify(service.submit(sub)), 201
+        return jsonify(SUBMIT_ANSWER.dump(service.submit(sub))), 201
 
     @api.get("/jobs/<jid>/")
     def status(jid: str) -> ResponseReturnValue:
-        return jsonify(service.status(jid))
+        return jsonify(STATUS_ANSWER.dump({"compute": service.status(jid)}))
 
     @api.delete("/jobs/<jid>/")
     def delete(jid: str) -> ResponseReturnValue:

@@ -48,6 +48,45 @@ class AuthSchema(Schema):
     pfcon_password = fields.String(required=True)
 
 
+class ComputeSchema(Schema):
+    """The ``compute`` part of submit and status answers (pfcon 5.3's fields)."""
+
+    jid = fields.String(attribute="info.jid")
+    image = fields.String(attribute="info.image")
+    cmd = fields.String(attribute="info.cmd")
+    status = fields.Function(lambda state: state.info.status.value)
+    message = fields.String(attribute="info.message")
+    timestamp = fields.String(attribute="info.timestamp")
+    logs = fields.String()
+
+
+class DataSchema(Schema):
+    """The ``data`` part of a submit answer."""
+
+    jid = fields.String()
+    nfiles = fields.Integer()
+    timestamp = fields.String()
+    path = fields.String()
+
+
+class SubmitAnswerSchema(Schema):
+    data = fields.Nested(DataSchema)
+    compute = fields.Nested(ComputeSchema)
+
+
+class StatusAnswerSchema(Schema):
+    compute = fields.Nested(ComputeSchema)
+
+
+class ServerInfoSchema(Schema):
+    server_version = fields.String()
+    pfcon_innetwork = fields.Boolean()
+    storage_env = fields.String()
+    container_env = fields.String()
+    compute_volume_type = fields.String()
+    swift_auth_url = fields.String()
+
+
 def _flatten(errors: dict[str, Any]) -> str:
     parts = []
     for name, problems in sorted(errors.items()):
