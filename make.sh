@@ -43,6 +43,7 @@ export PFCON_BIND="$address:$port"
 export JOB_LABELS="org.chrisproject.pfcon.dev=$here"
 setsid .venv/bin/pfcon serve >"$run/pfcon.log" 2>&1 < /dev/null &
 echo $! >"$run/pfcon.pid"
+echo "$storebase" >"$run/storebase"
 
 url="http://$address:$port/api/v1/"
 for _ in $(seq 1 100); do
@@ -60,9 +61,10 @@ EOT
   if ! kill -0 "$(cat "$run/pfcon.pid")" 2>/dev/null; then
     echo "pfcon failed to start:" >&2
     tail -20 "$run/pfcon.log" >&2
+    rm -f "$run/pfcon.pid"
     exit 1
   fi
   sleep 0.2
 done
-echo "pfcon did not answer within 20 s; see $run/pfcon.log" >&2
+echo "pfcon did not answer within 20 s; see $run/pfcon.log (./unmake.sh stops it)" >&2
 exit 1

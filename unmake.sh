@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the development pfcon started by ./make.sh and remove the job containers it started.
-# Job data in the storeBase is kept unless -D is given.
+# Job data in the storeBase is kept unless -D is given (it deletes the storeBase make.sh used).
 #   ./unmake.sh [-D]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,7 +16,8 @@ done
 
 if [[ -f "$run/pfcon.pid" ]]; then
   pid="$(cat "$run/pfcon.pid")"
-  if kill -0 "$pid" 2>/dev/null; then
+  # only signal the process make.sh started (the PID may have been reused since)
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "pfcon"; then
     kill -TERM "$pid"
     for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
@@ -34,7 +35,9 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     echo "removed $(wc -w <<<"$ids") job container(s)"
   fi
 fi
-if [[ "$delete_data" == yes && -d "$here/storeBase" ]]; then
-  rm -rf "$here/storeBase"
-  echo "removed $here/storeBase"
+storebase="$(cat "$run/storebase" 2>/dev/null || echo "$here/storeBase")"
+if [[ "$delete_data" == yes && -d "$storebase" ]]; then
+  rm -rf "$storebase"
+  rm -f "$run/storebase"
+  echo "removed $storebase"
 fi

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     app = Flask("pfcon")
     app.config["MAX_CONTENT_LENGTH"] = settings.zip_limits.max_upload_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = 4 * 1024 * 1024
+    app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
     app.request_class = streaming_request_class(service.storage.upload_sink)
     app.extensions["pfcon"] = service
     app.register_blueprint(blueprint(service, TokenAuth(settings)))

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pfcon import __version__
-from pfcon.settings import Settings, SettingsError, load_settings
+from pfcon.settings import Settings, SettingsError, load_serving_settings, load_settings
 
 SECRET_FIELDS = ("secret_key", "pfcon_password")
 
@@ -25,6 +25,7 @@ def _public(settings: Settings) -> dict[str, Any]:
 def serve(args: argparse.Namespace) -> int:
     try:
         load_settings()
+        load_serving_settings()
     except SettingsError as error:
         print(f"pfcon: configuration error: {error}", file=sys.stderr)
         return 2
@@ -46,12 +47,13 @@ def check(_args: argparse.Namespace) -> int:
     from pfcon.errors import PfconError
 
     try:
+        load_serving_settings()
         settings = load_settings()
-        print(json.dumps(_public(settings), indent=2))
         service = build_service(settings)
     except SettingsError as error:
         print(f"pfcon: configuration error: {error}", file=sys.stderr)
         return 2
+    print(json.dumps(_public(settings), indent=2))
     try:
         print(json.dumps(service.health(), indent=2))
     except PfconError as error:

@@ -5,20 +5,27 @@ Use with ``gunicorn -c python:pfcon.gunicorn_config pfcon.wsgi:application``. Th
 before any worker starts, so a bad variable stops the service with one clear line.
 """
 
-import os
 import sys
 
-bind = os.environ.get("PFCON_BIND", "0.0.0.0:5005")
+from pfcon.settings import SettingsError, load_serving_settings
+
+try:
+    _serving = load_serving_settings()
+except SettingsError as _error:
+    print(f"pfcon: configuration error: {_error}", file=sys.stderr)
+    sys.exit(2)
+
+bind = _serving.bind
 worker_class = "gthread"
-workers = int(os.environ.get("PFCON_WORKERS", "2"))
-threads = int(os.environ.get("PFCON_THREADS", "16"))
+workers = _serving.workers
+threads = _serving.threads
 keepalive = 30
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
 control_socket_disable = True  # gunicorn 27+: we use no control interface
-loglevel = os.environ.get("PFCON_LOG_LEVEL", "info")
+loglevel = _serving.log_level
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 logconfig_dict = {
     "version": 1,
@@ -50,7 +57,7 @@ logconfig_dict = {
 def on_starting(server) -> None:
     """Validate the settings and where the engine finds storeBase before forking workers."""
     from pfcon.compute import build_backend
-    from pfcon.settings import SettingsError, load_settings
+    from pfcon.settings import load_settings
 
     try:
         backend, _volumes = build_backend(load_settings())

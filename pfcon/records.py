@@ -24,7 +24,8 @@ RECORD_NAME = "job.json"
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat()
+    """RFC 3339 in UTC with a ``Z``, like the engine's own timestamps."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,16 @@ class Settings:
         return self.application_mode == "development"
 
 
+@dataclass(frozen=True)
+class ServingSettings:
+    """How gunicorn serves pfcon (read by ``pfcon.gunicorn_config``)."""
+
+    bind: str = "0.0.0.0:5005"
+    workers: int = 2
+    threads: int = 16
+    log_level: str = "info"
+
+
 class _Env:
     """Typed readers over an environment mapping; every error names its variable."""
 
@@ -245,6 +255,26 @@ def _zip_limits(env: _Env) -> ZipLimits:
         max_unzipped_bytes=env.int("MAX_UNZIPPED_BYTES", defaults.max_unzipped_bytes, 1),
         max_entries=env.int("MAX_ZIP_ENTRIES", defaults.max_entries, 1),
         max_ratio=env.int("MAX_ZIP_RATIO", defaults.max_ratio, 1),
+    )
+
+
+def _check_bind(bind: str) -> str:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH`` (gunicorn's forms), checked up front."""
+    if bind.startswith("unix:") and len(bind) > 5:
+        return bind
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingsError("PFCON_BIND", f"expected HOST:PORT or unix:PATH, got {bind!r}")
+    return bind
+
+
+def load_serving_settings(environ: Mapping[str, str] | None = None) -> ServingSettings:
+    env = _Env(os.environ if environ is None else environ)
+    return ServingSettings(
+        bind=_check_bind(env.str("PFCON_BIND", "0.0.0.0:5005")),
+        workers=env.int("PFCON_WORKERS", 2, 1),
+        threads=env.int("PFCON_THREADS", 16, 1),
+        log_level=env.choice("PFCON_LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info"),
     )
 
 

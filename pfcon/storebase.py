@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import InvalidInput, JobExists
+from pfcon.settings import SettingsError
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 INCOMING = "incoming"
@@ -63,9 +64,23 @@ class StoreBase:
         self.root = root
 
     def ensure(self) -> None:
-        """Create storeBase and the uploads folder; called once at start-up."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.uploads_dir.mkdir(exist_ok=True)
+        """Check storeBase exists and is writable, and create its uploads folder (at start-up).
+
+        storeBase itself is never created: a mistyped path must stop the service, not
+        quietly become a new, empty storeBase.
+        """
+        if not self.root.is_dir():
+            raise SettingsError(
+                "STOREBASE_MOUNT",
+                f"storeBase folder {self.root} does not exist (pfcon's view of storeBase: "
+                "STOREBASE_MOUNT, or STOREBASE when pfcon runs on the host)",
+            )
+        try:
+            self.uploads_dir.mkdir(exist_ok=True)
+        except OSError as error:
+            raise SettingsError(
+                "STOREBASE_MOUNT", f"storeBase {self.root} is not writable: {error}"
+            ) from None
 
     @property
     def uploads_dir(self) -> Path:

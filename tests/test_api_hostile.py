@@ -169,3 +169,10 @@ def test_unknown_paths_and_methods_answer_json(client, auth) -> None:
     assert client.get("/api/v1/nope/", headers=auth).get_json()["message"]
     answer = client.put("/api/v1/jobs/", headers=auth)
     assert answer.status_code == 405 and answer.is_json
+
+
+def test_paths_work_without_trailing_slash(client, auth) -> None:
+    assert client.get("/api/v1/health").status_code == 200
+    assert client.get("/api/v1/jobs", headers=auth).get_json()["storage_env"] == "zipfile"
+    missing = client.get("/api/v1/jobs/t-nope", headers=auth)
+    assert missing.status_code == 404 and missing.is_json

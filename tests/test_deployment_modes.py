@@ -112,6 +112,25 @@ def test_bad_configuration_stops_serve_and_check_with_one_line(env: dict, variab
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [({"PFCON_WORKERS": "abc"}, "PFCON_WORKERS"), ({"PFCON_BIND": "nowhere"}, "PFCON_BIND")],
+)
+def test_bad_serving_configuration_stops_gunicorn_with_one_line(env: dict, variable: str, storebase) -> None:
+    base = {"PATH": "/usr/bin:/bin", "APPLICATION_MODE": "development", "STOREBASE": str(storebase), **env}
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:pfcon.gunicorn_config",
+        "pfcon.wsgi:application",
+    ]
+    result = subprocess.run(command, env=base, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pfcon: configuration error: {variable}: ")
+
+
 def test_check_command_pings_the_engine(storebase) -> None:
     env = {"PATH": "/usr/bin:/bin", "APPLICATION_MODE": "development", "STOREBASE": str(storebase)}
     result = subprocess.run(

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.settings import DEV_PASSWORD, DEV_USER, SettingsError, load_settings
+from pfcon.settings import (
+    DEV_PASSWORD,
+    DEV_USER,
+    ServingSettings,
+    SettingsError,
+    load_serving_settings,
+    load_settings,
+)
+from pfcon.storebase import StoreBase
 
 PROD = {"SECRET_KEY": "s3cret", "PFCON_USER": "u", "PFCON_PASSWORD": "p", "STOREBASE": "/data/sb"}
 
@@ -101,3 +109,36 @@ def test_storebase_mount_falls_back_to_storebase_outside_a_container() -> None:
     settings = load_settings(PROD)
     expected = "/var/local/storeBase" if Path("/var/local/storeBase").is_dir() else "/data/sb"
     assert settings.storebase_mount == Path(expected)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PFCON_BIND", "notaport"),
+        ("PFCON_BIND", "host:99999"),
+        ("PFCON_BIND", ":5005"),
+        ("PFCON_WORKERS", "abc"),
+        ("PFCON_WORKERS", "0"),
+        ("PFCON_THREADS", "-1"),
+        ("PFCON_LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_serving_values_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_serving_settings({variable: value})
+    assert error.value.variable == variable
+
+
+def test_serving_defaults_and_forms() -> None:
+    assert load_serving_settings({}) == ServingSettings("0.0.0.0:5005", 2, 16, "info")
+    for bind in ("127.0.0.1:30005", "[::1]:8080", "unix:/run/pfcon.sock"):
+        assert load_serving_settings({"PFCON_BIND": bind}).bind == bind
+
+
+def test_storebase_is_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    with pytest.raises(SettingsError) as error:
+        StoreBase(missing).ensure()
+    assert error.value.variable == "STOREBASE_MOUNT" and not missing.exists()
+    StoreBase(tmp_path).ensure()
+    assert (tmp_path / ".pfcon-uploads").is_dir()
