@@ -6,7 +6,6 @@ Integration tests (marked ``integration``) may skip on a laptop without an engin
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,16 +20,7 @@ from pfcon.settings import load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if IN_CI and report.skipped and item.get_closest_marker("integration"):
-        report.outcome = "failed"
-        report.longrepr = f"integration test skipped under CI=true: {report.longrepr}"
+pytest_plugins = ["tests.ci_rule", "pytester"]
 
 
 def _engine_answers(client: docker.DockerClient) -> bool:

@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -22,8 +24,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_pfcon(storebase: Path, log_path: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """Yield the base URL (``http://127.0.0.1:PORT/api/v1/``) of a running pfcon."""
+def live_pfcon(
+    storebase: Path,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] = ("-m", "pfcon"),
+) -> Iterator[str]:
+    """Yield the base URL (``http://127.0.0.1:PORT/api/v1/``) of a pfcon started by ``python COMMAND``."""
     port = free_port()
     environment = {
         **os.environ,

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form
+from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +157,12 @@ def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatc
     for method in ("GET", "DELETE"):
         answer = client.open(f"/api/v1/jobs/{jid}/", method=method, headers=auth)
         assert answer.status_code == 503 and answer.is_json
+
+
+def test_plain_gunicorn_entry_point_serves_with_threaded_workers(docker_client, storebase, tmp_path) -> None:
+    """``gunicorn pfcon.wsgi:application`` (pfcon's entry point) picks up gunicorn.conf.py."""
+    log = tmp_path / "gunicorn.log"
+    with live_pfcon(storebase, log, command=("-m", "gunicorn", "pfcon.wsgi:application")) as url:
+        assert requests.get(url + "health/", timeout=5).json()["health"] == "OK"
+    text = log.read_text()
+    assert "Using worker: gthread" in text and text.count("Booting worker") == 2
