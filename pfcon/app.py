@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     app.extensions["pfcon"] = service
     app.register_blueprint(blueprint(service, TokenAuth(settings)))
     errors.register(app, settings.zip_limits.max_upload_bytes)
+    service.starter.resume()  # jobs a stopped service accepted but did not start
     atexit.register(service.close)
     log.info(
         "pfcon %s: storage=%s engine=%s storeBase=%s",

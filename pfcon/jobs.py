@@ -140,13 +140,15 @@ class JobService:
         try:
             staged = self.storage.stage_input(jid, sub.data, dirs)
             self._open_output(dirs, spec.user)
-            record = JobRecord(jid=jid, image=spec.image, cmd=spec.cmd, state=ACCEPTED, accepted_at=utc_now())
+            record = JobRecord(
+                jid, spec.image, spec.cmd, ACCEPTED, accepted_at=utc_now(), spec=spec.to_dict()
+            )
             self.records.save(record)
         except BaseException:
             self.storage.delete(jid)  # a refused submission leaves nothing behind
             raise
         log.info("[%s] accepted: %d files staged, starting %s", jid, staged.nfiles, spec.image)
-        self.starter.start(spec)
+        self.starter.start(jid)
         data = StagedData(jid, staged.nfiles, record.accepted_at, staged.path)
         return Accepted(data, JobState(self._info_from_record(jid, record)))
 

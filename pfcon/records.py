@@ -9,11 +9,14 @@ so every worker process and a restarted service see the same thing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from pfcon.storebase import StoreBase
 
@@ -21,6 +24,7 @@ ACCEPTED = "accepted"
 SUBMITTED = "submitted"
 FAILED = "failed"
 RECORD_NAME = "job.json"
+START_LOCK = ".start.lock"
 
 
 def utc_now() -> str:
@@ -36,6 +40,7 @@ class JobRecord:
     state: str = ACCEPTED
     message: str = ""
     accepted_at: str = ""
+    spec: dict[str, Any] | None = None  # the JobSpec, to start the job after a restart
 
 
 class JobRecords:
@@ -59,6 +64,34 @@ class JobRecords:
             return None
         except (ValueError, TypeError):
             return JobRecord(jid=jid, image="", cmd="", state=FAILED, message="the job record is unreadable")
+
+    def accepted(self) -> Iterator[str]:
+        """Jobs recorded as accepted but not (yet) started, e.g. when the service stopped."""
+        for path in self.storebase.root.glob(f"key-*/{RECORD_NAME}"):
+            record = self.load(path.parent.name.removeprefix("key-"))
+            if record is not None and record.state == ACCEPTED:
+                yield record.jid
+
+    @contextlib.contextmanager
+    def start_lock(self, jid: str) -> Iterator[bool]:
+        """An exclusive, non-blocking lock on starting ``jid``, across threads and processes.
+
+        Yields whether it was acquired; the kernel drops it if the holder dies.
+        """
+        try:
+            fd = os.open(self.storebase.job_dir(jid) / START_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        except (FileNotFoundError, NotADirectoryError):
+            yield False  # the job was deleted
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def update(self, jid: str, state: str, message: str = "") -> None:
         """Record a state change, unless the job was deleted meanwhile."""

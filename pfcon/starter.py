@@ -1,9 +1,11 @@
-"""Starts accepted jobs on the engine off the request path.
+"""Starts accepted jobs on the engine off the request path, exactly once.
 
 Creating and starting a container takes the engine a few hundred milliseconds; a submission
-answers 201 as soon as the data is staged and the job is recorded, and a small pool of
-threads starts it. A start that fails is recorded, so the job reads ``finishedWithError``
-with the engine's reason instead of staying ``notStarted``.
+answers 201 as soon as the data is staged and the job is recorded (with its JobSpec), and a
+small pool of threads starts it. A start that fails is recorded, so the job reads
+``finishedWithError`` with the engine's reason instead of staying ``notStarted``. Each
+worker process also resumes, when it boots, jobs left accepted by a service that stopped;
+a per-job file lock and the recorded state make every start happen once.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pfcon.compute.base import ComputeBackend, JobSpec
-from pfcon.errors import PfconError
-from pfcon.records import FAILED, SUBMITTED, JobRecords
+from pfcon.errors import JobExists, PfconError
+from pfcon.records import ACCEPTED, FAILED, SUBMITTED, JobRecords
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +27,28 @@ class JobStarter:
         self.records = records
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-start")
 
-    def start(self, spec: JobSpec) -> Future[None]:
-        return self._pool.submit(self._start, spec)
+    def start(self, jid: str) -> Future[None]:
+        return self._pool.submit(self._start_once, jid)
+
+    def resume(self) -> Future[None]:
+        """Queue the start of every job still recorded as accepted."""
+        return self._pool.submit(lambda: [self.start(jid) for jid in self.records.accepted()])
+
+    def _start_once(self, jid: str) -> None:
+        with self.records.start_lock(jid) as mine:
+            record = self.records.load(jid) if mine else None
+            if record is None or record.state != ACCEPTED or record.spec is None:
+                return  # deleted, being started elsewhere, or already started
+            self._start(JobSpec.from_dict(record.spec))
 
     def _start(self, spec: JobSpec) -> None:
         jid = spec.jid
-        if self.records.load(jid) is None:
-            log.info("[%s] deleted before it was started", jid)
-            return
         try:
             self.backend.submit(spec)
+        except JobExists:
+            if not self._created_before(jid):
+                self.records.update(jid, FAILED, "failed to start: a container of that name is not pfcon's")
+                return
         except PfconError as exc:
             log.warning("[%s] failed to start: %s", jid, exc.message)
             self.records.update(jid, FAILED, f"failed to start: {exc.message}")
@@ -50,6 +64,15 @@ class JobStarter:
             return
         self.records.update(jid, SUBMITTED)
         log.info("[%s] started", jid)
+
+    def _created_before(self, jid: str) -> bool:
+        """A 409 on start: our own container from before a restart counts as started."""
+        try:
+            self.backend.info(jid)
+        except PfconError:
+            return False
+        log.info("[%s] its container already existed (service restarted mid-start)", jid)
+        return True
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)

@@ -12,7 +12,8 @@ import enum
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 class JobStatus(enum.Enum):
@@ -70,6 +71,24 @@ class JobSpec:
     @property
     def cmd(self) -> str:
         return shlex.join(self.command)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe form, kept in the job record so a restarted service can start the job."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
+        return cls(
+            jid=data["jid"],
+            image=data["image"],
+            command=tuple(data["command"]),
+            env=dict(data["env"]),
+            resources=Resources(**data["resources"]),
+            mounts=tuple(Mount(**mount) for mount in data["mounts"]),
+            user=data["user"],
+            labels=dict(data["labels"]),
+            shm_size_mib=data["shm_size_mib"],
+        )
 
 
 @dataclass(frozen=True)
