@@ -142,3 +142,20 @@ def test_storebase_is_never_created(tmp_path: Path) -> None:
     assert error.value.variable == "STOREBASE_MOUNT" and not missing.exists()
     StoreBase(tmp_path).ensure()
     assert (tmp_path / ".pfcon-uploads").is_dir()
+
+
+def test_settings_an_engine_cannot_honour_stop_the_service() -> None:
+    from pfcon.compute import check_capabilities
+    from pfcon.compute.base import Capabilities
+    from pfcon.compute.docker import DockerBackend
+
+    class Limited(DockerBackend):
+        name = "limited"
+        capabilities = Capabilities(shm_size=False, labels=False)
+
+    backend = Limited(client=object())  # never reached: the check reads only settings and flags
+    for variable, value in (("SHM_SIZE", "64"), ("JOB_LABELS", "a=b")):
+        with pytest.raises(SettingsError) as error:
+            check_capabilities(load_settings({**PROD, variable: value}), backend)
+        assert error.value.variable == variable
+    check_capabilities(load_settings(PROD), backend)

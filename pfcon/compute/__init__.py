@@ -36,4 +36,15 @@ def build_backend(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
             "CONTAINER_ENV",
             f"{settings.container_env!r} is not available in this version; available: {', '.join(REGISTRY)}",
         )
-    return factory(settings)
+    backend, volumes = factory(settings)
+    check_capabilities(settings, backend)
+    return backend, volumes
+
+
+def check_capabilities(settings: Settings, backend: ComputeBackend) -> None:
+    """Settings the chosen engine cannot honour stop the service instead of being ignored."""
+    capabilities = backend.capabilities
+    if settings.shm_size_mib and not capabilities.shm_size:
+        raise SettingsError("SHM_SIZE", f"{backend.name} cannot set the size of /dev/shm")
+    if settings.job_labels and not capabilities.labels:
+        raise SettingsError("JOB_LABELS", f"{backend.name} cannot label jobs")

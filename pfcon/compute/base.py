@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pfcon.errors import InvalidJob
+
 
 class JobStatus(enum.Enum):
     """pfcon 5.3's status strings (its ``JobStatus`` enum values)."""
@@ -125,8 +127,6 @@ class ComputeBackend(ABC):
         The default checks the capability flags; engines add their own cheap checks (for
         example that the image is present), raising :class:`~pfcon.errors.InvalidJob`.
         """
-        from pfcon.errors import InvalidJob
-
         workers = spec.resources.number_of_workers
         if workers < 1 or workers > self.capabilities.max_workers:
             raise InvalidJob(

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from pfcon.errors import StorageUnavailable
 from pfcon.storebase import StoreBase
 
 
@@ -89,8 +90,6 @@ class Storage(ABC):
 
     def ping(self) -> str:
         """Raise :class:`~pfcon.errors.StorageUnavailable` unless the storage answers."""
-        from pfcon.errors import StorageUnavailable
-
         if not self.storebase.root.is_dir():
             raise StorageUnavailable(f"storeBase {self.storebase.root} is not a folder")
         return f"{self.name} at {self.storebase.root}"
