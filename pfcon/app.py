@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     service = service or build_service(settings)
     app = Flask("pfcon")
     app.config["MAX_CONTENT_LENGTH"] = settings.zip_limits.max_upload_bytes
-    app.config["MAX_FORM_MEMORY_SIZE"] = 4 * 1024 * 1024
+    app.config["MAX_FORM_MEMORY_SIZE"] = errors.FORM_FIELD_LIMIT
+    app.config["MAX_FORM_PARTS"] = errors.FORM_PARTS_LIMIT
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
     app.request_class = streaming_request_class(service.storage.upload_sink)
     app.extensions["pfcon"] = service

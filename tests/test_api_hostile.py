@@ -176,3 +176,43 @@ def test_paths_work_without_trailing_slash(client, auth) -> None:
     assert client.get("/api/v1/jobs", headers=auth).get_json()["storage_env"] == "zipfile"
     missing = client.get("/api/v1/jobs/t-nope", headers=auth)
     assert missing.status_code == 404 and missing.is_json
+
+
+FIELD = b'--x\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+MALFORMED = [
+    ("no boundary", "multipart/form-data", FIELD % (b"jid", b"j1") + b"--x--\r\n", 400, "jid"),
+    (
+        "truncated file part",
+        "multipart/form-data; boundary=x",
+        FIELD % (b"jid", b"j1")
+        + b'--x\r\nContent-Disposition: form-data; name="data_file"; filename="a.zip"\r\n\r\nPK\x03\x04abc',
+        400,
+        "entrypoint",
+    ),
+    ("garbage", "multipart/form-data; boundary=x", b"\x00\x01garbage" * 100, 400, "jid"),
+    (
+        "huge field",
+        "multipart/form-data; boundary=x",
+        FIELD % (b"jid", b"a" * (5 << 20)) + b"--x--\r\n",
+        413,
+        "form",
+    ),
+    (
+        "many parts",
+        "multipart/form-data; boundary=x",
+        FIELD % (b"args", b"v") * 1500 + b"--x--\r\n",
+        413,
+        "parts",
+    ),
+    ("json body", "application/json", b'{"jid": "x"}', 400, "entrypoint"),
+    ("urlencoded garbage", "application/x-www-form-urlencoded", b"%%%&&&==", 400, "jid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "content_type", "body", "status", "fragment"), MALFORMED, ids=[m[0] for m in MALFORMED]
+)
+def test_malformed_bodies(client, auth, storebase, case, content_type, body, status, fragment) -> None:
+    answer = client.post("/api/v1/jobs/", data=body, headers={**auth, "Content-Type": content_type})
+    assert answer.status_code == status and fragment in answer.get_json()["message"]
+    assert _leftovers(storebase) == [".pfcon-uploads"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -34,6 +34,8 @@ STATUS_OF: dict[type[PfconError], int] = {
     InsufficientStorage: 507,
 }
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+FORM_FIELD_LIMIT = 4 * 1024 * 1024  # bytes of one non-file field
+FORM_PARTS_LIMIT = 1000  # werkzeug's default, well above what ChRIS sends
 
 
 def status_of(error: PfconError) -> int:
@@ -55,7 +57,12 @@ def register(app: Flask, max_upload_bytes: int) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_error: RequestEntityTooLarge) -> ResponseReturnValue:
-        return error_response(f"request body is over the limit of {max_upload_bytes} bytes", 413)
+        if (request.content_length or 0) > max_upload_bytes:
+            return error_response(f"request body is over the limit of {max_upload_bytes} bytes", 413)
+        return error_response(
+            f"form too large: a field over {FORM_FIELD_LIMIT} bytes or more than {FORM_PARTS_LIMIT} parts",
+            413,
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> ResponseReturnValue:

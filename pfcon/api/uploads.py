@@ -2,8 +2,8 @@
 
 Werkzeug's multipart parser is incremental; we only choose the object each file part is
 written into: the storage's upload sink (for zip storage, an extractor that unpacks the
-zip as it streams in, on the storeBase disk). Werkzeug closes it when the request ends,
-however it ends, which removes anything the job did not take.
+zip as it streams in, on the storeBase disk). Every sink is closed when the request ends,
+however it ends (even a part cut off mid-body), which removes anything the job did not take.
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ def streaming_request_class(sink_factory: Callable[[], IO[bytes]]) -> type[Reque
             filename: str | None = None,
             content_length: int | None = None,
         ) -> IO[bytes]:
-            return sink_factory()
+            sink = sink_factory()
+            self.__dict__.setdefault("_pfcon_sinks", []).append(sink)
+            return sink
+
+        def close(self) -> None:
+            """Also close file parts werkzeug never finished (a truncated body) and so never listed."""
+            try:
+                super().close()
+            finally:
+                for sink in self.__dict__.get("_pfcon_sinks", ()):
+                    sink.close()
 
     return StreamingRequest
