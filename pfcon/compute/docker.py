@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 JOB_LABEL = "org.chrisproject.pfcon.jid"
 API_VERSION = "1.41"  # dockerd 20.10 and Podman 4; fixed so start-up needs no engine round trip
 NEVER = "0001-01-01T00:00:00Z"
+POOL_SIZE = 64
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: Docker container ``State.Status`` -> our status. ``exited`` is decided by exit code / OOM.
@@ -49,7 +50,8 @@ class DockerBackend(ComputeBackend):
     capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
 
     def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
-        self.client = client or docker.from_env(version=API_VERSION, timeout=60)
+        # one client for the process, with a connection for each request and starter thread
+        self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
         self.name = engine_name
 
     # -- errors ---------------------------------------------------------------------------
