@@ -4,6 +4,11 @@ Every layer below the HTTP API raises only these; ``pfcon.api.errors`` maps each
 one HTTP status in one table, so engine or library exceptions never reach a client.
 """
 
+import errno
+
+#: errno values that mean "storeBase is full" (answered 507, never 500)
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
 
 class PfconError(Exception):
     """Base of every error pfcon reports to a client."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import uuid
@@ -166,3 +167,32 @@ def test_plain_gunicorn_entry_point_serves_with_threaded_workers(docker_client, 
         assert requests.get(url + "health/", timeout=5).json()["health"] == "OK"
     text = log.read_text()
     assert "Using worker: gthread" in text and text.count("Booting worker") == 2
+
+
+@pytest.fixture
+def tiny_storebase(tmp_path: Path):
+    """A 2 MiB tmpfs storeBase (needs root to mount, as CI has)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
+    app = create_app(load_settings({"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase)}))
+    client = app.test_client()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("big.bin", os.urandom(5 * 1024 * 1024))
+    form = {**job_form(jid), "data_file": (io.BytesIO(buffer.getvalue()), "in.zip")}
+    answer = client.post(
+        "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
+    )
+    assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon-uploads"]
+    assert not any((tiny_storebase / ".pfcon-uploads").iterdir())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 
 from flask import Flask, jsonify, request
@@ -10,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pfcon.errors import (
+    NO_SPACE_ERRNOS,
     BackendUnavailable,
     InsufficientStorage,
     InvalidInput,
@@ -33,7 +33,6 @@ STATUS_OF: dict[type[PfconError], int] = {
     StorageUnavailable: 503,
     InsufficientStorage: 507,
 }
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 FORM_FIELD_LIMIT = 4 * 1024 * 1024  # bytes of one non-file field
 FORM_PARTS_LIMIT = 1000  # werkzeug's default, well above what ChRIS sends
 
@@ -70,7 +69,7 @@ def register(app: Flask, max_upload_bytes: int) -> None:
 
     @app.errorhandler(OSError)
     def os_error(error: OSError) -> ResponseReturnValue:
-        if error.errno in _NO_SPACE:
+        if error.errno in NO_SPACE_ERRNOS:
             log.error("storeBase is full: %s", error)
             return error_response("no space left in storeBase; the upload was discarded", 507)
         log.exception("unexpected I/O error")

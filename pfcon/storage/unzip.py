@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pfcon.errors import InvalidInput, PayloadTooLarge, PfconError
+from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.settings import ZipLimits
 from pfcon.storebase import safe_relative
 
@@ -79,7 +79,7 @@ class StreamingUnzip:
         self._state: Callable[[], bool] = self._local_header
         self._entry: _Entry | None = None
         self._out: int | None = None  # fd of the file being written
-        self._inflater = None
+        self._inflater: zlib._Decompress | None = None
         self._entries: list[_Entry] = []
         self._central = bytearray()
         self._total_out = 0
@@ -95,7 +95,7 @@ class StreamingUnzip:
             except PfconError as error:
                 self._fail(error)
             except OSError as error:
-                if error.errno in (28, 122):  # ENOSPC, EDQUOT: let the API answer 507
+                if error.errno in NO_SPACE_ERRNOS:  # let the API answer 507
                     self._close_output()
                     raise
                 self._fail(InvalidInput(f"data_file: cannot be extracted ({error.strerror})"))
