@@ -167,3 +167,12 @@ def test_real_data_sized_archives_are_accepted(tmp_path: Path) -> None:
     """Many files and well-compressing content stay within the defaults."""
     files = {f"series/{i:05d}.dcm": (b"DICM" + bytes(range(256)) * 4) for i in range(3000)}
     assert _extract(make_zip(files), tmp_path) == 3000
+
+
+def test_extra_field_cut_short_is_ignored_not_a_crash(tmp_path: Path) -> None:
+    """A zip64 tag claiming more bytes than the extra field holds once raised struct.error (a 500)."""
+    data = bytearray(make_zip({"a.txt": "x" * 100}, zipfile.ZIP_STORED))
+    struct.pack_into("<H", data, 28, 8)  # local header: extra length 8 ...
+    data[30 + 5 : 30 + 5] = struct.pack("<HH", 0x0001, 200) + b"\0" * 4  # ... a zip64 tag claiming 200
+    assert _extract(bytes(data), tmp_path) == 1
+    assert (tmp_path / "in/a.txt").read_text() == "x" * 100

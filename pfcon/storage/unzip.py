@@ -33,6 +33,8 @@ LOCAL_FORMAT = struct.Struct("<4sHHHHHIIIHH")
 CENTRAL_FORMAT = struct.Struct("<4s4B4HL2L5H2L")
 STORED, DEFLATED = 0, 8
 ZIP64_TAG = 0x0001
+DESCRIPTOR32 = struct.Struct("<III")
+DESCRIPTOR64 = struct.Struct("<IQQ")
 MAX_CENTRAL_BYTES = 64 * 1024 * 1024
 INFLATE_CHUNK = 1024 * 1024
 RATIO_FLOOR = 1024 * 1024  # small members may compress well without being bombs
@@ -55,16 +57,27 @@ class _Entry:
     consumed: int = 0
     crc_so_far: int = 0
 
+    @property
+    def descriptor(self) -> struct.Struct:
+        """crc, compressed and uncompressed size after the data (8-byte sizes for zip64)."""
+        return DESCRIPTOR64 if self.zip64 else DESCRIPTOR32
 
-def _zip64_sizes(extra: bytes) -> tuple[int, int] | None:
-    """(uncompressed, compressed) from a local header's zip64 extra field, if any."""
+
+def _zip64_values(extra: bytes) -> tuple[int, ...]:
+    """The 8-byte values of a zip64 extra field; empty when there is none (or it is cut short)."""
     pos = 0
     while pos + 4 <= len(extra):
         tag, length = struct.unpack_from("<HH", extra, pos)
-        if tag == ZIP64_TAG and length >= 16:
-            return struct.unpack_from("<QQ", extra, pos + 4)
+        if pos + 4 + length > len(extra):
+            break
+        if tag == ZIP64_TAG:
+            return struct.unpack_from(f"<{length // 8}Q", extra, pos + 4)
         pos += 4 + length
-    return None
+    return ()
+
+
+def _decode_name(raw: bytes, flags: int) -> str:
+    return raw.decode("utf-8" if flags & UTF8_FLAG else "cp437", errors="replace")
 
 
 class StreamingUnzip:
@@ -155,11 +168,11 @@ class StreamingUnzip:
 
     def _start_entry(self, fields: tuple, raw_name: bytes, extra: bytes) -> None:
         _, _, flags, method, _, _, crc, compressed, size, _, _ = fields
-        name = raw_name.decode("utf-8" if flags & UTF8_FLAG else "cp437", errors="replace")
-        zip64 = _zip64_sizes(extra)
-        if zip64 is not None:
-            size, compressed = zip64
-        entry = _Entry(name, self._received, flags, method, crc, compressed, size, zip64 is not None)
+        name = _decode_name(raw_name, flags)
+        zip64 = _zip64_values(extra)
+        if len(zip64) >= 2:  # a local header's zip64 field holds both sizes
+            size, compressed = zip64[:2]
+        entry = _Entry(name, self._received, flags, method, crc, compressed, size, len(zip64) >= 2)
         if len(self._entries) >= self.limits.max_entries:
             raise PayloadTooLarge(f"data_file: more than {self.limits.max_entries} entries, over the limit")
         if flags & ENCRYPTED_FLAG:
@@ -209,22 +222,21 @@ class StreamingUnzip:
     def _copy_stored_until_descriptor(self, entry: _Entry) -> bool:
         """A stored entry of unknown size (streamed zips): find the descriptor that matches."""
         start = 0
+        descriptor = entry.descriptor
         while (pos := self._buf.find(DESCRIPTOR, start)) != -1:
-            size_len = 8 if entry.zip64 else 4
-            if len(self._buf) < pos + 8 + 2 * size_len:
+            if len(self._buf) < pos + 4 + descriptor.size:
                 break
             crc = zlib.crc32(memoryview(self._buf)[:pos], entry.crc_so_far)
-            fmt = "<IQQ" if entry.zip64 else "<III"
-            d_crc, d_comp, d_size = struct.unpack_from(fmt, self._buf, pos + 4)
+            d_crc, d_comp, d_size = descriptor.unpack_from(self._buf, pos + 4)
             if d_crc == crc and d_size == d_comp == entry.written + pos:
                 entry.crc, entry.compressed, entry.size = d_crc, d_comp, d_size
                 entry.consumed += pos
                 self._emit(entry, memoryview(self._buf)[:pos])
-                self._consume(pos + 4 + 4 + 2 * size_len)
+                self._consume(pos + 4 + descriptor.size)
                 self._finish_entry(entry)
                 return True
             start = pos + 1
-        keep = 4 + 4 + 16 if pos == -1 else len(self._buf) - pos
+        keep = 4 + DESCRIPTOR64.size if pos == -1 else len(self._buf) - pos
         safe = max(0, len(self._buf) - keep)
         if safe:
             entry.consumed += safe
@@ -263,14 +275,12 @@ class StreamingUnzip:
     def _descriptor(self) -> bool:
         entry = self._entry
         assert entry is not None
-        size_len = 8 if entry.zip64 else 4
         has_signature = self._buf[:4] == DESCRIPTOR
-        needed = (4 if has_signature else 0) + 4 + 2 * size_len
+        needed = (4 if has_signature else 0) + entry.descriptor.size
         if len(self._buf) < needed:
             return False
-        fmt = "<IQQ" if entry.zip64 else "<III"
-        entry.crc, entry.compressed, entry.size = struct.unpack_from(
-            fmt, self._buf, 4 if has_signature else 0
+        entry.crc, entry.compressed, entry.size = entry.descriptor.unpack_from(
+            self._buf, 4 if has_signature else 0
         )
         self._consume(needed)
         self._finish_entry(entry)
@@ -341,16 +351,15 @@ class StreamingUnzip:
             attrs = fields[17]
             listed.append((bytes(data[start : start + name_len]), offset, fields[9], attrs))
             pos = start + name_len + extra_len + comment_len
+        mismatch = InvalidInput(
+            "data_file: the central directory does not match the entries (overlap or damage)"
+        )
         if len(listed) != len(self._entries):
-            raise InvalidInput(
-                "data_file: the central directory does not match the entries (overlap or damage)"
-            )
+            raise mismatch
         for (raw_name, offset, crc, attrs), entry in zip(listed, self._entries, strict=True):
-            name = raw_name.decode("utf-8" if entry.flags & UTF8_FLAG else "cp437", errors="replace")
+            name = _decode_name(raw_name, entry.flags)
             if (name, offset, crc) != (entry.name, entry.offset, entry.crc):
-                raise InvalidInput(
-                    "data_file: the central directory does not match the entries (overlap or damage)"
-                )
+                raise mismatch
             if stat.S_ISLNK(attrs >> 16):
                 raise InvalidInput(f"data_file: entry {name!r} is a symbolic link, which is not allowed")
 
@@ -360,12 +369,8 @@ def _central_offset(fields: tuple, extra: bytes) -> int:
     usize, csize, offset = fields[11], fields[10], fields[18]
     if offset != 0xFFFFFFFF:
         return offset
-    pos = 0
-    while pos + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, pos)
-        if tag == ZIP64_TAG:
-            values = struct.unpack_from(f"<{length // 8}Q", extra, pos + 4)
-            index = (usize == 0xFFFFFFFF) + (csize == 0xFFFFFFFF)
-            return values[index]
-        pos += 4 + length
-    raise InvalidInput("data_file: a zip64 entry without its zip64 field")
+    values = _zip64_values(extra)
+    index = (usize == 0xFFFFFFFF) + (csize == 0xFFFFFFFF)  # the fields it holds come in this order
+    if index >= len(values):
+        raise InvalidInput("data_file: a zip64 entry without its zip64 field")
+    return values[index]
