@@ -195,14 +195,14 @@ class JobService:
         record = self.records.load(jid)
         if record is None:
             self._finished.discard(jid)
+        elif record.state == FAILED:  # a failed start leaves no container: no need to ask
+            return JobState(self._info_from_record(jid, record))
         elif (cached := self._finished.get(jid)) is not None:
             return cached
         try:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
             return JobState(self._info_from_record(jid, record))
-        if record is not None and record.state == FAILED:  # a failed start leaves no container
-            info = self._info_from_record(jid, record)
         answer = JobState(info, logs)
         if record is not None and info.status.terminal:
             self._finished.put(jid, answer)
