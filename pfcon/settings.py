@@ -68,6 +68,40 @@ class ZipLimits:
 
 
 @dataclass(frozen=True)
+class SwiftSettings:
+    """In-network Swift storage (STORAGE_ENV=swift); filled by the swift storage work."""
+
+    auth_url: str | None = None
+    username: str | None = None
+    key: str | None = None
+    container_name: str | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """CONTAINER_ENV=kubernetes; filled by the kubernetes backend work."""
+
+    namespace: str = "default"
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CromwellSettings:
+    """CONTAINER_ENV=cromwell; filled by the cromwell backend work."""
+
+    url: str | None = None
+    timelimit_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """CONTAINER_ENV=slurm; filled by the slurm backend work."""
+
+    timelimit_minutes: int | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything pfcon is configured with, validated once."""
 
@@ -95,6 +129,10 @@ class Settings:
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     start_workers: int = 4
     finished_cache_seconds: float = 3.0
+    swift: SwiftSettings = field(default_factory=SwiftSettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    cromwell: CromwellSettings = field(default_factory=CromwellSettings)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
     @property
     def development(self) -> bool:
@@ -258,6 +296,26 @@ def _zip_limits(env: _Env) -> ZipLimits:
     )
 
 
+def _swift(env: _Env, storage_env: str) -> SwiftSettings:
+    """SWIFT_*; read only when STORAGE_ENV=swift."""
+    return SwiftSettings()
+
+
+def _kubernetes(env: _Env, container_env: str) -> KubernetesSettings:
+    """JOB_NAMESPACE, NODE_SELECTOR, IMAGE_PULL_SECRETS; read only when CONTAINER_ENV=kubernetes."""
+    return KubernetesSettings()
+
+
+def _cromwell(env: _Env, container_env: str) -> CromwellSettings:
+    """CROMWELL_URL, TIMELIMIT_MINUTES; read only when CONTAINER_ENV=cromwell."""
+    return CromwellSettings()
+
+
+def _slurm(env: _Env, container_env: str) -> SlurmSettings:
+    """TIMELIMIT_MINUTES and the Slurm backend's own variables; read only when CONTAINER_ENV=slurm."""
+    return SlurmSettings()
+
+
 def _check_bind(bind: str) -> str:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH`` (gunicorn's forms), checked up front."""
     if bind.startswith("unix:") and len(bind) > 5:
@@ -287,6 +345,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     volume_type = env.choice("COMPUTE_VOLUME_TYPE", ("host", "docker_local_volume", "kubernetes_pvc"), "host")
     storebase, volume_name = _volume(env, volume_type)
     shm = env.int("SHM_SIZE", None, 1)
+    storage_env = _storage_env(env, innetwork)
+    container_env = env.choice(
+        "CONTAINER_ENV", ("docker", "podman", "swarm", "kubernetes", "cromwell", "slurm"), "docker"
+    )
     return Settings(
         application_mode=mode,
         secret_key=secret_key,
@@ -294,12 +356,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         pfcon_password=password,
         token_lifetime_seconds=env.int("AUTH_TOKEN_LIFETIME", 2 * 24 * 3600, 1),
         pfcon_innetwork=innetwork,
-        storage_env=_storage_env(env, innetwork),
-        container_env=env.choice(
-            "CONTAINER_ENV",
-            ("docker", "podman", "swarm", "kubernetes", "cromwell", "slurm"),
-            "docker",
-        ),
+        storage_env=storage_env,
+        container_env=container_env,
         compute_volume_type=volume_type,
         storebase=storebase,
         storebase_mount=_storebase_mount(env, volume_type, storebase),
@@ -315,4 +373,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         zip_limits=_zip_limits(env),
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
         finished_cache_seconds=env.int("PFCON_FINISHED_CACHE_SECONDS", 3, 0),
+        swift=_swift(env, storage_env),
+        kubernetes=_kubernetes(env, container_env),
+        cromwell=_cromwell(env, container_env),
+        slurm=_slurm(env, container_env),
     )

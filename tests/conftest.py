@@ -37,7 +37,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client = docker.from_env(version="1.41")
     if not _engine_answers(client) or not client.images.list(name=TEST_IMAGE):
         result = subprocess.run(
-            ["bash", str(ROOT / "scripts/system-setup.sh")], capture_output=True, text=True
+            ["bash", str(ROOT / "scripts/system-setup.sh"), "docker"], capture_output=True, text=True
         )
         if result.returncode != 0 or not _engine_answers(client):
             pytest.skip(f"no Docker engine: {result.stderr.strip()[-500:]}")
