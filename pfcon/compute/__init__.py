@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pfcon.compute.base import ComputeBackend
 from pfcon.compute.volumes import HostPaths, docker_volume_root
 from pfcon.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from pfcon.compute.docker import DockerBackend
+
 
 def _docker(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     from pfcon.compute.docker import DockerBackend
 
-    backend = DockerBackend()
+    return _with_docker_volumes(DockerBackend(), settings)
+
+
+def _podman(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.podman import PodmanBackend
+
+    return _with_docker_volumes(PodmanBackend(), settings)
+
+
+def _with_docker_volumes(backend: DockerBackend, settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    """Docker and Podman find storeBase the same ways: a host path or a named volume."""
     if settings.compute_volume_type == "host":
         return backend, HostPaths(settings.storebase or "")
     if settings.compute_volume_type == "docker_local_volume":
         return backend, docker_volume_root(backend.client, settings)
     raise SettingsError(
         "COMPUTE_VOLUME_TYPE",
-        f"{settings.compute_volume_type!r} does not work with CONTAINER_ENV=docker",
+        f"{settings.compute_volume_type!r} does not work with CONTAINER_ENV={settings.container_env}",
     )
 
 
 #: CONTAINER_ENV -> factory returning the backend and where it finds storeBase.
 REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "docker": _docker,
+    "podman": _podman,
 }
 
 

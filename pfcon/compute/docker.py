@@ -12,6 +12,7 @@ import logging
 import re
 import shlex
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -20,7 +21,9 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
+from pfcon.cache import ExpiringCache
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -31,16 +34,9 @@ NEVER = "0001-01-01T00:00:00Z"
 POOL_SIZE = 64
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
-#: Docker container ``State.Status`` -> our status. ``exited`` is decided by exit code / OOM.
-STATE_TABLE: Mapping[str, JobStatus] = {
-    "created": JobStatus.notStarted,
-    "running": JobStatus.started,
-    "paused": JobStatus.started,
-    "restarting": JobStatus.started,
-    "removing": JobStatus.undefined,
-    "exited": JobStatus.finishedSuccessfully,
-    "dead": JobStatus.finishedWithError,
-}
+#: How long the engine's start time is reused before it is asked again (one call per poll of
+#: a finished job would double the engine traffic of a busy status endpoint).
+ENGINE_START_TTL = 2.0
 
 
 class DockerBackend(ComputeBackend):
@@ -48,11 +44,13 @@ class DockerBackend(ComputeBackend):
 
     name = "docker"
     capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
+    judgement = Judgement(DOCKER_STATES)
 
     def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
         # one client for the process, with a connection for each request and starter thread
         self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
         self.name = engine_name
+        self._engine_start = ExpiringCache(ENGINE_START_TTL)
 
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -68,7 +66,7 @@ class DockerBackend(ComputeBackend):
             raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine") from exc
         except docker.errors.APIError as exc:
             detail = exc.explanation or str(exc)
-            if exc.status_code == 409:
+            if exc.status_code == 409 or "already in use" in detail:  # Podman answers 500
                 raise JobExists(f"job {jid!r} already exists on the {self.name} engine") from exc
             if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
                 raise InvalidJob(f"{self.name} refused to {action}: {detail}") from exc
@@ -177,10 +175,34 @@ class DockerBackend(ComputeBackend):
             args["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
         return args
 
+    def engine_started_at(self) -> datetime | None:
+        """When the engine last started, or ``None`` when it cannot tell.
+
+        Without live-restore, dockerd removes and recreates its default ``bridge`` network
+        at every start, so that network's creation time is the engine's start time. A job
+        that ended around then was stopped by the engine, whatever its exit code says.
+        """
+        cached = self._engine_start.get("started")
+        if cached is not None:
+            return cached[0]
+        try:
+            started = parse_time(self.client.api.inspect_network("bridge").get("Created"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            started = None
+        self._engine_start.put("started", (started,))
+        return started
+
     def _job_info(self, attrs: Mapping[str, Any], jid: str) -> JobInfo:
         state = attrs.get("State") or {}
         config = attrs.get("Config") or {}
-        status, message = container_status(state, (attrs.get("HostConfig") or {}).get("Memory"))
+        ended = self.judgement.table.get(state.get("Status", "")) is JobStatus.finishedSuccessfully
+        status, message = container_status(
+            state,
+            memory_limit=(attrs.get("HostConfig") or {}).get("Memory"),
+            engine_started_at=self.engine_started_at() if ended else None,
+            judgement=self.judgement,
+            engine_name=self.name,
+        )
         return JobInfo(
             jid=jid,
             image=config.get("Image", ""),
@@ -189,27 +211,6 @@ class DockerBackend(ComputeBackend):
             message=message,
             timestamp=_timestamp(state, attrs.get("Created", "")),
         )
-
-
-def container_status(state: Mapping[str, Any], memory_limit: int | None = None) -> tuple[JobStatus, str]:
-    """Map a container's ``State`` to (status, message) through :data:`STATE_TABLE`."""
-    engine_state = str(state.get("Status", ""))
-    status = STATE_TABLE.get(engine_state, JobStatus.undefined)
-    if status is JobStatus.undefined:
-        return status, f"unexpected engine state {engine_state!r}"
-    if state.get("OOMKilled"):
-        limit = f" of {memory_limit // (1024 * 1024)} MiB" if memory_limit else ""
-        return (
-            JobStatus.finishedWithError,
-            f"out of memory: the job was killed for exceeding its memory limit{limit}",
-        )
-    if engine_state == "exited":
-        code = state.get("ExitCode", -1)
-        if code == 0:
-            return JobStatus.finishedSuccessfully, "exited"
-        error = f": {state['Error']}" if state.get("Error") else ""
-        return JobStatus.finishedWithError, f"exited with code {code}{error}"
-    return status, engine_state
 
 
 def _timestamp(state: Mapping[str, Any], created: str) -> str:
