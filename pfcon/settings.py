@@ -128,6 +128,7 @@ class Settings:
     remove_jobs: bool = True
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     start_workers: int = 4
+    start_retry_seconds: int = 600
     finished_cache_seconds: float = 3.0
     swift: SwiftSettings = field(default_factory=SwiftSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -372,6 +373,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remove_jobs=env.bool("REMOVE_JOBS", True),
         zip_limits=_zip_limits(env),
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
+        start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
         finished_cache_seconds=env.int("PFCON_FINISHED_CACHE_SECONDS", 3, 0),
         swift=_swift(env, storage_env),
         kubernetes=_kubernetes(env, container_env),

@@ -20,6 +20,14 @@ def submit(client, auth, form, files=None):
     return client.post("/api/v1/jobs/", data=data, headers=auth, content_type="multipart/form-data")
 
 
+def status_of(client, auth, jid: str) -> str:
+    return client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+
+
+def wait_started(client, auth, jid: str, timeout: float = 30) -> None:
+    wait_for(lambda: status_of(client, auth, jid) == "started", timeout=timeout)
+
+
 def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
     def poll():
         body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()

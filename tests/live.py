@@ -39,7 +39,7 @@ def live_pfcon(
         "PFCON_BIND": f"127.0.0.1:{port}",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "pfcon"]
+    command = [sys.executable, *command]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -84,20 +84,21 @@ BOOT = datetime(2026, 11, 21, 6, 0, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("started", "finished", "code", "stopped_by_engine"),
     [
-        ("2026-11-21T05:50:00Z", "2026-11-21T05:59:50.5Z", 0, True),  # trapped SIGTERM, exited 0
-        ("2026-11-21T05:50:00Z", "2026-11-21T05:59:50Z", 137, True),  # graceful shutdown
+        ("2026-11-21T05:50:00Z", "2026-11-21T05:59:50Z", 137, True),  # SIGKILL at shutdown
+        ("2026-11-21T05:50:00Z", "2026-11-21T05:59:40Z", 143, True),  # SIGTERM at shutdown
         ("2026-11-21T05:50:00Z", "2026-11-21T06:00:01Z", 255, True),  # engine crashed, cleaned up
-        ("2026-11-21T05:00:00Z", "2026-11-21T05:10:00Z", 0, False),  # ended long before
-        ("2026-11-21T06:00:05Z", "2026-11-21T06:00:09Z", 0, False),  # started after the restart
-        ("0001-01-01T00:00:00Z", "2026-11-21T06:00:01Z", 0, False),  # never started
+        ("2026-11-21T05:50:00Z", "2026-11-21T05:59:50Z", 0, False),  # finished its work: success
+        ("2026-11-21T05:00:00Z", "2026-11-21T05:10:00Z", 1, False),  # failed long before
+        ("2026-11-21T06:00:05Z", "2026-11-21T06:00:09Z", 1, False),  # started after the restart
+        ("0001-01-01T00:00:00Z", "2026-11-21T06:00:01Z", 1, False),  # never started
     ],
 )
-def test_engine_shutdown_is_never_success(
+def test_a_job_failed_by_an_engine_shutdown_says_so(
     started: str, finished: str, code: int, stopped_by_engine: bool
 ) -> None:
     state = {"Status": "exited", "ExitCode": code, "StartedAt": started, "FinishedAt": finished}
     status, message = container_status(state, engine_started_at=BOOT)
     assert ("stopped by the docker engine" in message) is stopped_by_engine
+    assert (status is JobStatus.finishedSuccessfully) is (code == 0)
     if stopped_by_engine:
-        assert status is JobStatus.finishedWithError
         assert "2026-11-21T06:00:00Z" in message and f"exit code {code}" in message

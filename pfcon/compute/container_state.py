@@ -38,7 +38,7 @@ PODMAN_STATES: Mapping[str, JobStatus] = {
 #: How long before an engine's start a job may have been stopped by its shutdown: Docker
 #: stops every container within its stop timeout (10 s) and exits within its shutdown
 #: timeout (15 s); the rest is a margin for a restart that takes a moment.
-SHUTDOWN_WINDOW = timedelta(seconds=60)
+SHUTDOWN_WINDOW = timedelta(seconds=30)
 SIGNALS = {129: "SIGHUP", 130: "SIGINT", 134: "SIGABRT", 137: "SIGKILL", 139: "SIGSEGV", 143: "SIGTERM"}
 
 
@@ -69,13 +69,13 @@ def container_status(
     oom = _out_of_memory(state, code, memory_limit, judgement)
     if oom:
         return JobStatus.finishedWithError, oom
+    if code == 0:
+        return JobStatus.finishedSuccessfully, "exited"
     if _stopped_by_engine_shutdown(state, engine_started_at):
         return JobStatus.finishedWithError, (
             f"stopped by the {engine_name} engine: the job was still running when the engine shut "
             f"down (it started again at {engine_started_at:%Y-%m-%dT%H:%M:%SZ}); exit code {code}"
         )
-    if code == 0:
-        return JobStatus.finishedSuccessfully, "exited"
     return JobStatus.finishedWithError, _exit_message(state, code)
 
 
@@ -92,7 +92,12 @@ def _out_of_memory(state: Mapping[str, Any], code: int, limit: int | None, judge
 
 
 def _stopped_by_engine_shutdown(state: Mapping[str, Any], engine_started_at: datetime | None) -> bool:
-    """The job started before the engine's current start and ended as that engine went down."""
+    """The job started before the engine's current start and failed as that engine went down.
+
+    Only failures are judged so: an engine stops a job with SIGTERM then SIGKILL (exit code
+    143 or 137) or, after a crash, marks it 255 when it starts again; a job that exited 0 had
+    finished its work, even moments before a restart.
+    """
     if engine_started_at is None:
         return False
     started, finished = parse_time(state.get("StartedAt")), parse_time(state.get("FinishedAt"))
