@@ -434,7 +434,7 @@ class FakeApiServer:
             self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
         self.scheme = "https" if ssl_context else "http"
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
