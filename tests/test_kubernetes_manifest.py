@@ -98,6 +98,7 @@ def test_the_job_carries_every_setting() -> None:
         "seccompProfile": {"type": "RuntimeDefault"},
         "runAsUser": 1001,
         "runAsGroup": 1002,
+        "runAsNonRoot": True,
     }
     assert pod["volumes"] == [
         {"name": "storebase", "persistentVolumeClaim": {"claimName": "pfcon-storebase"}},
@@ -109,6 +110,7 @@ def test_the_job_carries_every_setting() -> None:
         "capabilities": {"drop": ["ALL"]},
         "runAsUser": 1001,
         "runAsGroup": 1002,
+        "runAsNonRoot": True,
     }
     amounts = {"cpu": "2500m", "memory": "4096Mi", GPU_RESOURCE: "2"}
     assert container["resources"] == {"limits": amounts, "requests": amounts}

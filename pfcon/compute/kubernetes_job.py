@@ -145,9 +145,12 @@ def _resources(spec: JobSpec) -> dict[str, str]:
     return amounts
 
 
-def _user(user: str | None) -> dict[str, int]:
+def _user(user: str | None) -> dict[str, Any]:
     """CONTAINER_USER, already picked for this job as ``UID:GID``."""
     if not user:
         return {}
     uid, _, gid = user.partition(":")
-    return {"runAsUser": int(uid), "runAsGroup": int(gid or uid)}
+    ids: dict[str, Any] = {"runAsUser": int(uid), "runAsGroup": int(gid or uid)}
+    if int(uid) != 0:  # what the "restricted" Pod Security Standard asks for
+        ids["runAsNonRoot"] = True
+    return ids
