@@ -77,6 +77,7 @@ class FakeCluster:
     token: str | None = None  # the bearer token it accepts (None: no authentication)
     forbidden: bool = False  # answer 403 as RBAC would for a service account without rights
     start_pods: bool = True  # pods run as soon as they exist (else they stay Pending)
+    collect_garbage: bool = True  # a Job's pods go with it (else they linger, as before the GC runs)
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
@@ -89,8 +90,11 @@ class FakeCluster:
         return self.jobs[(namespace, name)]
 
     def pods_of(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        """The pods of the Job that now has this name (not of an earlier one)."""
         with self.lock:
-            pods = [p for (ns, _), p in self.pods.items() if ns == namespace and _owner(p) == name]
+            job = self.jobs.get((namespace, name))
+            uid = job["metadata"]["uid"] if job else None
+            pods = [p for (ns, _), p in self.pods.items() if ns == namespace and _owner(p) == (name, uid)]
             return sorted(pods, key=lambda p: p["metadata"]["name"])
 
     def run(self, name: str, namespace: str = "default") -> None:
@@ -227,6 +231,16 @@ class FakeCluster:
         job = copy.deepcopy(body)
         uid = str(uuid.uuid4())
         job["metadata"].update(namespace=namespace, uid=uid, resourceVersion="1", creationTimestamp=now())
+        # defaulted by the API server: a selector on the Job's uid, and the labels it matches
+        uid_labels = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
+        job["spec"].setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        template_meta = job["spec"]["template"].setdefault("metadata", {})
+        template_meta["labels"] = {
+            **template_meta.get("labels", {}),
+            **uid_labels,
+            "batch.kubernetes.io/job-name": name,
+            "job-name": name,
+        }
         workers = job["spec"].get("parallelism", 1)
         job["status"] = {"active": workers, "ready": 0, "startTime": now()}
         self.jobs[(namespace, name)] = job
@@ -237,15 +251,8 @@ class FakeCluster:
     def _create_pod(self, namespace: str, job: dict[str, Any]) -> None:
         """What the Job controller does: a pod from the template, labelled with the Job."""
         name = f"{job['metadata']['name']}-{uuid.uuid4().hex[:5]}"
-        uid = job["metadata"]["uid"]
         template = copy.deepcopy(job["spec"]["template"])
-        labels = {
-            **template["metadata"].get("labels", {}),
-            "batch.kubernetes.io/job-name": job["metadata"]["name"],
-            "job-name": job["metadata"]["name"],
-            "batch.kubernetes.io/controller-uid": uid,
-            "controller-uid": uid,
-        }
+        labels = template["metadata"]["labels"]
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -281,9 +288,10 @@ class FakeCluster:
         policy = (request.query.get("propagationPolicy") or [None])[0] or (request.body or {}).get(
             "propagationPolicy"
         )
+        pods = self.pods_of(name, namespace)
         del self.jobs[(namespace, name)]
-        if policy in ("Background", "Foreground"):
-            for pod in self.pods_of(name, namespace):
+        if policy in ("Background", "Foreground") and self.collect_garbage:
+            for pod in pods:
                 del self.pods[(namespace, pod["metadata"]["name"])]
         return {
             "kind": "Status",
@@ -317,8 +325,11 @@ class FakeCluster:
         return "".join(lines)
 
 
-def _owner(pod: dict[str, Any]) -> str:
-    return pod["metadata"]["labels"].get("batch.kubernetes.io/job-name", "")
+def _owner(pod: dict[str, Any]) -> tuple[str, str]:
+    labels = pod["metadata"]["labels"]
+    return labels.get("batch.kubernetes.io/job-name", ""), labels.get(
+        "batch.kubernetes.io/controller-uid", ""
+    )
 
 
 def _selector(query: dict[str, list[str]]):

@@ -59,7 +59,7 @@ class TestKubernetesContract(BackendContract):
         backend.remove(jid)
         delete = [r for r in cluster.requests if r.method == "DELETE"][-1]
         assert delete.query["propagationPolicy"] == ["Background"]
-        assert cluster.pods_of(jid) == []
+        assert [p for p in cluster.pods.values() if p["metadata"]["labels"][JOB_LABEL] == jid] == []
         with pytest.raises(JobNotFound):
             backend.info(jid)
         with pytest.raises(JobNotFound):
@@ -317,3 +317,19 @@ def test_engine_state_prefers_job_conditions(backend, cluster, jid: str, tmp_pat
     job = backend.batch.read_namespaced_job(jid, "default")
     pods = backend.core.list_namespaced_pod("default", label_selector=f"{JOB_LABEL}={jid}").items
     assert engine_state(job, pods)[0] == "job:SuccessCriteriaMet"
+
+
+def test_a_reused_jid_never_reads_the_pods_of_the_job_before(
+    backend, cluster, jid: str, tmp_path: Path
+) -> None:
+    """Background deletion lets old pods linger until the garbage collector runs."""
+    cluster.collect_garbage = False
+    backend.submit(make_spec(jid, tmp_path, ("false",)))
+    cluster.write_logs(jid, "first run failed\n")
+    cluster.finish(jid, exit_code=1)
+    backend.remove(jid)
+    assert len(cluster.pods) == 1  # still there
+    backend.submit(make_spec(jid, tmp_path, ("true",)))
+    cluster.write_logs(jid, "second run\n")
+    assert backend.info(jid).status is JobStatus.started
+    assert backend.logs(jid, 10) == "second run\n"

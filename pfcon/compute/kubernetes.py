@@ -152,7 +152,7 @@ class KubernetesBackend(ComputeBackend):
         """One Job read, one pod list, and one log read per pod when logs are wanted."""
         with self._api("read the job", jid):
             job = self._job(jid)
-            pods = self._pods(jid)
+            pods = self._pods(job)
             logs = self._logs(pods, tail) if tail > 0 else ""
         return self._job_info(job, pods), logs
 
@@ -174,9 +174,15 @@ class KubernetesBackend(ComputeBackend):
             raise JobNotFound(f"job {jid!r} exists but was not created by pfcon")
         return job
 
-    def _pods(self, jid: str) -> list[k8s.V1Pod]:
+    def _pods(self, job: k8s.V1Job) -> list[k8s.V1Pod]:
+        """This Job's pods, by the selector the API server gave it (its uid), so pods of an
+        earlier Job of the same jid still being garbage-collected are not mixed in."""
+        selector = job.spec.selector.match_labels if job.spec.selector else None
+        labels = selector or {JOB_LABEL: job.metadata.name}
         pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{JOB_LABEL}={jid}", _request_timeout=REQUEST_TIMEOUT
+            self.namespace,
+            label_selector=",".join(f"{key}={value}" for key, value in sorted(labels.items())),
+            _request_timeout=REQUEST_TIMEOUT,
         )
         return sorted(pods.items, key=lambda pod: pod.metadata.name)
 
