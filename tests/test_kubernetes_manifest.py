@@ -146,3 +146,11 @@ def test_a_mount_outside_the_volume_is_refused(source: str) -> None:
     mounts = (Mount(source, "/share/incoming", True), MOUNTS[1])
     with pytest.raises(InvalidJob, match="storeBase"):
         build_job(spec(mounts=mounts), TEMPLATES["defaults"])
+
+
+def test_a_root_container_user_is_not_claimed_non_root() -> None:
+    """CONTAINER_USER=0:0 is honoured as asked; runAsNonRoot would make the kubelet refuse it."""
+    job = build_job(spec(user="0:0"), TEMPLATES["defaults"])
+    security = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert (security["runAsUser"], security["runAsGroup"]) == (0, 0) and "runAsNonRoot" not in security
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
