@@ -333,3 +333,10 @@ def test_a_reused_jid_never_reads_the_pods_of_the_job_before(
     cluster.write_logs(jid, "second run\n")
     assert backend.info(jid).status is JobStatus.started
     assert backend.logs(jid, 10) == "second run\n"
+
+
+def test_an_answer_the_client_cannot_read_is_unavailable(backend, cluster, jid: str, tmp_path: Path) -> None:
+    backend.submit(make_spec(jid, tmp_path, ("true",)))
+    del cluster.job(jid)["spec"]["template"]  # a Job without its (required) template
+    with pytest.raises(BackendUnavailable, match="cannot read"):
+        backend.info(jid)

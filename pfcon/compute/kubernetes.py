@@ -111,6 +111,10 @@ class KubernetesBackend(ComputeBackend):
             if exc.status in (400, 422):
                 raise InvalidJob(f"kubernetes refused to {action}: {detail}") from exc
             raise BackendUnavailable(f"kubernetes failed to {action} (HTTP {exc.status}): {detail}") from exc
+        except ValueError as exc:  # the client could not read the answer into its models
+            raise BackendUnavailable(
+                f"kubernetes gave an answer pfcon cannot read when asked to {action}: {type(exc).__name__}"
+            ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise BackendUnavailable(
                 f"the kubernetes API server at {self.api.configuration.host} does not answer "
