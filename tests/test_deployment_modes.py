@@ -17,7 +17,7 @@ import requests
 from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form
+from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form, make_zip
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -190,6 +190,21 @@ def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, 
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("big.bin", os.urandom(5 * 1024 * 1024))
     form = {**job_form(jid), "data_file": (io.BytesIO(buffer.getvalue()), "in.zip")}
+    answer = client.post(
+        "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
+    )
+    assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon-uploads"]
+    assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
+
+
+def test_storebase_full_while_extracting_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
+    """A small upload whose files do not fit: the disk fills while extracting, not receiving."""
+    settings = {"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase), "MAX_ZIP_RATIO": "5000"}
+    client = create_app(load_settings(settings)).test_client()
+    upload = make_zip({"zeros.bin": bytes(5 * 1024 * 1024)})
+    assert len(upload) < 64 * 1024  # the upload itself fits many times over
+    form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}
     answer = client.post(
         "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
     )
