@@ -94,18 +94,18 @@ class SwarmBackend(ComputeBackend):
         if memory is not None and memory < MIN_MEMORY_MIB:
             raise InvalidJob(f"memory_limit: {self.name} needs at least {MIN_MEMORY_MIB} MiB, got {memory}")
         with self._engine("list the swarm's nodes"):
-            nodes = _usable_nodes(self.client.api.nodes())
+            nodes = usable_nodes(self.client.api.nodes())
         check_fits(spec, nodes)
         self._require_image(spec.image)
         with contextlib.suppress(JobNotFound), self._engine("look up the job", spec.jid):
-            self._inspect(spec.jid)  # any service of that name blocks the jid
+            self._named(spec.jid)  # any service of that name blocks the jid, ours or not
             raise JobExists(f"job {spec.jid!r} already exists on the {self.name} engine")
 
     def submit(self, spec: JobSpec) -> JobInfo:
         gpu_kind = None
         if spec.resources.gpus:
             with self._engine("list the swarm's nodes"):
-                gpu_kind = check_fits(spec, _usable_nodes(self.client.api.nodes()))
+                gpu_kind = check_fits(spec, usable_nodes(self.client.api.nodes()))
         with self._engine("create the job service", spec.jid):
             service = self.client.api.create_service(**service_args(spec, gpu_kind))
         with self._engine("inspect the job", spec.jid):
@@ -135,13 +135,17 @@ class SwarmBackend(ComputeBackend):
         self.client.close()
 
     # -- helpers --------------------------------------------------------------------------
-    def _inspect(self, jid: str) -> dict[str, Any]:
-        """The service named ``jid`` made by pfcon (inspect also matches ID prefixes: check)."""
+    def _named(self, jid: str) -> dict[str, Any]:
+        """The service named ``jid`` (inspect also matches service ID prefixes: those are not)."""
         attrs = self.client.api.inspect_service(jid)
-        spec = attrs.get("Spec") or {}
-        if spec.get("Name") != jid:
+        if (attrs.get("Spec") or {}).get("Name") != jid:
             raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine")
-        if (spec.get("Labels") or {}).get(JOB_LABEL) != jid:
+        return attrs
+
+    def _inspect(self, jid: str) -> dict[str, Any]:
+        """The service named ``jid`` made by pfcon."""
+        attrs = self._named(jid)
+        if (attrs["Spec"].get("Labels") or {}).get(JOB_LABEL) != jid:
             raise JobNotFound(f"service {jid!r} exists but was not created by pfcon")
         return attrs
 
@@ -302,7 +306,7 @@ def _failure_message(status_block: Mapping[str, Any], memory_limit: int | None, 
     return f"exited with code {code} ({error})"
 
 
-def _usable_nodes(nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def usable_nodes(nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Nodes that can take new tasks: ready and with availability ``active``."""
     return [
         node
