@@ -10,10 +10,17 @@ import docker
 import pytest
 from pfconclient.client import Client
 
+from pfcon.app import create_app
+from pfcon.compute import build_backend
+from pfcon.settings import SettingsError, load_settings
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_LABEL, job_form, wait_for
+from tests.helpers import TEST_LABEL, TEST_LABELS, job_form, wait_for
 from tests.live import live_pfcon
-from tests.swarm_fixtures import no_leftover_services_fixture, swarm_client_fixture  # noqa: F401
+from tests.swarm_fixtures import (  # noqa: F401 - fixtures
+    no_leftover_services_fixture,
+    remove_test_services,
+    swarm_client_fixture,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +154,48 @@ def test_pfconclient_runs_a_job_on_swarm(swarm_client, storebase: Path, tmp_path
     assert not (storebase / f"key-{jid}").exists()
     with pytest.raises(docker.errors.NotFound):
         swarm_client.api.inspect_service(jid)  # run_job's delete removed the service
+
+
+def test_docker_local_volume_as_storebase(swarm_client, jid: str) -> None:
+    """COMPUTE_VOLUME_TYPE=docker_local_volume: the job's bind mounts come from the volume's folder."""
+    volume = swarm_client.volumes.create(f"pfcon-test-{jid}", labels=TEST_LABELS)
+    try:
+        mountpoint = volume.attrs["Mountpoint"]
+        env = {
+            "APPLICATION_MODE": "development",
+            "CONTAINER_ENV": "swarm",
+            "COMPUTE_VOLUME_TYPE": "docker_local_volume",
+            "VOLUME_NAME": volume.name,
+            "STOREBASE_MOUNT": mountpoint,  # pfcon runs on the host here
+            "JOB_LABELS": TEST_LABEL,
+        }
+        app = create_app(load_settings(env))
+        client = app.test_client()
+        auth = login(client)
+        assert submit(client, auth, job_form(jid), {"in.txt": "through a volume"}).status_code == 201
+        assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+        mounts = _service(swarm_client, jid)["TaskTemplate"]["ContainerSpec"]["Mounts"]
+        assert {m["Source"] for m in mounts} == {
+            f"{mountpoint}/key-{jid}/incoming",
+            f"{mountpoint}/key-{jid}/outgoing",
+        }
+        assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+        app.extensions["pfcon"].starter.shutdown()
+    finally:
+        remove_test_services(swarm_client)
+        volume.remove(force=True)
+
+
+def test_kubernetes_pvc_is_refused_with_swarm() -> None:
+    settings = load_settings(
+        {
+            "CONTAINER_ENV": "swarm",
+            "COMPUTE_VOLUME_TYPE": "kubernetes_pvc",
+            "VOLUME_NAME": "v",
+            "APPLICATION_MODE": "development",
+        }
+    )
+    with pytest.raises(
+        SettingsError, match="COMPUTE_VOLUME_TYPE: 'kubernetes_pvc' does not work with CONTAINER_ENV=swarm"
+    ):
+        build_backend(settings)
