@@ -81,7 +81,7 @@ class SwarmBackend(ComputeBackend):
                 f"the Docker engine at {self.client.api.base_url} is not a swarm manager "
                 f"(swarm state {swarm.get('LocalNodeState') or 'unknown'!r}); see `docker swarm init`"
             )
-        return f"{self.name} {info.get('ServerVersion', '?')} ({swarm.get('Nodes', '?')} nodes)"
+        return f"{self.name} {info.get('ServerVersion', '?')} (nodes: {swarm.get('Nodes', '?')})"
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -107,10 +107,12 @@ class SwarmBackend(ComputeBackend):
             with self._engine("list the swarm's nodes"):
                 gpu_kind = check_fits(spec, usable_nodes(self.client.api.nodes()))
         with self._engine("create the job service", spec.jid):
-            service = self.client.api.create_service(**service_args(spec, gpu_kind))
-        with self._engine("inspect the job", spec.jid):
-            attrs = self.client.api.inspect_service(service["ID"])
-            return self._job_info(attrs, self._tasks(attrs))
+            self.client.api.create_service(**service_args(spec, gpu_kind))
+        try:
+            return self.info(spec.jid)
+        except (BackendUnavailable, JobNotFound):
+            # the service exists (or existed): the next poll reads its state; not a failed start
+            return JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "service created", "")
 
     def info(self, jid: str) -> JobInfo:
         with self._engine("inspect the job", jid):
