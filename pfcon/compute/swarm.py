@@ -22,6 +22,7 @@ from docker.types import Mount as DockerMount
 from docker.types import Resources as DockerResources
 
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.container_state import container_status
 from pfcon.compute.docker import API_VERSION, JOB_LABEL, MIN_MEMORY_MIB, POOL_SIZE, engine_errors
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
@@ -32,8 +33,8 @@ SHM_TARGET = "/dev/shm"
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9](?:[-_]*[A-Za-z0-9]+)*")
 _SERVICE_NAME_MAX = 63
 
-#: whether a task's container (by id) was OOM-killed; None when pfcon cannot see it
-OomProbe = Callable[[str], "bool | None"]
+#: a task's container ``State`` by container id; None when pfcon cannot see it (another node)
+ContainerProbe = Callable[[str], "Mapping[str, Any] | None"]
 
 #: Swarm task ``Status.State`` -> our status (swarmkit's TaskState, in lifecycle order).
 STATE_TABLE: Mapping[str, JobStatus] = {
@@ -187,7 +188,7 @@ class SwarmBackend(ComputeBackend):
         container = template.get("ContainerSpec") or {}
         memory = ((template.get("Resources") or {}).get("Limits") or {}).get("MemoryBytes")
         task = newest(tasks)
-        status, message = task_status(task, memory, self._oom_killed)
+        status, message = task_status(task, memory, self._container_state)
         timestamp = (task or {}).get("Status", {}).get("Timestamp") or attrs.get("CreatedAt", "")
         return JobInfo(
             jid=spec.get("Name", ""),
@@ -198,13 +199,12 @@ class SwarmBackend(ComputeBackend):
             timestamp=timestamp,
         )
 
-    def _oom_killed(self, container_id: str) -> bool | None:
-        """Whether the task's container was OOM-killed; ``None`` when it is on another node."""
+    def _container_state(self, container_id: str) -> Mapping[str, Any] | None:
+        """The ``State`` of a task's container on pfcon's own engine; ``None`` if it is elsewhere."""
         try:
-            state = self.client.api.inspect_container(container_id).get("State") or {}
+            return self.client.api.inspect_container(container_id).get("State")
         except docker.errors.DockerException:
             return None
-        return bool(state.get("OOMKilled"))
 
 
 def service_args(spec: JobSpec, gpu_kind: str | None = None) -> dict[str, Any]:
@@ -255,12 +255,12 @@ def newest(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 def task_status(
     task: Mapping[str, Any] | None,
     memory_limit: int | None = None,
-    oom_killed: OomProbe = lambda container_id: None,
+    container_state: ContainerProbe = lambda container_id: None,
 ) -> tuple[JobStatus, str]:
     """Map a task to (status, message) through :data:`STATE_TABLE`, with the task's error.
 
-    ``oom_killed(container_id)`` says whether a container exited 137 for memory (``None``: it
-    cannot tell, as when the container is on another node).
+    A failed task's container, when ``container_state`` can see it (it ran on pfcon's node),
+    is judged as the docker backend judges its containers (out of memory, signals).
     """
     if task is None:
         return JobStatus.notStarted, "waiting for the swarm to create the job's task"
@@ -272,7 +272,7 @@ def task_status(
     if state not in STATE_TABLE:
         return status, f"unexpected swarm task state {state!r}{detail}"
     if state == "failed":
-        return status, _failure_message(status_block, memory_limit, oom_killed)
+        return status, _failure_message(status_block, memory_limit, container_state)
     message = {
         "rejected": f"rejected by the swarm{detail}",
         "shutdown": f"shut down by the swarm before it finished{detail}",
@@ -288,23 +288,23 @@ def _note(status_block: Mapping[str, Any]) -> str:
     return f" ({note})" if note and str(status_block.get("State")) not in note else ""
 
 
-def _failure_message(status_block: Mapping[str, Any], memory_limit: int | None, oom_killed: OomProbe) -> str:
+def _failure_message(
+    status_block: Mapping[str, Any], memory_limit: int | None, container_state: ContainerProbe
+) -> str:
     """A non-zero exit says its code (and whether memory killed it); other failures their error."""
     container = status_block.get("ContainerStatus") or {}
     code = container.get("ExitCode")
     error = status_block.get("Err") or "no reason given"
     if not code:  # the container never ran, e.g. "starting container failed: ..."
         return f"failed: {error}"
+    state = container_state(container["ContainerID"]) if container.get("ContainerID") else None
+    if state and state.get("Status") == "exited":
+        return container_status(state, memory_limit)[1]
     if code == OOM_EXIT_CODE and memory_limit:
-        limit = f"{memory_limit // MiB} MiB"
-        killed = oom_killed(container["ContainerID"]) if container.get("ContainerID") else None
-        if killed:
-            return f"out of memory: the job was killed for exceeding its memory limit of {limit}"
-        if killed is None:
-            return (
-                f"exited with code {code} (killed; out of memory if it went over its {limit} limit, "
-                "which pfcon cannot confirm for a container on another node)"
-            )
+        return (
+            f"exited with code {code} (killed; out of memory if it went over its {memory_limit // MiB} MiB "
+            "limit, which pfcon cannot confirm for a container on another node)"
+        )
     return f"exited with code {code} ({error})"
 
 
