@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pfcon.compute.base import JobStatus, Resources
-from pfcon.compute.swarm import STATE_TABLE, check_fits, gpu_offers, newest, task_status, usable_nodes
-from pfcon.errors import InvalidJob
+from pfcon.compute.swarm import (
+    STATE_TABLE,
+    SwarmBackend,
+    check_fits,
+    gpu_offers,
+    newest,
+    task_status,
+    usable_nodes,
+)
+from pfcon.errors import BackendUnavailable, InvalidJob
 from tests.contract import make_spec
 
 MiB = 1024 * 1024
@@ -155,3 +164,30 @@ def test_check_fits(tmp_path: Path) -> None:
 def test_only_ready_active_nodes_count() -> None:
     ready, drained, down = node(), node(availability="drain"), node(status="down")
     assert usable_nodes([ready, drained, down]) == [ready]
+
+
+class _EngineInfo:
+    """Just enough of a DockerClient for ping: what ``GET /info`` answers (no second dockerd here)."""
+
+    api = SimpleNamespace(base_url="http+docker://localhost")
+
+    def __init__(self, swarm: dict) -> None:
+        self.swarm = swarm
+
+    def info(self) -> dict:
+        return {"ServerVersion": "20.10.24", "Swarm": self.swarm}
+
+
+@pytest.mark.parametrize(
+    "swarm",
+    [
+        {"LocalNodeState": "inactive", "ControlAvailable": False},
+        {"LocalNodeState": "active", "ControlAvailable": False},  # a worker cannot create services
+        {},
+    ],
+)
+def test_ping_refuses_an_engine_that_is_not_a_swarm_manager(swarm: dict) -> None:
+    with pytest.raises(BackendUnavailable, match="is not a swarm manager"):
+        SwarmBackend(_EngineInfo(swarm)).ping()
+    manager = {"LocalNodeState": "active", "ControlAvailable": True, "Nodes": 3}
+    assert SwarmBackend(_EngineInfo(manager)).ping() == "swarm 20.10.24 (nodes: 3)"
