@@ -218,3 +218,15 @@ def test_unreachable_engine_is_backend_unavailable(tmp_path: Path) -> None:
             call()
     with pytest.raises(BackendUnavailable):
         backend.validate(spec)
+
+
+def test_task_shut_down_by_the_swarm_is_finished_with_error(
+    backend, swarm_client, jid: str, tmp_path: Path
+) -> None:
+    """Scaling the service to 0 behind pfcon's back stops the running task: Swarm's 'shutdown'."""
+    backend.submit(make_spec(jid, tmp_path, ("sleep", "30")))
+    wait_for(lambda: backend.info(jid).status is JobStatus.started, timeout=20)
+    swarm_client.services.get(jid).scale(0)
+    info = finished(backend, jid, timeout=30)
+    assert info.status is JobStatus.finishedWithError
+    assert info.message.startswith("shut down by the swarm before it finished"), info.message
