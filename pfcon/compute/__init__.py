@@ -11,6 +11,7 @@ from pfcon.settings import Settings, SettingsError, is_label_key, is_label_value
 
 if TYPE_CHECKING:
     from pfcon.compute.docker import DockerBackend
+    from pfcon.compute.swarm import SwarmBackend
 
 
 def _docker(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
@@ -25,8 +26,16 @@ def _podman(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     return _with_docker_volumes(PodmanBackend(), settings)
 
 
-def _with_docker_volumes(backend: DockerBackend, settings: Settings) -> tuple[ComputeBackend, HostPaths]:
-    """Docker and Podman find storeBase the same ways: a host path or a named volume."""
+def _swarm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.swarm import SwarmBackend
+
+    return _with_docker_volumes(SwarmBackend(), settings)
+
+
+def _with_docker_volumes(
+    backend: DockerBackend | SwarmBackend, settings: Settings
+) -> tuple[ComputeBackend, HostPaths]:
+    """Docker, Podman and Swarm find storeBase the same ways: a host path or a named volume."""
     if settings.compute_volume_type == "host":
         return backend, HostPaths(settings.storebase or "")
     if settings.compute_volume_type == "docker_local_volume":
@@ -61,6 +70,7 @@ def _kubernetes(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
 REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "docker": _docker,
     "podman": _podman,
+    "swarm": _swarm,
     "kubernetes": _kubernetes,
 }
 

@@ -32,6 +32,7 @@ JOB_LABEL = "org.chrisproject.pfcon.jid"
 API_VERSION = "1.41"  # dockerd 20.10 and Podman 4; fixed so start-up needs no engine round trip
 NEVER = "0001-01-01T00:00:00Z"
 POOL_SIZE = 64
+MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: How long the engine's start time is reused before it is asked again (one call per poll of
@@ -53,32 +54,11 @@ class DockerBackend(ComputeBackend):
         self._engine_start = ExpiringCache(ENGINE_START_TTL)
 
     # -- errors ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _engine(self, action: str, jid: str = "", job_fault: bool = False) -> Iterator[None]:
-        """Translate engine exceptions into domain errors; nothing docker-specific leaks.
-
-        With ``job_fault`` an engine refusal (any API error) is the job's problem, as when a
-        start fails for a device the node does not have; unreachable engines stay 503.
-        """
-        try:
-            yield
-        except docker.errors.NotFound as exc:
-            raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine") from exc
-        except docker.errors.APIError as exc:
-            detail = exc.explanation or str(exc)
-            if exc.status_code == 409 or "already in use" in detail:  # Podman answers 500
-                raise JobExists(f"job {jid!r} already exists on the {self.name} engine") from exc
-            if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
-                raise InvalidJob(f"{self.name} refused to {action}: {detail}") from exc
-            raise BackendUnavailable(f"{self.name} engine failed to {action}: {detail}") from exc
-        except (
-            requests.exceptions.RequestException,
-            docker.errors.DockerException,
-            OSError,
-        ) as exc:
-            raise BackendUnavailable(
-                f"the {self.name} engine at {self.client.api.base_url} does not answer ({type(exc).__name__})"
-            ) from exc
+    def _engine(
+        self, action: str, jid: str = "", job_fault: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Engine exceptions become domain errors (see :func:`engine_errors`)."""
+        return engine_errors(self.name, self.client, action, jid, job_fault)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
@@ -91,8 +71,8 @@ class DockerBackend(ComputeBackend):
         if not _CONTAINER_NAME.fullmatch(spec.jid):
             raise InvalidJob(f"jid: {self.name} container names need at least 2 characters, got {spec.jid!r}")
         memory = spec.resources.memory_mib
-        if memory is not None and memory < 6:
-            raise InvalidJob(f"memory_limit: {self.name} needs at least 6 MiB, got {memory}")
+        if memory is not None and memory < MIN_MEMORY_MIB:
+            raise InvalidJob(f"memory_limit: {self.name} needs at least {MIN_MEMORY_MIB} MiB, got {memory}")
         with self._engine("look up the image"):
             try:
                 self.client.images.get(spec.image)
@@ -219,3 +199,34 @@ def _timestamp(state: Mapping[str, Any], created: str) -> str:
         if value and value != NEVER:
             return value
     return created
+
+
+@contextlib.contextmanager
+def engine_errors(
+    engine: str, client: docker.DockerClient, action: str, jid: str = "", job_fault: bool = False
+) -> Iterator[None]:
+    """Translate Docker API exceptions into domain errors; nothing docker-specific leaks.
+
+    Shared by every backend that speaks the Docker API (docker, podman, swarm). With
+    ``job_fault`` an engine refusal (any API error) is the job's problem, as when a start fails
+    for a device the node does not have; unreachable engines stay 503.
+    """
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise JobNotFound(f"job {jid!r} is not known to the {engine} engine") from exc
+    except docker.errors.APIError as exc:
+        detail = exc.explanation or str(exc)
+        if exc.status_code == 409 or "already in use" in detail:  # Podman answers 500
+            raise JobExists(f"job {jid!r} already exists on the {engine} engine") from exc
+        if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
+            raise InvalidJob(f"{engine} refused to {action}: {detail}") from exc
+        raise BackendUnavailable(f"{engine} engine failed to {action}: {detail}") from exc
+    except (
+        requests.exceptions.RequestException,
+        docker.errors.DockerException,
+        OSError,
+    ) as exc:
+        raise BackendUnavailable(
+            f"the {engine} engine at {client.api.base_url} does not answer ({type(exc).__name__})"
+        ) from exc
