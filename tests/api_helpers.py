@@ -30,7 +30,9 @@ def wait_started(client, auth, jid: str, timeout: float = 30) -> None:
 
 def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
     def poll():
-        body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()
+        answer = client.get(f"/api/v1/jobs/{jid}/", headers=auth)
+        body = answer.get_json()
+        assert answer.status_code == 200, (answer.status_code, body)
         return body if body["compute"]["status"] in TERMINAL else None
 
     return wait_for(poll, timeout=timeout)
