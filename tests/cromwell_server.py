@@ -23,7 +23,9 @@ Cromwell, the query index can lag behind submissions (``query_lag``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -133,6 +135,7 @@ class FakeCromwell:
         self.fail_with: tuple[int, str] | None = None  # answer every call with this error
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._connections: list[socket.socket] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, port: int = 0) -> FakeCromwell:
@@ -152,10 +155,14 @@ class FakeCromwell:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        """Stop listening and drop kept-alive connections, as a Cromwell that went away."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def by_jid(self, jid: str) -> Workflow:
         matches = [w for w in self.workflows.values() if w.labels.get("org.chrisproject.pfcon.jid") == jid]
@@ -325,6 +332,10 @@ def _handler(cromwell: FakeCromwell) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, *args: Any) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            cromwell._connections.append(self.connection)
 
         def do_GET(self) -> None:
             self._route("GET")

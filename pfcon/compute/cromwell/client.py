@@ -119,7 +119,13 @@ class CromwellClient:
                     f"Cromwell at {self.url} answered {method} {path} with something that is not JSON"
                 )
             return body
-        message = str((body or {}).get("message") or response.reason or "no message")
+        if body is None:  # not Cromwell's error shape: a proxy, or CROMWELL_URL names another server
+            raise CromwellUnavailable(
+                f"{self.url} answered {method} {path} with {response.status_code} {response.reason}, "
+                "not Cromwell's JSON; is CROMWELL_URL right?",
+                response.status_code,
+            )
+        message = str(body.get("message") or response.reason or "no message")
         if response.status_code == 404:
             raise WorkflowNotFound(message, 404)
         if 400 <= response.status_code < 500:
