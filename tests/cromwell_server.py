@@ -194,6 +194,7 @@ class FakeCromwell:
         except Exception as exc:  # miniwdl's syntax and type errors
             workflow.parse_error = f"{type(exc).__name__}: {exc}"
         workflow.plan = self.planner(workflow)
+        workflow.submitted = time.time()  # the clock starts once accepted (miniwdl's parse is slow)
         with self.lock:
             self.workflows[workflow.id] = workflow
         return 201, {"id": workflow.id, "status": "Submitted"}
