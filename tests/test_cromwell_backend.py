@@ -23,6 +23,7 @@ from pfcon.compute.cromwell.backend import (
     REMOVED,
     STATE_TABLE,
     CromwellBackend,
+    WorkflowRef,
     failure_message,
     workflow_status,
 )
@@ -399,3 +400,23 @@ def test_building_the_backend_makes_no_network_call() -> None:
     assert backend.name == "cromwell" and volumes.root == "/sb"
     with pytest.raises(BackendUnavailable):
         backend.ping()
+
+
+def test_a_label_lookup_never_overwrites_what_a_submission_recorded(
+    cromwell: FakeCromwell, storebase: Path, jid: str
+) -> None:
+    """A status poll that found the workflow by label while the submission was finishing."""
+    backend = make_backend(cromwell, storebase)
+    spec = job_spec(jid, storebase)
+    query = backend.client.query_label
+
+    def query_while_the_submission_finishes(key: str, value: str):
+        results = query(key, value)
+        if results:  # the starter thread records the workflow it just submitted
+            backend._remember(jid, WorkflowRef(results[0]["id"], spec.image, spec.cmd, time.time()))
+        return results
+
+    make_backend(cromwell, storebase).submit(spec)
+    (storebase / f"key-{jid}" / REF_FILE).unlink()  # not written yet by the submitting thread
+    backend.client.query_label = query_while_the_submission_finishes
+    assert backend.info(jid).cmd == spec.cmd

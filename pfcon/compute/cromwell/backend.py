@@ -189,9 +189,8 @@ class CromwellBackend(ComputeBackend):
                 return None
             latest = max(results, key=lambda r: str(r.get("submission") or ""))
             ref = WorkflowRef(str(latest["id"]))
-        with self._lock:
-            self._refs[jid] = ref
-        return ref
+        with self._lock:  # a submission finishing meanwhile knows more: never overwrite it
+            return self._refs.setdefault(jid, ref)
 
     def _remember(self, jid: str, ref: WorkflowRef) -> None:
         with self._lock:
