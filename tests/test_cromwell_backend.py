@@ -420,3 +420,21 @@ def test_a_label_lookup_never_overwrites_what_a_submission_recorded(
     (storebase / f"key-{jid}" / REF_FILE).unlink()  # not written yet by the submitting thread
     backend.client.query_label = query_while_the_submission_finishes
     assert backend.info(jid).cmd == spec.cmd
+
+
+def test_an_abort_refused_for_another_reason_is_not_ignored(
+    cromwell: FakeCromwell, storebase: Path, jid: str
+) -> None:
+    backend = make_backend(cromwell, storebase)
+    backend.submit(job_spec(jid, storebase))
+    workflow = cromwell.by_jid(jid)
+    original = cromwell.abort
+    cromwell.abort = lambda w: (400, {"status": "fail", "message": "Error(s): abort is not allowed"})
+    try:
+        with pytest.raises(InvalidJob, match="abort is not allowed"):
+            backend.remove(jid)
+    finally:
+        cromwell.abort = original
+    assert workflow.labels[JOB_LABEL] == jid  # still pfcon's job, still findable
+    backend.remove(jid)
+    assert workflow.aborted_at is not None and workflow.labels[JOB_LABEL] == REMOVED

@@ -156,7 +156,9 @@ class CromwellBackend(ComputeBackend):
         with self._cromwell("abort the workflow", jid):
             try:
                 self.client.abort(ref.workflow_id)
-            except CromwellRefused as exc:  # 403: already in a terminal state, nothing to stop
+            except CromwellRefused as exc:
+                if exc.status != 403:  # 403: already in a terminal state, nothing to stop
+                    raise
                 log.info("[%s] abort of %s refused (%s); relabelling it", jid, ref.workflow_id, exc.message)
             self.client.update_labels(ref.workflow_id, {JOB_LABEL: REMOVED, REMOVED_LABEL: jid})
         self._forget(jid)
