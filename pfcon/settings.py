@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pfcon import __version__
 
@@ -102,10 +103,10 @@ class KubernetesSettings:
 
 @dataclass(frozen=True)
 class CromwellSettings:
-    """CONTAINER_ENV=cromwell; filled by the cromwell backend work."""
+    """CONTAINER_ENV=cromwell: where Cromwell answers, and each job's time limit."""
 
-    url: str | None = None
-    timelimit_minutes: int | None = None
+    url: str | None = None  # CROMWELL_URL without a trailing slash, e.g. http://cromwell:8000
+    timelimit_minutes: int | None = None  # TIMELIMIT_MINUTES; None: the Cromwell config's default
 
 
 @dataclass(frozen=True)
@@ -389,8 +390,31 @@ def parse_names(text: str | None, variable: str) -> tuple[str, ...]:
 
 
 def _cromwell(env: _Env, container_env: str) -> CromwellSettings:
-    """CROMWELL_URL, TIMELIMIT_MINUTES; read only when CONTAINER_ENV=cromwell."""
-    return CromwellSettings()
+    """CROMWELL_URL, TIMELIMIT_MINUTES; read only when CONTAINER_ENV=cromwell.
+
+    The URL is checked for shape only: reading settings never talks to the network, so an
+    unreachable Cromwell shows up in ``pfcon check`` and the health check, not here.
+    """
+    if container_env != "cromwell":
+        return CromwellSettings()
+    return CromwellSettings(
+        url=_http_url(env.required("CROMWELL_URL"), "CROMWELL_URL"),
+        timelimit_minutes=env.int("TIMELIMIT_MINUTES", None, 1),
+    )
+
+
+def _http_url(text: str, variable: str) -> str:
+    """An absolute http(s) URL with a host, without its trailing slash."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(variable, f"expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError(variable, f"must not have a query or fragment, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(variable, f"has a bad port, got {text!r}") from None
+    return text.rstrip("/")
 
 
 def _slurm(env: _Env, container_env: str) -> SlurmSettings:
