@@ -23,9 +23,16 @@ def _docker(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     )
 
 
+def _slurm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.slurm import build_slurm_backend
+
+    return build_slurm_backend(settings)
+
+
 #: CONTAINER_ENV -> factory returning the backend and where it finds storeBase.
 REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "docker": _docker,
+    "slurm": _slurm,
 }
 
 
