@@ -261,9 +261,8 @@ class BatchBackend(ComputeBackend):
     def remove(self, jid: str) -> None:
         """Cancel the job, wait until its script (and so its container) is gone, forget it."""
         files = self._files(jid)
-        record = self._record(files, jid)
-        if files.read_json(jobfiles.FINAL) is None:
-            job_id = record["job_id"]
+        job_id = self._record(files, jid)["job_id"]
+        if self.scheduler.is_active(self._queue_state(job_id)):
             try:
                 self._run([*self.scheduler.cancel, job_id])
             except CommandFailed as failure:

@@ -25,7 +25,7 @@ trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
 trap 'on_signal HUP' HUP
 # the container never outlives this script, however it ends
-trap '{{cleanup}} >>"$job_dir/batch.log" 2>&1' EXIT
+trap '{{cleanup}} >/dev/null 2>&1' EXIT
 
 printf 'started_at=%s\nnode=%s\n' "$(now)" "$(hostname)" >"$job_dir/started"
 note "starting {{image}}"
@@ -39,6 +39,7 @@ while :; do
 done
 
 read -r exit_code oom < <({ {{status}}; } 2>>"$job_dir/batch.log" || echo "$code" false)
+{{cleanup}} >>"$job_dir/batch.log" 2>&1  # gone before the status says the job ended
 printf 'exit_code=%s\nsignal=%s\noom=%s\nfinished_at=%s\n' \
   "${exit_code:-$code}" "$signal" "${oom:-false}" "$(now)" >"$job_dir/status.tmp"
 mv -f "$job_dir/status.tmp" "$job_dir/status"
