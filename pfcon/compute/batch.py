@@ -127,6 +127,7 @@ class BatchBackend(ComputeBackend):
         self.node_root = node_root
         self.environ = dict(os.environ if environ is None else environ)
         self.name = scheduler.name
+        self._version: str | None = None
         self.capabilities = Capabilities(
             max_workers=1,
             gpus=True,
@@ -181,17 +182,23 @@ class BatchBackend(ComputeBackend):
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
+        answer = self._controller_answers()
+        if self._version is None:
+            try:
+                self._version = self._run(self.scheduler.version).strip() or self.name
+            except CommandFailed:
+                return f"{self.name} ({answer}; runtime {self.runtime.name})"
+        return f"{self._version} ({answer}; runtime {self.runtime.name})"
+
+    def _controller_answers(self) -> str:
+        """The controller's own answer to a ping; BackendUnavailable when there is none."""
         try:
-            answer = self._run(self.scheduler.ping)
+            answer = self._run(self.scheduler.ping).strip()
         except CommandFailed as failure:
             raise BackendUnavailable(f"the {self.name} controller does not answer: {failure}") from None
         if not self.scheduler.parse_ping(answer):
-            raise BackendUnavailable(f"the {self.name} controller does not answer: {answer.strip()}")
-        try:
-            version = self._run(self.scheduler.version).strip()
-        except CommandFailed:
-            version = self.name
-        return f"{version} ({answer.strip()}; runtime {self.runtime.name})"
+            raise BackendUnavailable(f"the {self.name} controller does not answer: {answer}")
+        return answer
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -202,7 +209,7 @@ class BatchBackend(ComputeBackend):
         self._check_image(spec.image)
         if (self._files(spec.jid).path / jobfiles.JOB).exists():
             raise JobExists(f"job {spec.jid!r} already exists on {self.name}")
-        self.ping()  # a controller that does not answer is a 503 now, not a failed job later
+        self._controller_answers()  # one that does not answer is a 503 now, not a failed job later
 
     def submit(self, spec: JobSpec) -> JobInfo:
         files = self._files(spec.jid)
