@@ -36,6 +36,7 @@ fi
 # RealMemory is what slurmd itself measures, so the node is never drained for "low memory".
 real_memory="$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -n1)"
 [[ -n "$real_memory" ]] || real_memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
+cpus=$(nproc); ((cpus <= 2)) || cpus=2  # two CPUs, as on the project's machines
 wanted="$(cat <<EOF
 # written by pfcon's scripts/setup.d/50-slurm.sh: a one-node test cluster
 ClusterName=pfcon
@@ -61,7 +62,7 @@ ReturnToService=2
 MinJobAge=300
 KillWait=10
 MessageTimeout=10
-NodeName=$node CPUs=2 RealMemory=$real_memory State=UNKNOWN
+NodeName=$node CPUs=$cpus RealMemory=$real_memory State=UNKNOWN
 PartitionName=$partition Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
 )"
