@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from pfcon.compute.base import JobSpec, JobStatus, Mount, Resources
-from pfcon.compute.batch import BatchBackend, BatchOptions, QueueState, exit_outcome
+from pfcon.compute.batch import BatchBackend
 from pfcon.compute.jobfiles import JobFiles, tail_lines
+from pfcon.compute.outcome import decide, exit_outcome, from_table
 from pfcon.compute.runtimes import RUNTIMES, run_command
+from pfcon.compute.scheduler import BatchOptions, QueueState
 from pfcon.compute.script import ScriptTemplate
 from pfcon.compute.slurm import (
     SLURM,
@@ -280,26 +282,24 @@ def test_parsers() -> None:
 
 
 def test_every_slurm_state_has_one_status_and_unknown_is_undefined() -> None:
-    chosen = backend()
     record = {"job_id": "9", "time_limit_minutes": 5}
     for state, (status, _) in STATES.items():
-        assert chosen._from_table(record, QueueState(state))[0] is status
-    assert chosen._from_table(record, QueueState("WEIRD"))[0] is JobStatus.undefined
+        assert from_table(SLURM, record, QueueState(state))[0] is status
+    assert from_table(SLURM, record, QueueState("WEIRD"))[0] is JobStatus.undefined
     assert STATES["TIMEOUT"][0] is JobStatus.finishedWithError
-    assert "time limit of 5 minutes" in chosen._from_table(record, QueueState("TIMEOUT"))[1]
-    assert chosen._from_table(record, QueueState("NODE_FAIL"))[1].startswith("node failure")
+    assert "time limit of 5 minutes" in from_table(SLURM, record, QueueState("TIMEOUT"))[1]
+    assert from_table(SLURM, record, QueueState("NODE_FAIL"))[1].startswith("node failure")
 
 
 def test_stop_reason_without_slurm_falls_back_to_the_clock() -> None:
-    chosen = backend()
     record = {"job_id": "9", "time_limit_minutes": 1}
     status = {"exit_code": "137", "signal": "TERM", "finished_at": "2026-01-01T00:01:30Z"}
     started = {"started_at": "2026-01-01T00:00:00Z"}
-    assert chosen._decide(record, None, status, started)[1].startswith("timeout")
+    assert decide(SLURM, record, None, status, started)[1].startswith("timeout")
     early = {**status, "finished_at": "2026-01-01T00:00:10Z"}
-    assert chosen._decide(record, None, early, started)[1].startswith("stopped by SIGTERM")
+    assert decide(SLURM, record, None, early, started)[1].startswith("stopped by SIGTERM")
     running = QueueState("COMPLETING")
-    assert chosen._decide(record, running, status, started)[0] is JobStatus.started
+    assert decide(SLURM, record, running, status, started)[0] is JobStatus.started
 
 
 def test_exit_outcomes() -> None:

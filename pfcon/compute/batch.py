@@ -1,11 +1,9 @@
-"""Batch-scheduler backends as data (after Funnel's ``compute/slurm`` and dask-jobqueue).
+"""The logic every batch scheduler shares; a scheduler itself is data (:mod:`pfcon.compute.scheduler`).
 
-A scheduler is a :class:`Scheduler`: the commands that submit, cancel and query a job, the
-parsers for their answers, one table from its job states to pfcon's, and how a job's resources
-become script directives. :class:`BatchBackend` holds the logic every scheduler shares: render
-the batch script from a visible template, submit it, read the state from the scheduler while it
-knows the job and from the files the script leaves in the job's folder once it does not
-(:mod:`pfcon.compute.jobfiles`), tail the output file, cancel.
+:class:`BatchBackend` renders the batch script from a visible template, submits it, reads the
+state from the scheduler while it knows the job and from the files the script leaves in the
+job's folder once it does not (:mod:`pfcon.compute.jobfiles`, :mod:`pfcon.compute.outcome`),
+tails the output file, and cancels.
 
 Commands run with a timeout; a controller that does not answer is
 :class:`~pfcon.errors.BackendUnavailable` (503), a job the scheduler refuses is
@@ -17,93 +15,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pfcon.compute import jobfiles
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
 from pfcon.compute.jobfiles import JobFiles
+from pfcon.compute.outcome import decide
 from pfcon.compute.runtimes import JID_LABEL, Runtime, run_command
+from pfcon.compute.scheduler import BatchOptions, QueueState, Scheduler, time_limit
 from pfcon.compute.script import ScriptTemplate
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from pfcon.records import utc_now
 
 log = logging.getLogger(__name__)
 
-#: a job's env entry that overrides TIMELIMIT_MINUTES for that job
-TIMELIMIT_ENV = "TIMELIMIT_MINUTES"
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """What the scheduler says of a job: its state word and, if any, a reason."""
-
-    state: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """Site settings every batch scheduler understands."""
-
-    time_limit_minutes: int | None = None
-    queue: str | None = None
-    extra_options: tuple[str, ...] = ()
-    accounting: bool = False
-    check_images: bool = True
-    command_timeout: float = 20.0
-    cancel_wait: float = 30.0
-
-
-@dataclass(frozen=True)
-class Scheduler:
-    """One batch scheduler, as data."""
-
-    name: str
-    template: str
-    submit: tuple[str, ...]
-    cancel: tuple[str, ...]
-    query: tuple[str, ...]
-    ping: tuple[str, ...]
-    version: tuple[str, ...]
-    parse_job_id: Callable[[str], str | None]
-    parse_state: Callable[[str], QueueState | None]
-    parse_ping: Callable[[str], bool]
-    #: scheduler state -> (status, message template with {id} {reason} {limit} {name})
-    states: Mapping[str, tuple[JobStatus, str]]
-    #: terminal states that name why a job was stopped by a signal
-    stop_reasons: frozenset[str]
-    unavailable: re.Pattern[str]
-    unknown_job: re.Pattern[str]
-    directives: Callable[[JobSpec, JobFiles, BatchOptions, int | None], list[str]]
-    accounting: tuple[str, ...] | None = None
-    parse_accounting: Callable[[str], QueueState | None] | None = None
-
-    def is_active(self, queue: QueueState | None) -> bool:
-        """Queued or running: the job may still start or write."""
-        entry = self.states.get(queue.state) if queue else None
-        return entry is not None and entry[0] in (JobStatus.notStarted, JobStatus.started)
-
 
 class CommandFailed(Exception):
     """A scheduler command answered with an error that is not an outage."""
-
-
-def time_limit(spec: JobSpec, default: int | None) -> int | None:
-    """The job's time limit in minutes: its own ``TIMELIMIT_MINUTES`` env entry, else the site's."""
-    value = spec.env.get(TIMELIMIT_ENV)
-    if value is None:
-        return default
-    if not value.strip().isdigit() or int(value) < 1:
-        raise InvalidJob(f"env: {TIMELIMIT_ENV} must be a whole number of minutes, at least 1, got {value!r}")
-    return int(value)
 
 
 class BatchBackend(ComputeBackend):
@@ -250,7 +183,9 @@ class BatchBackend(ComputeBackend):
         queue = self._queue_state(record["job_id"])  # before the files: the script writes first
         status_file = files.read_fields(jobfiles.STATUS)
         started = files.read_fields(jobfiles.STARTED) or {}
-        status, message = self._decide(record, queue, status_file, started)
+        if status_file is None and queue is None:
+            queue = self._accounting_state(record["job_id"])
+        status, message = decide(self.scheduler, record, queue, status_file, started)
         timestamp = (
             (status_file or {}).get("finished_at") or started.get("started_at") or record["submitted_at"]
         )
@@ -337,78 +272,3 @@ class BatchBackend(ComputeBackend):
                 log.warning("[%s] %s job %s still active after cancel", jid, self.name, job_id)
                 return
             time.sleep(0.25)
-
-    def _decide(
-        self,
-        record: Mapping[str, Any],
-        queue: QueueState | None,
-        status_file: Mapping[str, str] | None,
-        started: Mapping[str, str],
-    ) -> tuple[JobStatus, str]:
-        """One decision from the scheduler's state and the files the script wrote."""
-        if status_file is not None:
-            if not status_file.get("signal"):
-                return exit_outcome(status_file, record.get("memory_mib"))
-            if self.scheduler.is_active(queue):  # stopping: wait for the scheduler to say why
-                return JobStatus.started, f"stopping after SIG{status_file['signal']}"
-            return JobStatus.finishedWithError, self._stop_reason(record, queue, status_file, started)
-        if queue is None:
-            queue = self._accounting_state(record["job_id"])
-        if queue is None:
-            return JobStatus.finishedWithError, (
-                f"{self.name} no longer knows job {record['job_id']} and it recorded no exit status: "
-                "its node failed, or it was cancelled before it started"
-            )
-        return self._from_table(record, queue, started)
-
-    def _from_table(
-        self, record: Mapping[str, Any], queue: QueueState, started: Mapping[str, str] | None = None
-    ) -> tuple[JobStatus, str]:
-        entry = self.scheduler.states.get(queue.state)
-        if entry is None:
-            return JobStatus.undefined, f"unexpected {self.name} state {queue.state!r}"
-        status, template = entry
-        message = template.format(
-            id=record["job_id"],
-            reason=f" ({queue.reason})" if queue.reason else "",
-            limit=record.get("time_limit_minutes") or "its",
-            name=self.name,
-            node=(started or {}).get("node", "its node"),
-        )
-        return status, message
-
-    def _stop_reason(
-        self,
-        record: Mapping[str, Any],
-        queue: QueueState | None,
-        status_file: Mapping[str, str],
-        started: Mapping[str, str],
-    ) -> str:
-        if queue is not None and queue.state in self.scheduler.stop_reasons:
-            return self._from_table(record, queue)[1]
-        limit = record.get("time_limit_minutes")
-        ran = _seconds_between(started.get("started_at"), status_file.get("finished_at"))
-        if limit and ran is not None and ran >= limit * 60:
-            return f"timeout: the job reached its time limit of {limit} minutes and was stopped"
-        return f"stopped by SIG{status_file['signal']}: cancelled, preempted or its node was shut down"
-
-
-def exit_outcome(status_file: Mapping[str, str], memory_mib: int | None) -> tuple[JobStatus, str]:
-    """How a container that ended by itself ended, from the script's status file."""
-    code = status_file.get("exit_code", "")
-    if status_file.get("oom") == "true":
-        limit = f" of {memory_mib} MiB" if memory_mib else ""
-        return (
-            JobStatus.finishedWithError,
-            f"out of memory: the job was killed for exceeding its memory limit{limit}",
-        )
-    if code == "0":
-        return JobStatus.finishedSuccessfully, "exited"
-    return JobStatus.finishedWithError, f"exited with code {code or 'unknown'}"
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    try:
-        return (datetime.fromisoformat(end or "") - datetime.fromisoformat(start or "")).total_seconds()
-    except ValueError:
-        return None

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from pfcon.compute import jobfiles
 from pfcon.compute.base import JobSpec, JobStatus, Mount, Resources
-from pfcon.compute.batch import BatchBackend, BatchOptions, QueueState, Scheduler
+from pfcon.compute.batch import BatchBackend
 from pfcon.compute.jobfiles import JobFiles
 from pfcon.compute.runtimes import RUNTIMES
+from pfcon.compute.scheduler import BatchOptions, QueueState, Scheduler
 from pfcon.compute.script import ScriptTemplate
 from pfcon.compute.volumes import HostPaths
 from pfcon.settings import Settings, SettingsError
