@@ -318,3 +318,19 @@ def test_tail_reads_only_the_end(tmp_path: Path) -> None:
     log.write_text("a\nb")
     assert tail_lines(log, 5) == "a\nb" and tail_lines(log, 1) == "b"
     assert tail_lines(tmp_path / "missing.log", 5) == ""
+
+
+def test_hostile_image_and_args_stay_literal_in_the_script(tmp_path: Path) -> None:
+    """Client-given words never run: the script's lines, executed, only print them back."""
+    marker = tmp_path / "pwned"
+    hostile = f'x$(touch {marker})"`touch {marker}`'
+    job = spec(image=hostile, command=("sh", "-c", f"echo '$(touch {marker})'"), env={"E": hostile})
+    script = render(job, template=None)
+    note = next(line for line in script.splitlines() if line.startswith("note starting"))
+    run = next(line for line in script.splitlines() if line.startswith("docker run"))
+    shell = f'note() {{ printf "%s\\n" "$*"; }}\n{note}\nprintf "%s\\0" {run.split(" ", 1)[1].rstrip(" &")}'
+    out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"starting {hostile}\n")
+    argv = out.split("\n", 1)[1].split("\0")
+    assert hostile in argv and f"E={hostile}" in argv and f"echo '$(touch {marker})'" in argv
+    assert not marker.exists()

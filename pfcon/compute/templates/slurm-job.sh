@@ -28,7 +28,7 @@ trap 'on_signal HUP' HUP
 trap '{{cleanup}} >/dev/null 2>&1' EXIT
 
 printf 'started_at=%s\nnode=%s\n' "$(now)" "$(hostname)" >"$job_dir/started"
-note "starting {{image}}"
+note starting {{image}}  # already quoted for the shell
 {{run}} &
 child=$!
 while :; do
