@@ -222,3 +222,20 @@ def test_bad_per_job_time_limit_is_refused(slurm: BatchBackend, jid: str, tmp_pa
     spec = make_spec(jid, tmp_path, ("true",), env={"TIMELIMIT_MINUTES": "soon"})
     with pytest.raises(InvalidJob, match="TIMELIMIT_MINUTES"):
         slurm.validate(spec)
+
+
+def test_unchecked_missing_image_fails_on_the_node_with_the_runtime_s_words(
+    slurm_cluster,  # noqa: F811
+    slurm_root: Path,  # noqa: F811
+    jid: str,
+    tmp_path: Path,
+) -> None:
+    """SLURM_CHECK_IMAGES=no (pfcon's host does not see the nodes' images): the job itself fails."""
+    backend = slurm_backend(slurm_root, SLURM_CHECK_IMAGES="no")
+    spec = make_spec(jid, tmp_path, ("true",), image="localhost/no-such-image:404")
+    backend.validate(spec)
+    backend.submit(spec)
+    info = finished(backend, jid)
+    assert info.status is JobStatus.finishedWithError and info.message == "exited with code 125"
+    assert "No such image" in backend.logs(jid, 5)
+    backend.remove(jid)

@@ -62,7 +62,8 @@ STOP_REASONS = frozenset(
 UNAVAILABLE = re.compile(
     r"Unable to contact slurm controller|Socket timed out|Connection refused|Connection timed out|"
     r"Zero Bytes were transmitted|Communication connection failure|Unable to establish|"
-    r"[Mm]unge|authentication|Could not establish a configuration source|is DOWN",
+    r"munge|authentication|Could not establish a configuration source|is DOWN",
+    re.IGNORECASE,
 )
 UNKNOWN_JOB = re.compile(r"Invalid job id specified")
 
