@@ -342,17 +342,26 @@ def _slurm(env: _Env, container_env: str) -> SlurmSettings:
 
 
 def _sbatch_options(text: str | None) -> tuple[str, ...]:
-    """SLURM_SBATCH_OPTIONS: sbatch options split like a shell would, e.g. ``--qos=long --account=x``."""
+    """SLURM_SBATCH_OPTIONS, split like a shell would: one ``#SBATCH`` line per option.
+
+    ``--qos=long -A chris --comment='a b'`` gives ``--qos=long``, ``-A chris`` and
+    ``'--comment=a b'`` (sbatch reads quotes in its ``#SBATCH`` lines).
+    """
     try:
-        options = tuple(shlex.split(text or ""))
+        words = shlex.split(text or "")
     except ValueError as error:
         raise SettingsError("SLURM_SBATCH_OPTIONS", f"cannot split {text!r}: {error}") from None
-    for option in options:
-        if not option.startswith("-") or "\n" in option:
-            raise SettingsError(
-                "SLURM_SBATCH_OPTIONS", f"expected sbatch options (-x, --name=value), got {option!r}"
-            )
-    return options
+    groups: list[list[str]] = []
+    for word in words:
+        if "\n" in word:
+            raise SettingsError("SLURM_SBATCH_OPTIONS", f"no line breaks in options, got {word!r}")
+        if word.startswith("-"):
+            groups.append([word])
+        elif groups:
+            groups[-1].append(word)  # the value of the option before it
+        else:
+            raise SettingsError("SLURM_SBATCH_OPTIONS", f"expected an sbatch option first, got {word!r}")
+    return tuple(shlex.join(group) for group in groups)
 
 
 def _check_bind(bind: str) -> str:

@@ -123,9 +123,11 @@ def test_held_job_is_not_started_and_remove_cancels_it(
     jid: str,
     tmp_path: Path,
 ) -> None:
-    backend = slurm_backend(slurm_root, SLURM_SBATCH_OPTIONS="--hold")
+    backend = slurm_backend(slurm_root, SLURM_SBATCH_OPTIONS="--hold --comment 'from pfcon tests'")
     backend.submit(make_spec(jid, tmp_path, ("true",)))
     job_id = _slurm_id(backend, jid)
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "Comment=from pfcon tests" in shown
     info = backend.info(jid)
     assert info.status is JobStatus.notStarted
     assert info.message.startswith(f"queued in slurm as job {job_id}")

@@ -79,7 +79,7 @@ def test_slurm_settings_are_read_only_for_slurm() -> None:
             **BASE,
             "TIMELIMIT_MINUTES": "90",
             "SLURM_PARTITION": "short",
-            "SLURM_SBATCH_OPTIONS": "--qos=long --comment='a b'",
+            "SLURM_SBATCH_OPTIONS": "--qos=long -A chris --comment='a b' --exclusive",
             "SLURM_RUNTIME": "podman",
             "SLURM_ACCOUNTING": "yes",
             "SLURM_CHECK_IMAGES": "no",
@@ -87,7 +87,7 @@ def test_slurm_settings_are_read_only_for_slurm() -> None:
         }
     ).slurm
     assert slurm.timelimit_minutes == 90 and slurm.partition == "short"
-    assert slurm.sbatch_options == ("--qos=long", "--comment=a b")
+    assert slurm.sbatch_options == ("--qos=long", "-A chris", "'--comment=a b'", "--exclusive")
     assert slurm.runtime == "podman" and slurm.accounting and not slurm.check_images
     assert slurm.command_timeout_seconds == 5
 
@@ -150,10 +150,10 @@ def test_cpus_are_millicores_rounded_up(millicores: int | None, expected: int | 
 def test_partition_and_site_options_come_last_and_job_overrides_time() -> None:
     job = spec(env={"TIMELIMIT_MINUTES": "7"}, resources=Resources(1, None, None, 0))
     lines = directives(
-        render(job, time_limit_minutes=30, queue="short", extra_options=("--qos=long", "-A", "x"))
+        render(job, time_limit_minutes=30, queue="short", extra_options=("--qos=long", "-A x"))
     )
     assert "--time=7" in lines and not any(line.startswith(("--mem", "--cpus", "--gres")) for line in lines)
-    assert lines[-4:] == ["--partition=short", "--qos=long", "-A", "x"]
+    assert lines[-3:] == ["--partition=short", "--qos=long", "-A x"]
 
 
 def test_no_time_limit_leaves_the_partition_default() -> None:
