@@ -110,3 +110,27 @@ def test_api_status_logs_and_delete_of_a_running_slurm_job(slurm_app, storebase:
     assert state.stdout.strip() == "CANCELLED"
     assert not (storebase / f"key-{jid}").exists()
     assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
+
+
+def test_api_answers_503_when_slurmctld_does_not(
+    slurm_cluster,  # noqa: F811
+    docker_client,
+    make_settings,
+    monkeypatch,
+    storebase: Path,
+    tmp_path: Path,
+    jid: str,
+) -> None:
+    conf = Path("/etc/slurm/slurm.conf").read_text().replace("MessageTimeout=10", "MessageTimeout=2")
+    (tmp_path / "slurm.conf").write_text(conf + "\nSlurmctldPort=9\n")  # nobody listens there
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    app = create_app(make_settings(**SLURM_ENV))
+    client = app.test_client()
+    auth = login(client)
+    health = client.get("/api/v1/health/", headers=auth)
+    assert health.status_code == 503 and "does not answer" in health.get_json()["message"]
+    answer = submit(client, auth, job_form(jid), {"a.txt": "a"})
+    assert answer.status_code == 503, answer.get_json()
+    assert "slurm controller does not answer" in answer.get_json()["message"]
+    assert not (storebase / f"key-{jid}").exists()
+    app.extensions["pfcon"].starter.shutdown()
