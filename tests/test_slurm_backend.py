@@ -149,6 +149,9 @@ def test_a_job_slurm_has_forgotten_without_status_is_an_error(
     info = slurm.info(jid)
     assert info.status is JobStatus.finishedWithError
     assert "no longer knows job 99999999" in info.message
+    (folder / "final.json").unlink()  # with SLURM_ACCOUNTING=yes, sacct is asked (none here)
+    accounted = slurm_backend(slurm.pfcon_root, SLURM_ACCOUNTING="yes")
+    assert "no longer knows job 99999999" in accounted.info(jid).message
     (folder / "final.json").unlink()
     (folder / "status").write_text("exit_code=0\nsignal=\noom=false\nfinished_at=2026-01-01T00:01:00Z\n")
     info = slurm.info(jid)
