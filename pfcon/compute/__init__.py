@@ -72,6 +72,12 @@ def _cromwell(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     return build(settings)
 
 
+def _slurm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.slurm import build_slurm_backend
+
+    return build_slurm_backend(settings)
+
+
 #: CONTAINER_ENV -> factory returning the backend and where it finds storeBase.
 REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "docker": _docker,
@@ -79,6 +85,7 @@ REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "swarm": _swarm,
     "kubernetes": _kubernetes,
     "cromwell": _cromwell,
+    "slurm": _slurm,
 }
 
 
