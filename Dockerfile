@@ -10,12 +10,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/pfcon
 # Dependencies first, from pyproject.toml alone: a code change reuses this layer. Wheels put
-# in docker/wheels/ are used first; scripts/build-image.sh fills it on the host and passes
+# in wheels/ are used first; scripts/build-image.sh fills it on the host and passes
 # PIP_INSTALL_OPTIONS=--no-index, so the build needs no index (as in CI here). Left empty,
 # pip fetches from PyPI as usual.
 ARG PIP_INSTALL_OPTIONS=""
 COPY pyproject.toml /src/
-COPY docker/wheels/ /wheels/
+COPY wheels/ /wheels/
 RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/src/requirements.txt \
  && /opt/pfcon/bin/pip install --no-cache-dir --disable-pip-version-check $PIP_INSTALL_OPTIONS \
       --find-links /wheels "setuptools>=68" -r /src/requirements.txt

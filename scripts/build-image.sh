@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build pfcon's image from the Dockerfile on the local debian:bookworm-slim (made by
 # scripts/setup.d/60-base-image.sh when missing), with no registry and no index reached from
-# inside the build: the dependencies' wheels are fetched on the host into docker/wheels/
+# inside the build: the dependencies' wheels are fetched on the host into wheels/
 # (again only when pyproject.toml's dependencies change). Docker's layer cache does the rest,
 # so a rebuild after a code change takes seconds.
 #   scripts/build-image.sh [TAG]        # default localhost/pfcon:dev
@@ -14,7 +14,7 @@ bash scripts/setup.d/60-base-image.sh >/dev/null
 
 python="${PFCON_PYTHON:-$here/.venv/bin/python}"
 [[ -x "$python" ]] || python=python3
-wheels="$here/docker/wheels"
+wheels="$here/wheels"
 requirements="$("$python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')"
 key="$(printf '%s\nsetuptools>=68\n' "$requirements" | sha256sum | cut -c1-16)"
 if [[ "$(cat "$wheels/.key" 2>/dev/null)" != "$key" ]]; then

@@ -126,7 +126,11 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
     token = Client.get_auth_token(url + "auth-token/", "pfcon", "pfcon1234")
     client = Client(url, token)
     info = client.get_server_info()
-    assert (info["storage_env"], info["container_env"], info["pfcon_innetwork"]) == ("zipfile", "docker", False)
+    assert (info["storage_env"], info["container_env"], info["pfcon_innetwork"]) == (
+        "zipfile",
+        "docker",
+        False,
+    )
 
     inputdir = tmp_path / "in"
     (inputdir / "nested").mkdir(parents=True)
@@ -185,5 +189,7 @@ def test_image_declares_its_user_port_health_check_and_labels(image: str) -> Non
     assert labels["org.opencontainers.image.title"] == "pfcon"
     assert labels["org.opencontainers.image.version"]
     # no build tools or pip in the final stage
-    tools = _docker("run", "--rm", "--entrypoint", "sh", image, "-c", "command -v pip pip3 gcc cc make || true")
+    tools = _docker(
+        "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v pip pip3 gcc cc make || true"
+    )
     assert tools == ""
