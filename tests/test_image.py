@@ -9,7 +9,6 @@ here carries the session's test label and is removed afterwards.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,48 +18,14 @@ import pytest
 import requests
 from pfconclient.client import Client
 
-from tests.conftest import ROOT, remove_test_containers
-from tests.helpers import RUN_ID, TEST_IMAGE, TEST_LABEL, wait_for
+from tests.conftest import remove_test_containers
+from tests.helpers import RUN_ID, TEST_LABEL, wait_for
+from tests.image_fixtures import SOCKET, copy_descriptors, host_storebase, input_tree, pfcon_image, socket_gid
+from tests.image_fixtures import docker as _docker
+
+__all__ = ["host_storebase", "pfcon_image"]  # fixtures
 
 pytestmark = pytest.mark.integration
-
-IMAGE = f"localhost/pfcon:test-{RUN_ID}"
-SOCKET = "/var/run/docker.sock"
-
-
-def _docker(*args: str, timeout: float = 60) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr.strip()}"
-    return result.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def image(docker_client) -> Iterator[str]:
-    """Build the image (base and layers cached, so a rerun takes seconds); print the figures."""
-    started = time.monotonic()
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts/build-image.sh"), IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    size = int(_docker("image", "inspect", "--format", "{{ .Size }}", IMAGE))
-    print(f"\nimage {IMAGE}: {size / 2**20:.0f} MiB, built in {time.monotonic() - started:.1f} s")
-    yield IMAGE
-    # the tag only: its layers stay cached for the next run under another tag
-    subprocess.run(["docker", "rmi", IMAGE], capture_output=True, check=False)
-
-
-@pytest.fixture
-def host_storebase(tmp_path: Path) -> Path:
-    """A storeBase pfcon (uid 1001 in its container) can write; pytest's tmp dirs are 0700."""
-    path = Path(f"/var/tmp/pfcon-image-{RUN_ID}-{tmp_path.name}")
-    path.mkdir(mode=0o755)
-    os.chown(path, 1001, 1001)
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
 def _run_pfcon(image: str, name: str, storebase: Path, *extra: str, start_period: str = "20s") -> str:
@@ -79,7 +44,7 @@ def _run_pfcon(image: str, name: str, storebase: Path, *extra: str, start_period
 
 
 def _with_socket() -> tuple[str, ...]:
-    return ("-v", f"{SOCKET}:{SOCKET}", "--group-add", str(os.stat(SOCKET).st_gid))
+    return ("-v", f"{SOCKET}:{SOCKET}", "--group-add", str(socket_gid()))
 
 
 def _url(name: str) -> str:
@@ -115,10 +80,10 @@ def _wait_answering(url: str, name: str) -> None:
 
 
 def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
-    image: str, host_storebase: Path, containers: list[str], tmp_path: Path, jid: str
+    pfcon_image: str, host_storebase: Path, containers: list[str], tmp_path: Path, jid: str
 ) -> None:
     started = time.monotonic()
-    name = _run_pfcon(image, f"pfcon-image-{RUN_ID}-{jid}", host_storebase, *_with_socket())
+    name = _run_pfcon(pfcon_image, f"pfcon-image-{RUN_ID}-{jid}", host_storebase, *_with_socket())
     containers.append(name)
     url = _url(name)
     _wait_answering(url, name)
@@ -132,24 +97,10 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
         False,
     )
 
-    inputdir = tmp_path / "in"
-    (inputdir / "nested").mkdir(parents=True)
-    (inputdir / "one.txt").write_text("one")
-    (inputdir / "nested/two.txt").write_text("two")
+    inputdir = input_tree(tmp_path / "in")
     outdir = tmp_path / "out"
     outdir.mkdir()
-    descriptors = {
-        "entrypoint": ["pl-copy"],
-        "args": ["--prefix", "img-"],
-        "args_path_flags": [],
-        "auid": "cube",
-        "number_of_workers": 1,
-        "cpu_limit": 1000,
-        "memory_limit": 200,
-        "gpu_limit": 0,
-        "image": TEST_IMAGE,
-        "type": "ds",
-    }
+    descriptors = copy_descriptors("img-")
     # run_job: submit, poll, download and unpack the output, then DELETE the job
     assert client.run_job(jid, descriptors, str(inputdir), str(outdir)) == "finishedSuccessfully"
     assert (outdir / "img-one.txt").read_text() == "one"
@@ -164,10 +115,10 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
 
 
 def test_image_health_check_fails_when_the_engine_is_out_of_reach(
-    image: str, host_storebase: Path, containers: list[str]
+    pfcon_image: str, host_storebase: Path, containers: list[str]
 ) -> None:
     name = _run_pfcon(
-        image, f"pfcon-image-{RUN_ID}-noengine", host_storebase,
+        pfcon_image, f"pfcon-image-{RUN_ID}-noengine", host_storebase,
         "-e", "DOCKER_HOST=unix:///nonexistent/docker.sock", "--health-retries", "2",
         start_period="1s",
     )  # fmt: skip
@@ -179,8 +130,8 @@ def test_image_health_check_fails_when_the_engine_is_out_of_reach(
     wait_for(lambda: _health(name) == "unhealthy", timeout=60, interval=0.5)
 
 
-def test_image_declares_its_user_port_health_check_and_labels(image: str) -> None:
-    config = json.loads(_docker("image", "inspect", "--format", "{{ json .Config }}", image))
+def test_image_declares_its_user_port_health_check_and_labels(pfcon_image: str) -> None:
+    config = json.loads(_docker("image", "inspect", "--format", "{{ json .Config }}", pfcon_image))
     assert config["User"] == "1001:1001"
     assert "5005/tcp" in config["ExposedPorts"]
     assert config["Cmd"] == ["pfcon", "serve"]
@@ -190,6 +141,6 @@ def test_image_declares_its_user_port_health_check_and_labels(image: str) -> Non
     assert labels["org.opencontainers.image.version"]
     # no build tools or pip in the final stage
     tools = _docker(
-        "run", "--rm", "--entrypoint", "sh", image, "-c", "command -v pip pip3 gcc cc make || true"
+        "run", "--rm", "--entrypoint", "sh", pfcon_image, "-c", "command -v pip pip3 gcc cc make || true"
     )
     assert tools == ""
