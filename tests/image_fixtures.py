@@ -23,12 +23,21 @@ def docker(*args: str, timeout: float = 60) -> str:
     return result.stdout.strip()
 
 
+def report(config: pytest.Config, line: str) -> None:
+    """A figure shown in the test run's output even when output is captured."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
 def socket_gid() -> int:
     return os.stat(SOCKET).st_gid
 
 
 @pytest.fixture(scope="session")
-def pfcon_image(docker_client) -> Iterator[str]:
+def pfcon_image(docker_client, pytestconfig: pytest.Config) -> Iterator[str]:
     """Build the image (base and layers cached, so a rerun takes seconds); print the figures."""
     started = time.monotonic()
     result = subprocess.run(
@@ -40,7 +49,9 @@ def pfcon_image(docker_client) -> Iterator[str]:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     size = int(docker("image", "inspect", "--format", "{{ .Size }}", IMAGE))
-    print(f"\nimage {IMAGE}: {size / 2**20:.0f} MiB, built in {time.monotonic() - started:.1f} s")
+    report(
+        pytestconfig, f"\nimage {IMAGE}: {size / 2**20:.0f} MiB, built in {time.monotonic() - started:.1f} s"
+    )
     yield IMAGE
     # the tag only: its layers stay cached for the next run under another tag
     subprocess.run(["docker", "rmi", IMAGE], capture_output=True, check=False)

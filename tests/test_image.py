@@ -20,7 +20,15 @@ from pfconclient.client import Client
 
 from tests.conftest import remove_test_containers
 from tests.helpers import RUN_ID, TEST_LABEL, wait_for
-from tests.image_fixtures import SOCKET, copy_descriptors, host_storebase, input_tree, pfcon_image, socket_gid
+from tests.image_fixtures import (
+    SOCKET,
+    copy_descriptors,
+    host_storebase,
+    input_tree,
+    pfcon_image,
+    report,
+    socket_gid,
+)
 from tests.image_fixtures import docker as _docker
 
 __all__ = ["host_storebase", "pfcon_image"]  # fixtures
@@ -80,7 +88,7 @@ def _wait_answering(url: str, name: str) -> None:
 
 
 def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
-    pfcon_image: str, host_storebase: Path, containers: list[str], tmp_path: Path, jid: str
+    pfcon_image: str, host_storebase: Path, containers: list[str], tmp_path: Path, jid: str, pytestconfig
 ) -> None:
     started = time.monotonic()
     name = _run_pfcon(pfcon_image, f"pfcon-image-{RUN_ID}-{jid}", host_storebase, *_with_socket())
@@ -111,7 +119,9 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
     assert _docker("exec", name, "id", "-u") == "1001"
     assert _docker("inspect", "--format", "{{ .Config.User }}", name) == "1001:1001"
     wait_for(lambda: _health(name) == "healthy", timeout=60, interval=0.5)
-    print(f"\nimage end to end: job, uid and health checked in {time.monotonic() - started:.1f} s")
+    report(
+        pytestconfig, f"\nimage end to end: job, uid and health checked in {time.monotonic() - started:.1f} s"
+    )
 
 
 def test_image_health_check_fails_when_the_engine_is_out_of_reach(
