@@ -19,7 +19,7 @@ COPY wheels/ /wheels/
 RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' >/src/requirements.txt \
  && /opt/pfcon/bin/pip install --no-cache-dir --disable-pip-version-check $PIP_INSTALL_OPTIONS \
       --find-links /wheels "setuptools>=68" -r /src/requirements.txt
-COPY README.md gunicorn.conf.py /src/
+COPY README.md /src/
 COPY pfcon /src/pfcon
 RUN /opt/pfcon/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation /src \
  && /opt/pfcon/bin/pip uninstall -y -q setuptools pip \
@@ -55,7 +55,8 @@ LABEL org.opencontainers.image.title="pfcon" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 # No curl in a slim image: ask the health endpoint with Python's own urllib. 503 (engine or
-# storage not answering) makes urlopen raise, so the container reads unhealthy.
+# storage not answering) makes urlopen raise, so the container reads unhealthy. It asks the
+# port of a TCP PFCON_BIND; with a unix: socket, give the container a health check of its own.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('PFCON_BIND', ':5005').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/api/v1/health/', timeout=4)"]
 # `pfcon serve` validates the settings, then execs gunicorn with pfcon.gunicorn_config
