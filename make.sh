@@ -8,8 +8,8 @@
 #   ./make.sh [-h] [-i] [-s] [-C] [-N] [-O ENGINE] [-F STORAGE] [-S STOREBASE] [-p PORT] [-b ADDRESS]
 #   ./unmake.sh [-D]       # stops it (and removes the jobs it started)
 #
-#   -O docker|podman|swarm|kubernetes   CONTAINER_ENV (default docker); podman: export
-#                                       DOCKER_HOST=unix://PODMAN_SOCKET first
+#   -O docker|podman|swarm|slurm|kubernetes  CONTAINER_ENV; default docker, or podman when
+#                                       Docker is absent and Podman is installed
 #   -N                                  in-network (PFCON_INNETWORK=true; storage defaults to swift)
 #   -F zipfile|filesystem|fslink|swift  STORAGE_ENV; zipfile is out-of-network, the others need -N
 #   -S STOREBASE                        the storeBase folder (default ./storeBase)
@@ -36,7 +36,7 @@ fail_usage() {
 storebase="$here/storeBase"
 port=30005
 address=127.0.0.1
-container_env=docker
+container_env=""
 innetwork=false
 storage_env=""
 in_container=no
@@ -60,9 +60,16 @@ while getopts ":O:NF:S:p:b:Csih" opt; do
 done
 shift $((OPTIND - 1))
 (($# == 0)) || fail_usage "unexpected argument: $1"
+# the one-command start: Docker when it is there (or nothing is), else an installed Podman
+if [[ -z "$container_env" ]]; then
+  container_env=docker
+  if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1 && command -v podman >/dev/null; then
+    container_env=podman
+  fi
+fi
 case "$container_env" in
-  docker | podman | swarm | kubernetes) ;;
-  *) fail_usage "-O must be docker, podman, swarm or kubernetes, not '$container_env'" ;;
+  docker | podman | swarm | slurm | kubernetes) ;;
+  *) fail_usage "-O must be docker, podman, swarm, slurm or kubernetes, not '$container_env'" ;;
 esac
 if [[ "$innetwork" == true ]]; then
   storage_env="${storage_env:-swift}"
@@ -93,8 +100,9 @@ fi
 
 if [[ "$skip_setup" == no ]]; then
   export PFCON_STATE_DIR="$run"
-  bash scripts/system-setup.sh docker
-  # parts named after the engine or storage (scripts/setup.d/NN-<name>.sh), when there are any
+  # Docker for its own jobs, for Swarm, for Slurm's default runtime and for -C; then the parts
+  # named after the engine or storage (scripts/setup.d/NN-<name>.sh), when there are any
+  [[ "$container_env" == podman && "$in_container" == no ]] || bash scripts/system-setup.sh docker
   [[ "$container_env" == docker ]] || bash scripts/system-setup.sh "$container_env"
   [[ "$storage_env" == zipfile ]] || bash scripts/system-setup.sh "$storage_env"
   if [[ "$in_container" == no && ! -x .venv/bin/pfcon ]]; then

@@ -47,13 +47,14 @@ if [[ -f "$run/pfcon.container" ]]; then
 fi
 [[ "$stopped" == yes ]] || echo "no pfcon started by ./make.sh is running"
 
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  ids="$(docker ps -aq --filter "label=org.chrisproject.pfcon.dev=$run")"
+for engine in docker podman; do
+  command -v "$engine" >/dev/null && "$engine" info >/dev/null 2>&1 || continue
+  ids="$("$engine" ps -aq --filter "label=org.chrisproject.pfcon.dev=$run")"
   if [[ -n "$ids" ]]; then
-    docker rm -f $ids >/dev/null
-    echo "removed $(wc -w <<<"$ids") job container(s)"
+    "$engine" rm -f $ids >/dev/null
+    echo "removed $(wc -w <<<"$ids") $engine job container(s)"
   fi
-fi
+done
 storebase="$(cat "$run/storebase" 2>/dev/null || echo "$here/storeBase")"
 if [[ "$delete_data" == yes && -d "$storebase" ]]; then
   rm -rf "$storebase"

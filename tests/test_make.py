@@ -38,7 +38,7 @@ def _script(name: str, *args: str, env: dict[str, str] | None = None, timeout: f
     [
         (["-x"], "unknown option -x"),
         (["-O"], "-O needs a value"),
-        (["-O", "nomad"], "-O must be docker, podman, swarm or kubernetes"),
+        (["-O", "nomad"], "-O must be docker, podman, swarm, slurm or kubernetes"),
         (["-F", "fslink"], "-F fslink is an in-network storage: add -N"),
         (["-N", "-F", "zipfile"], "-N (in-network) takes -F filesystem, fslink or swift"),
         (["-p", "http"], "-p must be a port number"),
@@ -56,7 +56,7 @@ def test_help_explains_every_flag() -> None:
     result = _script("make.sh", "-h")
     assert result.returncode == 0
     for flag in (
-        "-O docker|podman|swarm|kubernetes",
+        "-O docker|podman|swarm|slurm|kubernetes",
         "-N",
         "-F zipfile|filesystem|fslink|swift",
         "-S",
@@ -169,3 +169,37 @@ def test_container_instance_runs_the_image(instance: Instance, pfcon_image: str)
     down = instance.unmake()
     assert down.returncode == 0 and f"pfcon container {name} removed" in down.stdout
     assert not docker("ps", "-aq", "--filter", f"name=^{name}$")
+
+
+def _path_without_docker(root: Path) -> str:
+    """A PATH with every command of this machine but Docker's (Podman stays)."""
+    bin_dir = root / "bin-without-docker"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for command in Path(folder).iterdir() if Path(folder).is_dir() else ():
+            link = bin_dir / command.name
+            if not command.name.startswith("docker") and not link.exists():
+                link.symlink_to(command)
+    return str(bin_dir)
+
+
+@pytest.mark.integration
+def test_one_command_start_picks_podman_when_docker_is_absent(
+    instance: Instance, podman_client, tmp_path: Path, jid: str
+) -> None:
+    result = instance.make(env={"PATH": _path_without_docker(tmp_path)})
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "engine:      podman" in result.stdout
+    assert instance.info()["container_env"] == "podman"
+    answer = requests.post(
+        instance.url + "jobs/",
+        data=job_form(jid),
+        files={"data_file": ("in.zip", make_zip({"a.txt": "on podman"}))},
+        headers=instance.headers,
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    wait_for(lambda: (instance.storebase / f"key-{jid}/outgoing/out-a.txt").exists(), timeout=30)
+    assert podman_client.containers.get(jid).labels["org.chrisproject.pfcon.dev"] == str(instance.run)
+    down = instance.unmake()
+    assert "removed 1 podman job container(s)" in down.stdout, down.stdout + down.stderr
