@@ -44,6 +44,7 @@ class PrivateEngine:
         self.socket = RUN / f"{self.name}.sock"
         self.url = f"unix://{self.socket}"
         self.log = STATE / f"{self.name}.log"
+        self.pidfile = RUN / f"{self.name}.test-pid"
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -54,11 +55,13 @@ class PrivateEngine:
         return "" if os.geteuid() == 0 and shutil.which(self.command()[0]) else f"{self.name} needs root"
 
     def start(self, timeout: float = 60) -> None:
+        self._stop_leftover()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
+        self.pidfile.write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
         while not _answers(self.url):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -75,6 +78,22 @@ class PrivateEngine:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def _stop_leftover(self) -> None:
+        """An engine a crashed test run left on this socket would answer in place of ours."""
+        try:
+            pid = int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return
+        if self.process is not None and self.process.pid == pid:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.2)
 
     def restart(self) -> None:
         self.stop()
