@@ -87,6 +87,11 @@ class PrivateEngine:
             return
         if self.process is not None and self.process.pid == pid:
             return
+        try:  # only a process serving our socket: the pid may have been reused since
+            if str(self.socket) not in Path(f"/proc/{pid}/cmdline").read_text():
+                return
+        except OSError:
+            return
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
