@@ -87,3 +87,14 @@ def slurm(slurm_cluster, slurm_root: Path, docker_client: docker.DockerClient) -
     yield backend
     cancel_all(backend)
     remove_slurm_containers(docker_client)
+
+
+@pytest.fixture
+def slurm_on_podman(
+    slurm_cluster, slurm_root: Path, podman_client: docker.DockerClient
+) -> Iterator[BatchBackend]:
+    """The same cluster with Podman running the containers on the node."""
+    backend = slurm_backend(slurm_root, SLURM_RUNTIME="podman")
+    yield backend
+    cancel_all(backend)
+    remove_slurm_containers(podman_client)

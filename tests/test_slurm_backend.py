@@ -15,7 +15,13 @@ from pfcon.compute.batch import BatchBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
 from tests.contract import BackendContract, finished, make_spec
 from tests.helpers import TEST_LABEL, TEST_LABELS, wait_for
-from tests.slurm_fixtures import slurm, slurm_backend, slurm_cluster, slurm_root  # noqa: F401
+from tests.slurm_fixtures import (  # noqa: F401
+    slurm,
+    slurm_backend,
+    slurm_cluster,
+    slurm_on_podman,
+    slurm_root,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +30,14 @@ class TestSlurmContract(BackendContract):
     @pytest.fixture
     def backend(self, slurm: BatchBackend) -> BatchBackend:  # noqa: F811
         return slurm
+
+
+class TestSlurmOnPodmanContract(BackendContract):
+    """The whole contract again with SLURM_RUNTIME=podman (Podman's own image store)."""
+
+    @pytest.fixture
+    def backend(self, slurm_on_podman: BatchBackend) -> BatchBackend:  # noqa: F811
+        return slurm_on_podman
 
 
 def _slurm_id(backend: BatchBackend, jid: str) -> str:

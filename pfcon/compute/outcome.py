@@ -77,11 +77,17 @@ def stop_reason(
 def exit_outcome(status_file: Mapping[str, str], memory_mib: int | None) -> tuple[JobStatus, str]:
     """How a container that ended by itself ended, from the script's status file."""
     code = status_file.get("exit_code", "")
+    limit = f" of {memory_mib} MiB" if memory_mib else ""
     if status_file.get("oom") == "true":
-        limit = f" of {memory_mib} MiB" if memory_mib else ""
         return (
             JobStatus.finishedWithError,
             f"out of memory: the job was killed for exceeding its memory limit{limit}",
+        )
+    if status_file.get("oom") == "likely":
+        return (
+            JobStatus.finishedWithError,
+            f"out of memory (most likely): the job was killed with SIGKILL under its memory "
+            f"limit{limit}; this runtime does not report out-of-memory kills directly",
         )
     if code == "0":
         return JobStatus.finishedSuccessfully, "exited"

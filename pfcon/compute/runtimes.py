@@ -78,9 +78,22 @@ class Runtime:
         return None
 
 
-def _oci(binary: str, gpu_args: tuple[str, ...]) -> Runtime:
-    """Docker and Podman share their command line."""
-    inspect = f"{binary} inspect --format '{{{{.State.ExitCode}}}} {{{{.State.OOMKilled}}}}' \"$container\""
+#: Podman under runc on cgroup v1 never sets OOMKilled: a SIGKILL (137) under a memory limit
+#: is then reported as a "likely" out-of-memory kill (as pfcon.compute.container_state does)
+_OOM_LIKELY = (
+    ' | awk \'{ oom = $2; if (oom != "true" && $1 == 137 && $3 > 0) oom = "likely"; print $1, oom }\''
+)
+
+
+def _oci(binary: str, gpu_args: tuple[str, ...], oom_unreported: bool = False) -> Runtime:
+    """Docker and Podman share their command line; the status prints "EXIT_CODE OOM"."""
+    if oom_unreported:
+        fields = "{{.State.ExitCode}} {{.State.OOMKilled}} {{.HostConfig.Memory}}"
+        inspect = f"{binary} inspect --format '{fields}' \"$container\"{_OOM_LIKELY}"
+    else:
+        inspect = (
+            f"{binary} inspect --format '{{{{.State.ExitCode}}}} {{{{.State.OOMKilled}}}}' \"$container\""
+        )
     return Runtime(
         name=binary,
         # no --rm: the exit code and the OOM flag are read after the exit, then it is removed
@@ -114,7 +127,9 @@ def _apptainer(binary: str) -> Runtime:
 #: SLURM_RUNTIME -> runtime
 RUNTIMES: dict[str, Runtime] = {
     "docker": _oci("docker", ("--gpus", Raw('"device=${CUDA_VISIBLE_DEVICES:-all}"'))),
-    "podman": _oci("podman", ("--device", Raw('"nvidia.com/gpu=${CUDA_VISIBLE_DEVICES:-all}"'))),
+    "podman": _oci(
+        "podman", ("--device", Raw('"nvidia.com/gpu=${CUDA_VISIBLE_DEVICES:-all}"')), oom_unreported=True
+    ),
     "apptainer": _apptainer("apptainer"),
     "singularity": _apptainer("singularity"),
 }
