@@ -9,13 +9,12 @@ bounded number in flight keeps memory flat whatever the tree size.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -54,19 +53,29 @@ def bounded_each(func: Callable[[T], object], items: Iterable[T], workers: int =
 
 def copy_file(src: Path, dest: Path) -> None:
     """Hard link, else clone, else streamed copy; an existing ``dest`` is left alone."""
+    if not _hard_link(src, dest):
+        _clone_or_copy(src, dest)
+
+
+def _hard_link(src: str | Path, dest: str | Path) -> bool:
+    """Whether ``dest`` is now there (linked, or already present); False: copy it instead."""
     try:
         os.link(src, dest)
-        return
     except FileExistsError:
-        return
+        return True
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise
-    _clone_or_copy(src, dest)
+        return False
+    return True
 
 
 def _clone_or_copy(src: Path, dest: Path) -> None:
-    with open(src, "rb") as source, open(dest, "xb") as target:
+    try:
+        target = open(dest, "xb")  # noqa: SIM115 - closed below, with the source
+    except FileExistsError:
+        return
+    with open(src, "rb") as source, target:
         try:
             fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
             return
@@ -92,23 +101,45 @@ def _stream(src_fd: int, dest_fd: int) -> None:
         offset += sent
 
 
-def tree_files(src: Path, dest: Path) -> Iterable[tuple[Path, Path]]:
-    """Create the folders of ``src`` under ``dest`` and yield (source, destination) file pairs.
+def scan_files(root: str) -> Iterator[os.DirEntry[str]]:
+    """Regular files under ``root``, depth first, from ``scandir`` alone (no extra ``stat``).
 
-    Symlinks and special files are neither followed nor copied: a tree in storeBase may hold
+    Symlinks and special files are neither followed nor listed: a tree in storeBase may hold
     links planted by a job, and following one could read outside storeBase.
     """
-    for dirpath, dirs, files in os.walk(src, followlinks=False):
-        here = dest / os.path.relpath(dirpath, src)
-        here.mkdir(parents=True, exist_ok=True)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in files:
-            path = Path(dirpath, name)
-            with contextlib.suppress(OSError):
-                if path.is_file() and not path.is_symlink():
-                    yield path, here / name
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield entry
 
 
 def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
-    """Copy the regular files and folders of ``src`` into ``dest`` (merged if it exists)."""
-    bounded_each(lambda pair: copy_file(*pair), tree_files(src, dest), workers)
+    """Copy the regular files and folders of ``src`` into ``dest`` (merged if it exists).
+
+    The walk makes the folders and hard-links each file itself (one cheap syscall; a thread
+    hand-off would cost more); only files that must be copied byte by byte go to the pool.
+    """
+    source_root = os.fspath(src)
+    dest_root = os.fspath(dest)
+    skip = len(source_root) + 1
+    made: set[str] = set()
+
+    def to_copy() -> Iterator[tuple[Path, Path]]:
+        os.makedirs(dest_root, exist_ok=True)
+        for entry in scan_files(source_root):
+            target = os.path.join(dest_root, entry.path[skip:])
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            if not _hard_link(entry.path, target):
+                yield Path(entry.path), Path(target)
+
+    bounded_each(lambda pair: _clone_or_copy(*pair), to_copy(), workers)

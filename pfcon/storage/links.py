@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from typing import Protocol
 
 from pfcon.errors import InvalidInput
-from pfcon.storage.copying import copy_file, copy_tree
+from pfcon.storage.copying import copy_file, copy_tree, scan_files
 from pfcon.storebase import resolve_inside, safe_relative
 
 LINK_SUFFIX = ".chrislink"
@@ -91,16 +91,16 @@ def is_link_file(name: str) -> bool:
 
 def walk_files(tree: Path) -> Iterator[Path]:
     """Regular files under ``tree``; symlinks and special files are never followed or listed."""
-    for dirpath, _dirs, files in os.walk(tree, followlinks=False):
-        for name in files:
-            path = Path(dirpath, name)
-            if path.is_file() and not path.is_symlink():
-                yield path
+    return (Path(entry.path) for entry in scan_files(os.fspath(tree)))
 
 
 def count_data_files(tree: Path) -> int:
     """Files staged for a job, link files not counted (as ChRIS counts them)."""
-    return sum(1 for path in walk_files(tree) if not is_link_file(path.name))
+    return sum(1 for entry in scan_files(os.fspath(tree)) if not is_link_file(entry.name))
+
+
+def link_files(tree: Path) -> list[Path]:
+    return [Path(entry.path) for entry in scan_files(os.fspath(tree)) if is_link_file(entry.name)]
 
 
 def read_link(link: Path) -> str:
@@ -126,8 +126,7 @@ def resolve_links(tree: Path, policy: LinkPolicy, origins: tuple[PurePath, ...] 
 def _resolve(
     tree: Path, policy: LinkPolicy, source: LinkSource, chain: tuple[PurePath, ...], depth: int
 ) -> None:
-    links = [p for p in walk_files(tree) if is_link_file(p.name)]
-    for link in links:
+    for link in link_files(tree):
         relative = read_link(link)
         target = source.locate(relative, f"link file {link.name!r}")
         _check_allowed(target, relative, policy)
