@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pfconclient.client import Client
 
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import job_form
+from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form
+from tests.live import live_pfcon
 from tests.swift_fixtures import (  # noqa: F401
     AUTH_URL,
     swift_conn_fixture,
@@ -150,3 +152,33 @@ def test_swift_listing_uploads_nothing_twice(innetwork, jid: str) -> None:
     assert sorted(first) == [f"{base}/out/out-a.txt", f"{base}/out/out-b.txt"]
     assert client.get(url, headers=auth).get_json()["rel_file_paths"] == ["out-a.txt", "out-b.txt"]
     assert stamps() == first  # nothing uploaded again
+
+
+@pytest.mark.parametrize("storage", ["fslink", "swift"])
+def test_pfconclient_in_network(
+    storage: str, request, docker_client, storebase: Path, tmp_path: Path, jid
+) -> None:
+    """python-pfconclient 3.3.0 as the ChRIS backend uses it in-network, against real gunicorn."""
+    env = {"JOB_LABELS": TEST_LABEL, "PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
+    data = Data(storage, storebase)
+    if storage == "swift":
+        data.conn = request.getfixturevalue("swift_conn")
+        data.container = env["SWIFT_CONTAINER_NAME"] = request.getfixturevalue("swift_container")
+    base = f"home/{jid}"
+    data.put({f"{base}/in/a.txt": "alpha", f"{base}/in/d/b.txt": "beta"})
+    with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
+        client = Client(url, Client.get_auth_token(url + "auth-token/", "pfcon", "pfcon1234"))
+        assert client.get_server_info()["pfcon_innetwork"] is True
+        descriptors = {
+            "entrypoint": ["pl-copy"], "args": ["--prefix", "c-"], "args_path_flags": [], "auid": "cube",
+            "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
+            "image": TEST_IMAGE, "type": "ds", "input_dirs": [f"{base}/in"], "output_dir": f"{base}/out",
+        }  # fmt: skip
+        answer = client.submit_job(jid, descriptors)
+        assert answer["data"]["nfiles"] == 2
+        client.poll_job_status(jid)
+        assert client.get_job_status(jid)["compute"]["status"] == "finishedSuccessfully"
+        listing = client.get_job_json_data(jid, f"{base}/out")
+        assert listing == {"job_output_path": f"{base}/out", "rel_file_paths": ["c-a.txt", "d/c-b.txt"]}
+        client.delete_job(jid)
+    assert data.output(f"{base}/out") == {"c-a.txt": b"alpha", "d/c-b.txt": b"beta"}
