@@ -82,6 +82,7 @@ def test_paths_outside_storebase_are_400_and_nothing_is_written(
         ("escape", "outside"),
         ("data/out", "output"),  # the job's own output dir
         ("data", "output"),  # an ancestor of it
+        ("data/out/sub", "output"),  # inside it
         ("key-other", "pfcon's own"),
         ("data/nothing", "does not exist"),
     ],
@@ -98,6 +99,15 @@ def test_fslink_link_targets_stay_inside_and_away_from_the_output(
     assert answer.status_code == 400, answer.get_json()
     assert message in answer.get_json()["message"]
     assert not (storebase / f"key-{jid}").exists() and not (storebase / "data/out").exists()
+
+
+def test_fslink_inputs_that_clash_are_400(fs_app, storebase: Path, jid: str) -> None:
+    client, auth = fs_app("fslink")
+    _write(storebase, {"data/a/x": "a file", "data/b/x/y.txt": "a folder x"})
+    form = job_form(jid, input_dirs=["data/a", "data/b"], output_dir="data/out")
+    answer = submit(client, auth, form)
+    assert answer.status_code == 400 and "data/b" in answer.get_json()["message"]
+    assert not (storebase / f"key-{jid}").exists()
 
 
 def test_fslink_link_loops_end(fs_app, storebase: Path, jid: str) -> None:
@@ -177,7 +187,13 @@ def test_swift_object_keys_and_link_targets_stay_inside(
             answer.get_json(),
         )
         assert not (storebase / f"key-{jid}-{i}").exists()
-    for i, target in enumerate([f"{base}/out", base, "../x", f"{base}/nothing"]):
+    data.put({f"{base}/clash/x": "file", f"{base}/clash/x/y": "under a file"})
+    answer = submit(
+        client, auth, job_form(f"{jid}-c", input_dirs=[f"{base}/clash"], output_dir=f"{base}/out")
+    )
+    assert answer.status_code == 400 and "clashes" in answer.get_json()["message"]
+    assert not (storebase / f"key-{jid}-c").exists()
+    for i, target in enumerate([f"{base}/out", base, f"{base}/out/sub", "../x", f"{base}/nothing"]):
         data.put({f"{base}/l{i}/ref.chrislink": target})
         answer = submit(
             client, auth, job_form(f"{jid}-l{i}", input_dirs=[f"{base}/l{i}"], output_dir=f"{base}/out")

@@ -35,8 +35,13 @@ class FslinkStorage(InNetworkStorage):
         incoming = root / dirs.input
         incoming.mkdir()
         sources = tuple(root / self.storebase_dir(n, "input_dirs", must_exist=True) for n in inputs)
-        for source in sources:
-            copy_tree(source, incoming)
+        for source, name in zip(sources, inputs, strict=True):
+            try:
+                copy_tree(source, incoming)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                raise InvalidInput(
+                    f"input_dirs: {name} has a file where another input has a folder"
+                ) from None
         outgoing = root / dirs.output
         policy = LinkPolicy(source=StoreBaseTree(self.storebase), forbidden=(outgoing,))
         resolve_links(incoming, policy, origins=tuple(s.resolve() for s in sources))

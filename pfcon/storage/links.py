@@ -6,7 +6,7 @@ Staging replaces it by a copy of its target: a file lands beside the link, a fol
 lands beside it in a folder named after the target path with ``/`` turned into ``_``. Links
 inside a copied folder are followed too; a target already on the chain of folders being
 copied (a loop) is cut. Targets must stay inside the root and may not be a forbidden folder
-(the job's output) or an ancestor of one.
+(the job's output), inside one, or an ancestor of one.
 """
 
 from __future__ import annotations
@@ -146,5 +146,5 @@ def _resolve(
 def _check_allowed(target: PurePath, relative: str, policy: LinkPolicy) -> None:
     for forbidden in policy.forbidden:
         real = forbidden.resolve() if isinstance(forbidden, Path) else forbidden
-        if target == real or target in real.parents:
-            raise InvalidInput(f"link target {relative!r} is the job's output or contains it")
+        if target == real or target in real.parents or real in target.parents:
+            raise InvalidInput(f"link target {relative!r} is the job's output, inside it or contains it")

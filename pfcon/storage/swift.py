@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pfcon.errors import InvalidInput
 from pfcon.settings import SwiftSettings
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
@@ -64,8 +65,15 @@ def download_prefix(swift: SwiftContainer, prefix: PurePosixPath, dest: Path) ->
             count += 1
             yield name, dest / relative
 
-    bounded_each(lambda pair: swift.download(*pair), pairs(), COPY_WORKERS)
+    bounded_each(lambda pair: _fetch(swift, *pair), pairs(), COPY_WORKERS)
     return count
+
+
+def _fetch(swift: SwiftContainer, name: str, dest: Path) -> None:
+    try:
+        swift.download(name, dest)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise InvalidInput(f"object {name!r} clashes with another object of the same path") from None
 
 
 class SwiftStorage(InNetworkStorage):
