@@ -139,10 +139,17 @@ def swift_figures(root: Path, storebase: StoreBase, files: int, size: int) -> li
         timed("swift: output listing again (uploads none)", files, 0, lambda: storage.output(jid, prefix)),
     ]
     figures.append(timed("swift: staging from Swift", files, size, stage(storage, prefix, f"{prefix}-out")))
-    for obj in list(storage.swift.objects(prefix + "/")):
-        with storage.swift.connection("clean up") as conn:
-            conn.delete_object(storage.swift.container, obj["name"])
+    remove_objects(storage, prefix)
     return figures
+
+
+def remove_objects(storage: SwiftStorage, prefix: str) -> None:
+    def remove(name: str) -> None:
+        with storage.swift.connection("clean up") as conn:
+            conn.delete_object(storage.swift.container, name)
+
+    names = [obj["name"] for obj in storage.swift.objects(prefix + "/")]
+    copying.bounded_each(remove, names, copying.COPY_WORKERS)
 
 
 def main() -> None:

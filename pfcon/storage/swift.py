@@ -9,6 +9,7 @@ are streamed and run a bounded number at a time.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +23,8 @@ from pfcon.storage.innetwork import InNetworkStorage, output_files
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storage.swiftstore import SwiftContainer
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
+
+UPLOAD_LOCK = ".upload.lock"
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,12 @@ class SwiftStorage(InNetworkStorage):
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
         target = self.listing_target(jid, job_output_path)
         outgoing = self.storebase.outgoing(jid)
-        files = output_files(outgoing)
-        self._upload_new(outgoing, target, files)
+        # One upload per job at a time, across threads and worker processes: two listing calls
+        # racing would otherwise both see a file missing and both upload it.
+        with open(self.storebase.job_dir(jid) / UPLOAD_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            files = output_files(outgoing)
+            self._upload_new(outgoing, target, files)
         return self.listing(job_output_path or "", files)
 
     def _upload_new(self, outgoing: Path, target: PurePosixPath, files: list[str]) -> None:
