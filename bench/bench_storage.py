@@ -11,7 +11,7 @@ What it measures, on one input tree of ``--files`` files (default 20 000: many s
 4. swift: the output listing of a job whose outgoing folder is that tree (uploads all of it),
    the same listing again (uploads nothing), and staging the tree back from Swift.
 
-Local figures are the median of ``--rounds`` runs (the disk is shared with other work).
+Local staging figures are the median of ``--rounds`` interleaved runs (the disk is shared).
 Each figure is files/s and MiB/s, with the ratio to ``cp -r``; the target is fslink staging
 within 2x of ``cp -r``. It needs the Swift server of scripts/setup.d/40-swift.sh for part 4
 (skipped with a note when it does not answer) and removes everything it made. Run::
@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from unittest import mock
 
@@ -92,12 +93,26 @@ def timed(name: str, files: int, size: int, action: Callable[[], object]) -> Fig
     return Figure(name, time.perf_counter() - start, files, size)
 
 
-def median_of(
-    name: str, files: int, size: int, actions: Callable[[], Callable[[], object]], rounds: int
-) -> Figure:
-    """The median of ``rounds`` runs, each on a fresh destination (the disk here is shared)."""
-    runs = sorted(timed(name, files, size, actions()).seconds for _ in range(rounds))
-    return Figure(name, runs[len(runs) // 2], files, size)
+def local_staging(
+    tree: Path, work: Path, fslink: FslinkStorage, files: int, size: int, rounds: int
+) -> tuple[Figure, Figure, Figure]:
+    """cp -r, fslink with hard links, fslink with copies: interleaved rounds, median of each.
+
+    The disk here is shared with other work, so one slow moment must not land on one side only.
+    """
+    names = ("cp -r (baseline)", "fslink: staging (hard links)", "fslink: staging (copies, no hard links)")
+    runs: list[list[float]] = [[], [], []]
+    for _ in range(rounds):
+        tag = uuid.uuid4().hex[:8]
+        dest = work / f"cp-{tag}"
+        command = ["cp", "-r", str(tree), str(dest)]
+        runs[0].append(timed(names[0], files, size, partial(subprocess.run, command, check=True)).seconds)
+        runs[1].append(timed(names[1], files, size, stage(fslink, "data/in", f"data/o-{tag}")).seconds)
+        with no_hard_links():
+            runs[2].append(timed(names[2], files, size, stage(fslink, "data/in", f"data/c-{tag}")).seconds)
+    medians = [sorted(r)[len(r) // 2] for r in runs]
+    base, linked, copied = (Figure(n, m, files, size) for n, m in zip(names, medians, strict=True))
+    return base, linked, copied
 
 
 @contextmanager
@@ -173,23 +188,9 @@ def main() -> None:
         )
         subprocess.run(["cp", "-r", str(tree), str(work / "warm")], check=True)  # warm the page cache
         shutil.rmtree(work / "warm")
-        base = timed(
-            "cp -r (baseline)",
-            files,
-            size,
-            lambda: subprocess.run(["cp", "-r", str(tree), str(work / "cp")], check=True),
-        )
         fslink = FslinkStorage(storebase)
-        figures = [timed("fslink: staging (hard links)", files, size, stage(fslink, "data/in", "data/o1"))]
-        with no_hard_links():
-            figures.append(
-                timed(
-                    "fslink: staging (copies, no hard links)",
-                    files,
-                    size,
-                    stage(fslink, "data/in", "data/o2"),
-                )
-            )
+        base, linked, copied = local_staging(tree, work, fslink, files, size, args.rounds)
+        figures = [linked, copied]
         listing_jid = "bench-listing"
         storebase.claim(listing_jid)
         fslink.remember_output(listing_jid, Path("data/in"))  # type: ignore[arg-type]
