@@ -112,7 +112,7 @@ class JobService:
         self.backend = backend
         self.volumes = volumes
         self.records = JobRecords(storebase)
-        self.starter = JobStarter(backend, self.records, settings.start_workers)
+        self.starter = JobStarter(backend, self.records, settings.start_workers, settings.start_retry_seconds)
         self._finished: ExpiringCache[JobState] = ExpiringCache(settings.finished_cache_seconds)
 
     # -- info -----------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class JobService:
             "its data is still held and can be deleted"
         )
         status, message = {
-            ACCEPTED: (JobStatus.notStarted, "accepted, waiting to be started"),
+            ACCEPTED: (JobStatus.notStarted, record.message or "accepted, waiting to be started"),
             FAILED: (JobStatus.finishedWithError, record.message),
         }.get(record.state, (JobStatus.undefined, vanished))
         return JobInfo(record.jid, record.image, record.cmd, status, message, record.accepted_at)

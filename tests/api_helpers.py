@@ -20,9 +20,19 @@ def submit(client, auth, form, files=None):
     return client.post("/api/v1/jobs/", data=data, headers=auth, content_type="multipart/form-data")
 
 
+def status_of(client, auth, jid: str) -> str:
+    return client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+
+
+def wait_started(client, auth, jid: str, timeout: float = 30) -> None:
+    wait_for(lambda: status_of(client, auth, jid) == "started", timeout=timeout)
+
+
 def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
     def poll():
-        body = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()
+        answer = client.get(f"/api/v1/jobs/{jid}/", headers=auth)
+        body = answer.get_json()
+        assert answer.status_code == 200, (answer.status_code, body)
         return body if body["compute"]["status"] in TERMINAL else None
 
     return wait_for(poll, timeout=timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import docker
 import pytest
 
 from pfcon.app import create_app
+from pfcon.compute.docker import DockerBackend
+from pfcon.compute.podman import PodmanBackend, podman_base_url
 from pfcon.settings import load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 
@@ -31,18 +34,49 @@ def _engine_answers(client: docker.DockerClient) -> bool:
         return False
 
 
+def _engine_client(client: docker.DockerClient, part: str) -> Iterator[docker.DockerClient]:
+    """``client`` once its engine answers and has the test image (set up by ``part``'s script)."""
+    if not _engine_answers(client) or not client.images.list(name=TEST_IMAGE):
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/system-setup.sh"), part], capture_output=True, text=True
+        )
+        if result.returncode != 0 or not _engine_answers(client):
+            pytest.skip(f"no {part} engine: {result.stderr.strip()[-500:]}")
+    yield client
+    remove_test_containers(client)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A real Docker engine with the test image; started by scripts/system-setup.sh if needed."""
-    client = docker.from_env(version="1.41")
-    if not _engine_answers(client) or not client.images.list(name=TEST_IMAGE):
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/system-setup.sh"), "docker"], capture_output=True, text=True
-        )
-        if result.returncode != 0 or not _engine_answers(client):
-            pytest.skip(f"no Docker engine: {result.stderr.strip()[-500:]}")
-    yield client
-    client.close()
+    yield from _engine_client(docker.from_env(version="1.41"), "docker")
+
+
+@pytest.fixture(scope="session")
+def podman_client() -> Iterator[docker.DockerClient]:
+    """A real Podman API service with the test image; started by scripts/system-setup.sh if needed."""
+    yield from _engine_client(docker.DockerClient(base_url=podman_base_url(), version="1.41"), "podman")
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each real engine in turn, for the tests every Docker-API engine must pass."""
+    client = request.getfixturevalue(f"{request.param}_client")
+    return Engine(request.param, client)
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    client: docker.DockerClient
+
+    def backend(self) -> DockerBackend:
+        """A backend of this engine's kind over a client of its own (closed by the caller)."""
+        return ENGINE_BACKENDS[self.name]()
+
+
+ENGINE_BACKENDS: dict[str, type[DockerBackend]] = {"docker": DockerBackend, "podman": PodmanBackend}
 
 
 @pytest.fixture

@@ -17,6 +17,24 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class LiveUrl(str):
+    """The service's base URL, also carrying the gunicorn master's process id."""
+
+    master_pid: int
+
+    def worker_pids(self) -> list[int]:
+        """The master's children (the gunicorn workers), from /proc."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.master_pid:
+                children.append(int(stat.parent.name))
+        return sorted(children)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -29,7 +47,7 @@ def live_pfcon(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     command: Sequence[str] = ("-m", "pfcon"),
-) -> Iterator[str]:
+) -> Iterator[LiveUrl]:
     """Yield the base URL (``http://127.0.0.1:PORT/api/v1/``) of a pfcon started by ``python COMMAND``."""
     port = free_port()
     environment = {
@@ -39,12 +57,13 @@ def live_pfcon(
         "PFCON_BIND": f"127.0.0.1:{port}",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "pfcon"]
+    command = [sys.executable, *command]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}/api/v1/"
+    url = LiveUrl(f"http://127.0.0.1:{port}/api/v1/")
+    url.master_pid = process.pid
     try:
         _wait_healthy(url, process, log_path)
         yield url

@@ -17,17 +17,19 @@ import requests
 from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form
+from tests.conftest import Engine
+from tests.helpers import TEST_IMAGE, TEST_LABEL, TEST_LABELS, job_form, make_zip
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def volume(docker_client: docker.DockerClient):
-    vol = docker_client.volumes.create(f"pfcon-test-{uuid.uuid4().hex[:8]}", labels=TEST_LABELS)
+def volume(engine: Engine):
+    """A named volume on each Docker-API engine in turn (``CONTAINER_ENV`` names the engine)."""
+    vol = engine.client.volumes.create(f"pfcon-test-{uuid.uuid4().hex[:8]}", labels=TEST_LABELS)
     yield vol
-    for container in docker_client.containers.list(all=True, filters={"volume": vol.name}):
+    for container in engine.client.containers.list(all=True, filters={"volume": vol.name}):
         container.remove(force=True)
     vol.remove(force=True)
 
@@ -43,9 +45,10 @@ def _run_one_job(app, jid: str) -> bytes:
     return data
 
 
-def _volume_env(volume, **extra: str) -> dict[str, str]:
+def _volume_env(volume, engine: Engine, **extra: str) -> dict[str, str]:
     return {
         "APPLICATION_MODE": "development",
+        "CONTAINER_ENV": engine.name,
         "COMPUTE_VOLUME_TYPE": "docker_local_volume",
         "STOREBASE_MOUNT": volume.attrs["Mountpoint"],  # pfcon runs on the host here
         "JOB_LABELS": TEST_LABEL,
@@ -53,21 +56,21 @@ def _volume_env(volume, **extra: str) -> dict[str, str]:
     }
 
 
-def test_docker_local_volume_by_name(volume, jid: str) -> None:
-    app = create_app(load_settings(_volume_env(volume, VOLUME_NAME=volume.name)))
+def test_docker_local_volume_by_name(volume, engine: Engine, jid: str) -> None:
+    app = create_app(load_settings(_volume_env(volume, engine, VOLUME_NAME=volume.name)))
     assert _run_one_job(app, jid) == b"through a volume"
 
 
-def test_docker_local_volume_discovered_from_the_labelled_container(volume, docker_client, jid: str) -> None:
+def test_docker_local_volume_discovered_from_the_labelled_container(volume, engine: Engine, jid: str) -> None:
     """pfcon finds the volume mounted at STOREBASE_MOUNT in the container labelled PFCON_SELECTOR."""
     selector = f"org.chrisproject.role=pfcon-test-{uuid.uuid4().hex[:6]}"
     key, value = selector.split("=")
     mountpoint = volume.attrs["Mountpoint"]
-    docker_client.containers.run(
+    engine.client.containers.run(
         TEST_IMAGE, ["sleep", "60"], detach=True, labels={key: value, **TEST_LABELS},
         mounts=[docker.types.Mount(target=mountpoint, source=volume.name, type="volume")],
     )  # fmt: skip
-    app = create_app(load_settings(_volume_env(volume, PFCON_SELECTOR=selector)))
+    app = create_app(load_settings(_volume_env(volume, engine, PFCON_SELECTOR=selector)))
     assert app.extensions["pfcon"].volumes.root == mountpoint
     assert _run_one_job(app, jid) == b"through a volume"
 
@@ -190,6 +193,21 @@ def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, 
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("big.bin", os.urandom(5 * 1024 * 1024))
     form = {**job_form(jid), "data_file": (io.BytesIO(buffer.getvalue()), "in.zip")}
+    answer = client.post(
+        "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
+    )
+    assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon-uploads"]
+    assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
+
+
+def test_storebase_full_while_extracting_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
+    """A small upload whose files do not fit: the disk fills while extracting, not receiving."""
+    settings = {"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase), "MAX_ZIP_RATIO": "5000"}
+    client = create_app(load_settings(settings)).test_client()
+    upload = make_zip({"zeros.bin": bytes(5 * 1024 * 1024)})
+    assert len(upload) < 64 * 1024  # the upload itself fits many times over
+    form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}
     answer = client.post(
         "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
     )

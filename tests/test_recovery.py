@@ -88,7 +88,7 @@ def test_running_jobs_survive_a_service_restart(
             url + "auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
         )
         auth = {"Authorization": f"Bearer {token.json()['token']}"}
-        form = {**job_form(jid, args=["--sleep", "4", "--prefix", "out-"])}
+        form = {**job_form(jid, args=["--sleep", "12", "--prefix", "out-"])}
         answer = requests.post(url + "jobs/", data=form, files={"data_file": ("in.zip", data)}, headers=auth)
         assert answer.status_code == 201
         wait_for(

@@ -12,6 +12,7 @@ import logging
 import re
 import shlex
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -20,7 +21,9 @@ import requests.exceptions
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
+from pfcon.cache import ExpiringCache
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -29,18 +32,12 @@ JOB_LABEL = "org.chrisproject.pfcon.jid"
 API_VERSION = "1.41"  # dockerd 20.10 and Podman 4; fixed so start-up needs no engine round trip
 NEVER = "0001-01-01T00:00:00Z"
 POOL_SIZE = 64
+MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
-#: Docker container ``State.Status`` -> our status. ``exited`` is decided by exit code / OOM.
-STATE_TABLE: Mapping[str, JobStatus] = {
-    "created": JobStatus.notStarted,
-    "running": JobStatus.started,
-    "paused": JobStatus.started,
-    "restarting": JobStatus.started,
-    "removing": JobStatus.undefined,
-    "exited": JobStatus.finishedSuccessfully,
-    "dead": JobStatus.finishedWithError,
-}
+#: How long the engine's start time is reused before it is asked again (one call per poll of
+#: a finished job would double the engine traffic of a busy status endpoint).
+ENGINE_START_TTL = 2.0
 
 
 class DockerBackend(ComputeBackend):
@@ -48,39 +45,20 @@ class DockerBackend(ComputeBackend):
 
     name = "docker"
     capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
+    judgement = Judgement(DOCKER_STATES)
 
     def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
         # one client for the process, with a connection for each request and starter thread
         self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
         self.name = engine_name
+        self._engine_start = ExpiringCache(ENGINE_START_TTL)
 
     # -- errors ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _engine(self, action: str, jid: str = "", job_fault: bool = False) -> Iterator[None]:
-        """Translate engine exceptions into domain errors; nothing docker-specific leaks.
-
-        With ``job_fault`` an engine refusal (any API error) is the job's problem, as when a
-        start fails for a device the node does not have; unreachable engines stay 503.
-        """
-        try:
-            yield
-        except docker.errors.NotFound as exc:
-            raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine") from exc
-        except docker.errors.APIError as exc:
-            detail = exc.explanation or str(exc)
-            if exc.status_code == 409:
-                raise JobExists(f"job {jid!r} already exists on the {self.name} engine") from exc
-            if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
-                raise InvalidJob(f"{self.name} refused to {action}: {detail}") from exc
-            raise BackendUnavailable(f"{self.name} engine failed to {action}: {detail}") from exc
-        except (
-            requests.exceptions.RequestException,
-            docker.errors.DockerException,
-            OSError,
-        ) as exc:
-            raise BackendUnavailable(
-                f"the {self.name} engine at {self.client.api.base_url} does not answer ({type(exc).__name__})"
-            ) from exc
+    def _engine(
+        self, action: str, jid: str = "", job_fault: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Engine exceptions become domain errors (see :func:`engine_errors`)."""
+        return engine_errors(self.name, self.client, action, jid, job_fault)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
@@ -93,8 +71,8 @@ class DockerBackend(ComputeBackend):
         if not _CONTAINER_NAME.fullmatch(spec.jid):
             raise InvalidJob(f"jid: {self.name} container names need at least 2 characters, got {spec.jid!r}")
         memory = spec.resources.memory_mib
-        if memory is not None and memory < 6:
-            raise InvalidJob(f"memory_limit: {self.name} needs at least 6 MiB, got {memory}")
+        if memory is not None and memory < MIN_MEMORY_MIB:
+            raise InvalidJob(f"memory_limit: {self.name} needs at least {MIN_MEMORY_MIB} MiB, got {memory}")
         with self._engine("look up the image"):
             try:
                 self.client.images.get(spec.image)
@@ -177,10 +155,34 @@ class DockerBackend(ComputeBackend):
             args["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
         return args
 
+    def engine_started_at(self) -> datetime | None:
+        """When the engine last started, or ``None`` when it cannot tell.
+
+        Without live-restore, dockerd removes and recreates its default ``bridge`` network
+        at every start, so that network's creation time is the engine's start time. A job
+        that ended around then was stopped by the engine, whatever its exit code says.
+        """
+        cached = self._engine_start.get("started")
+        if cached is not None:
+            return cached[0]
+        try:
+            started = parse_time(self.client.api.inspect_network("bridge").get("Created"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            started = None
+        self._engine_start.put("started", (started,))
+        return started
+
     def _job_info(self, attrs: Mapping[str, Any], jid: str) -> JobInfo:
         state = attrs.get("State") or {}
         config = attrs.get("Config") or {}
-        status, message = container_status(state, (attrs.get("HostConfig") or {}).get("Memory"))
+        ended = self.judgement.table.get(state.get("Status", "")) is JobStatus.finishedSuccessfully
+        status, message = container_status(
+            state,
+            memory_limit=(attrs.get("HostConfig") or {}).get("Memory"),
+            engine_started_at=self.engine_started_at() if ended else None,
+            judgement=self.judgement,
+            engine_name=self.name,
+        )
         return JobInfo(
             jid=jid,
             image=config.get("Image", ""),
@@ -191,30 +193,40 @@ class DockerBackend(ComputeBackend):
         )
 
 
-def container_status(state: Mapping[str, Any], memory_limit: int | None = None) -> tuple[JobStatus, str]:
-    """Map a container's ``State`` to (status, message) through :data:`STATE_TABLE`."""
-    engine_state = str(state.get("Status", ""))
-    status = STATE_TABLE.get(engine_state, JobStatus.undefined)
-    if status is JobStatus.undefined:
-        return status, f"unexpected engine state {engine_state!r}"
-    if state.get("OOMKilled"):
-        limit = f" of {memory_limit // (1024 * 1024)} MiB" if memory_limit else ""
-        return (
-            JobStatus.finishedWithError,
-            f"out of memory: the job was killed for exceeding its memory limit{limit}",
-        )
-    if engine_state == "exited":
-        code = state.get("ExitCode", -1)
-        if code == 0:
-            return JobStatus.finishedSuccessfully, "exited"
-        error = f": {state['Error']}" if state.get("Error") else ""
-        return JobStatus.finishedWithError, f"exited with code {code}{error}"
-    return status, engine_state
-
-
 def _timestamp(state: Mapping[str, Any], created: str) -> str:
     for key in ("FinishedAt", "StartedAt"):
         value = state.get(key)
         if value and value != NEVER:
             return value
     return created
+
+
+@contextlib.contextmanager
+def engine_errors(
+    engine: str, client: docker.DockerClient, action: str, jid: str = "", job_fault: bool = False
+) -> Iterator[None]:
+    """Translate Docker API exceptions into domain errors; nothing docker-specific leaks.
+
+    Shared by every backend that speaks the Docker API (docker, podman, swarm). With
+    ``job_fault`` an engine refusal (any API error) is the job's problem, as when a start fails
+    for a device the node does not have; unreachable engines stay 503.
+    """
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise JobNotFound(f"job {jid!r} is not known to the {engine} engine") from exc
+    except docker.errors.APIError as exc:
+        detail = exc.explanation or str(exc)
+        if exc.status_code == 409 or "already in use" in detail:  # Podman answers 500
+            raise JobExists(f"job {jid!r} already exists on the {engine} engine") from exc
+        if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
+            raise InvalidJob(f"{engine} refused to {action}: {detail}") from exc
+        raise BackendUnavailable(f"{engine} engine failed to {action}: {detail}") from exc
+    except (
+        requests.exceptions.RequestException,
+        docker.errors.DockerException,
+        OSError,
+    ) as exc:
+        raise BackendUnavailable(
+            f"the {engine} engine at {client.api.base_url} does not answer ({type(exc).__name__})"
+        ) from exc

@@ -7,6 +7,7 @@ source "$(dirname "$0")/../lib.sh"
 need_packages=()
 command -v dockerd >/dev/null || need_packages+=(docker.io)
 command -v curl >/dev/null || need_packages+=(curl)
+command -v ip >/dev/null || need_packages+=(iproute2)  # the fault tests give their dockerd its own bridge
 static_busybox() { [[ -x /bin/busybox ]] && [[ "$(LC_ALL=C ldd /bin/busybox 2>&1 || true)" == *"not a dynamic"* ]]; }
 static_busybox || need_packages+=(busybox-static)
 apt_install "${need_packages[@]}"

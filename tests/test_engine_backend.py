@@ -1,7 +1,8 @@
-"""The Docker backend on a real dockerd: the contract, plus what only inspection shows."""
+"""The Docker-API engines, real dockerd and real Podman: the contract, plus what inspection shows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -9,36 +10,36 @@ import pytest
 
 from pfcon.compute.base import Resources
 from pfcon.compute.docker import DockerBackend
+from pfcon.compute.podman import PodmanBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
-from tests.conftest import remove_test_containers
+from tests.conftest import Engine, remove_test_containers
 from tests.contract import BackendContract, finished, make_spec
 from tests.helpers import TEST_LABELS
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def _no_leftover_containers(docker_client: docker.DockerClient):
-    yield
-    remove_test_containers(docker_client)
-
-
-class TestDockerContract(BackendContract):
-    @pytest.fixture
-    def backend(self, docker_client: docker.DockerClient):
-        backend = DockerBackend()
-        yield backend
-        backend.close()
+def _backend_of(engine: Engine) -> Iterator[DockerBackend]:
+    backend = engine.backend()
+    yield backend
+    backend.close()
+    remove_test_containers(engine.client)
 
 
 @pytest.fixture
-def backend(docker_client: docker.DockerClient):
-    backend = DockerBackend()
-    yield backend
-    backend.close()
+def backend(engine: Engine):
+    yield from _backend_of(engine)
 
 
-def test_limits_user_labels_and_shm_are_applied(backend, docker_client, jid: str, tmp_path: Path) -> None:
+class TestEngineContract(BackendContract):
+    """The whole contract, once per engine."""
+
+    @pytest.fixture
+    def backend(self, engine: Engine):
+        yield from _backend_of(engine)
+
+
+def test_limits_user_labels_and_shm_are_applied(backend, engine: Engine, jid: str, tmp_path: Path) -> None:
     spec = make_spec(
         jid,
         tmp_path,
@@ -51,7 +52,7 @@ def test_limits_user_labels_and_shm_are_applied(backend, docker_client, jid: str
     )
     backend.submit(spec)
     finished(backend, jid)
-    attrs = docker_client.containers.get(jid).attrs
+    attrs = engine.client.containers.get(jid).attrs
     host = attrs["HostConfig"]
     assert host["NanoCpus"] == 1_500_000_000
     assert host["Memory"] == 96 * 1024 * 1024  # a hard limit, not a reservation
@@ -67,24 +68,35 @@ def test_limits_user_labels_and_shm_are_applied(backend, docker_client, jid: str
     backend.remove(jid)
 
 
-def test_ignored_limits_set_none(backend, docker_client, jid: str, tmp_path: Path) -> None:
+def test_ignored_limits_set_none(backend, engine: Engine, jid: str, tmp_path: Path) -> None:
     backend.submit(make_spec(jid, tmp_path, ("true",), resources=Resources(1, None, None, 0)))
-    host = docker_client.containers.get(jid).attrs["HostConfig"]
+    host = engine.client.containers.get(jid).attrs["HostConfig"]
     assert host["NanoCpus"] == 0 and host["Memory"] == 0
     backend.remove(jid)
 
 
-def test_gpu_request_is_passed_to_the_engine(backend, jid: str, tmp_path: Path) -> None:
+def test_gpu_request_is_passed_to_docker(docker_client, jid: str, tmp_path: Path) -> None:
     """No GPU here: the engine refuses the device request, and the error says why."""
+    backend = DockerBackend()
     spec = make_spec(jid, tmp_path, ("true",), resources=Resources(1, 1000, 64, 1))
     with pytest.raises(InvalidJob, match=r"(?i)gpu"):
         backend.submit(spec)
     with pytest.raises(JobNotFound, match="not known"):
         backend.info(jid)  # the failed container was cleaned up
+    backend.close()
 
 
-def test_foreign_container_is_not_ours(backend, docker_client, jid: str) -> None:
-    docker_client.containers.create("localhost/pfcon-busybox:1", ["true"], name=jid, labels=TEST_LABELS)
+def test_gpu_request_is_refused_by_podman(podman_client, jid: str, tmp_path: Path) -> None:
+    """Podman's Docker API ignores device requests; we refuse rather than run without a GPU."""
+    backend = PodmanBackend()
+    spec = make_spec(jid, tmp_path, ("true",), resources=Resources(1, 1000, 64, 1))
+    with pytest.raises(InvalidJob, match="gpu_limit: podman cannot schedule GPUs"):
+        backend.validate(spec)
+    backend.close()
+
+
+def test_foreign_container_is_not_ours(backend, engine: Engine, jid: str) -> None:
+    engine.client.containers.create("localhost/pfcon-busybox:1", ["true"], name=jid, labels=TEST_LABELS)
     with pytest.raises(JobNotFound, match="not created by pfcon"):
         backend.info(jid)
 

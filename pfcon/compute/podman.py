@@ -1,0 +1,59 @@
+"""Podman through its Docker-compatible API: the Docker backend with Podman's socket and limits.
+
+Podman 4 serves the Docker Engine API on a unix socket (``podman system service``), so the
+same client code runs jobs on it. What differs is where the socket is and what Podman cannot
+do through that API; those differences live here, not as branches in the Docker backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import docker
+
+from pfcon.compute.base import Capabilities
+from pfcon.compute.container_state import PODMAN_STATES, Judgement
+from pfcon.compute.docker import API_VERSION, POOL_SIZE, DockerBackend
+
+ROOTFUL_SOCKET = "/run/podman/podman.sock"
+
+
+def podman_base_url(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str:
+    """DOCKER_HOST when set; else the rootless user's socket when it exists; else the root socket."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DOCKER_HOST"):
+        return environ["DOCKER_HOST"]
+    uid = os.getuid() if uid is None else uid
+    if uid != 0:
+        runtime_dir = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
+        user_socket = Path(runtime_dir) / "podman" / "podman.sock"
+        if user_socket.exists():
+            return f"unix://{user_socket}"
+    return f"unix://{ROOTFUL_SOCKET}"
+
+
+class PodmanBackend(DockerBackend):
+    """Runs each job as one Podman container.
+
+    GPUs are refused: Podman's Docker-compatible API does not take device requests (GPUs on
+    Podman go through CDI devices, which that API cannot ask for), and a silently ignored GPU
+    request would run the job without one.
+    """
+
+    capabilities = Capabilities(max_workers=1, gpus=False, shm_size=True, labels=True)
+    # runc on cgroup v1 under Podman 4 leaves OOMKilled false; a SIGKILL under a limit is one
+    judgement = Judgement(PODMAN_STATES, sigkill_means_oom=True)
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        client = client or docker.DockerClient(
+            base_url=podman_base_url(), version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE
+        )
+        super().__init__(client, engine_name="podman")
+
+    def engine_started_at(self) -> datetime | None:
+        """Podman's containers are watched by conmon, not by the API service: restarting the
+        service stops no job, so there is no engine start to judge an ending by."""
+        return None
