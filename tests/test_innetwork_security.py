@@ -212,3 +212,23 @@ def test_swift_outage_is_503_with_a_message(make_app, storebase: Path, jid: str)
     assert not (storebase / f"key-{jid}").exists()
     health = client.get("/api/v1/health/")
     assert health.status_code == 503 and "Swift" in health.get_json()["message"]
+
+
+def test_swift_outage_during_listing_is_503_and_a_retry_uploads(
+    make_app, swift_conn, swift_container, storebase: Path, jid: str
+) -> None:
+    """The same storeBase served by a pfcon whose Swift is gone: the listing is 503, nothing lost."""
+    working = make_app(**swift_env(swift_container)).test_client()
+    auth = login(working)
+    base = f"home/{jid}"
+    Data("swift", storebase, swift_conn, swift_container).put({f"{base}/in/a.txt": "a"})
+    assert (
+        submit(working, auth, job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out")).status_code
+        == 201
+    )
+    assert wait_terminal(working, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    dead = make_app(**swift_env(swift_container, SWIFT_AUTH_URL="http://127.0.0.1:9/auth/v1.0")).test_client()
+    url = f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out"
+    answer = dead.get(url, headers=login(dead))
+    assert answer.status_code == 503 and "Swift" in answer.get_json()["message"]
+    assert working.get(url, headers=auth).get_json()["rel_file_paths"] == ["out-a.txt"]
