@@ -64,6 +64,22 @@ def check(_args: argparse.Namespace) -> int:
     return 0
 
 
+def slurm_script(args: argparse.Namespace) -> int:
+    """Print the Slurm batch-script template in use, or the script a sample job would submit."""
+    from pfcon.compute.slurm import example_script, slurm_template
+
+    try:
+        # printing a script needs no credentials: development defaults unless set
+        defaults = {"APPLICATION_MODE": "development", "STOREBASE": "/storeBase"}
+        settings = load_settings({**defaults, **os.environ, "CONTAINER_ENV": "slurm"})
+        text = example_script(settings) if args.example else slurm_template(settings).text
+    except SettingsError as error:
+        print(f"pfcon: configuration error: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pfcon", description="pfcon compute controller")
     parser.add_argument("--version", action="version", version=f"pfcon {__version__}")
@@ -75,5 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.set_defaults(func=serve)
     check_cmd = commands.add_parser("check", help="validate the configuration and ping the engine")
     check_cmd.set_defaults(func=check)
+    script_cmd = commands.add_parser(
+        "slurm-script",
+        help="print the Slurm batch-script template (SLURM_SCRIPT_TEMPLATE or pfcon's own)",
+    )
+    script_cmd.add_argument(
+        "--example", action="store_true", help="render it for a sample job, as it would be submitted"
+    )
+    script_cmd.set_defaults(func=slurm_script)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -38,6 +38,10 @@ class InvalidJob(InvalidInput):
     """The engine cannot run the job as described (missing image, unsupported resources)."""
 
 
+class DataNotDeletable(PfconError):
+    """Job data pfcon lacks the permissions to delete (written by a job as another user)."""
+
+
 class PayloadTooLarge(PfconError):
     """An upload or its uncompressed content is over a configured cap."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,17 +107,27 @@ class KubernetesSettings:
 
 @dataclass(frozen=True)
 class CromwellSettings:
-    """CONTAINER_ENV=cromwell; filled by the cromwell backend work."""
+    """CONTAINER_ENV=cromwell: where Cromwell answers, and each job's time limit."""
 
-    url: str | None = None
-    timelimit_minutes: int | None = None
+    url: str | None = None  # CROMWELL_URL without a trailing slash, e.g. http://cromwell:8000
+    timelimit_minutes: int | None = None  # TIMELIMIT_MINUTES; None: the Cromwell config's default
+
+
+SLURM_RUNTIMES = ("docker", "podman", "apptainer", "singularity")
 
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """CONTAINER_ENV=slurm; filled by the slurm backend work."""
+    """CONTAINER_ENV=slurm: how jobs are submitted to Slurm and run on its nodes."""
 
     timelimit_minutes: int | None = None
+    partition: str | None = None
+    sbatch_options: tuple[str, ...] = ()
+    runtime: str = "docker"
+    script_template: Path | None = None
+    check_images: bool = True
+    accounting: bool = False
+    command_timeout_seconds: int = 20
 
 
 @dataclass(frozen=True)
@@ -424,13 +435,73 @@ def parse_names(text: str | None, variable: str) -> tuple[str, ...]:
 
 
 def _cromwell(env: _Env, container_env: str) -> CromwellSettings:
-    """CROMWELL_URL, TIMELIMIT_MINUTES; read only when CONTAINER_ENV=cromwell."""
-    return CromwellSettings()
+    """CROMWELL_URL, TIMELIMIT_MINUTES; read only when CONTAINER_ENV=cromwell.
+
+    The URL is checked for shape only: reading settings never talks to the network, so an
+    unreachable Cromwell shows up in ``pfcon check`` and the health check, not here.
+    """
+    if container_env != "cromwell":
+        return CromwellSettings()
+    return CromwellSettings(
+        url=_http_url(env.required("CROMWELL_URL"), "CROMWELL_URL"),
+        timelimit_minutes=env.int("TIMELIMIT_MINUTES", None, 1),
+    )
+
+
+def _http_url(text: str, variable: str) -> str:
+    """An absolute http(s) URL with a host, without its trailing slash."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(variable, f"expected an http:// or https:// URL, got {text!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError(variable, f"must not have a query or fragment, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(variable, f"has a bad port, got {text!r}") from None
+    return text.rstrip("/")
 
 
 def _slurm(env: _Env, container_env: str) -> SlurmSettings:
     """TIMELIMIT_MINUTES and the Slurm backend's own variables; read only when CONTAINER_ENV=slurm."""
-    return SlurmSettings()
+    if container_env != "slurm":
+        return SlurmSettings()
+    template = env.str("SLURM_SCRIPT_TEMPLATE")
+    if template is not None and not Path(template).is_file():
+        raise SettingsError("SLURM_SCRIPT_TEMPLATE", f"{template} is not a file")
+    return SlurmSettings(
+        timelimit_minutes=env.int("TIMELIMIT_MINUTES", None, 1),
+        partition=env.str("SLURM_PARTITION"),
+        sbatch_options=_sbatch_options(env.str("SLURM_SBATCH_OPTIONS")),
+        runtime=env.choice("SLURM_RUNTIME", SLURM_RUNTIMES, "docker"),
+        script_template=Path(template) if template else None,
+        check_images=env.bool("SLURM_CHECK_IMAGES", True),
+        accounting=env.bool("SLURM_ACCOUNTING", False),
+        command_timeout_seconds=env.int("SLURM_COMMAND_TIMEOUT", 20, 1),
+    )
+
+
+def _sbatch_options(text: str | None) -> tuple[str, ...]:
+    """SLURM_SBATCH_OPTIONS, split like a shell would: one ``#SBATCH`` line per option.
+
+    ``--qos=long -A chris --comment='a b'`` gives ``--qos=long``, ``-A chris`` and
+    ``'--comment=a b'`` (sbatch reads quotes in its ``#SBATCH`` lines).
+    """
+    try:
+        words = shlex.split(text or "")
+    except ValueError as error:
+        raise SettingsError("SLURM_SBATCH_OPTIONS", f"cannot split {text!r}: {error}") from None
+    groups: list[list[str]] = []
+    for word in words:
+        if "\n" in word:
+            raise SettingsError("SLURM_SBATCH_OPTIONS", f"no line breaks in options, got {word!r}")
+        if word.startswith("-"):
+            groups.append([word])
+        elif groups:
+            groups[-1].append(word)  # the value of the option before it
+        else:
+            raise SettingsError("SLURM_SBATCH_OPTIONS", f"expected an sbatch option first, got {word!r}")
+    return tuple(shlex.join(group) for group in groups)
 
 
 def _check_bind(bind: str) -> str:

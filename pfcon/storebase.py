@@ -8,11 +8,12 @@ refuses absolute paths, ``..`` and anything that resolves outside its allowed ro
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path, PurePosixPath
 
-from pfcon.errors import InvalidInput, JobExists
+from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
 from pfcon.settings import SettingsError
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -116,12 +117,40 @@ class StoreBase:
         return self.job_dir(jid).is_dir()
 
     def remove_job(self, jid: str) -> bool:
-        """Delete the job folder; returns whether there was one."""
+        """Delete the job folder; returns whether there was one.
+
+        A job running as another user can leave folders pfcon may neither write nor open up
+        (pfcon not root, the job root): then nothing is deleted and the error says why,
+        instead of a half-deleted folder and an I/O error.
+        """
         job_dir = self.job_dir(jid)
         if not job_dir.is_dir():
             return False
+        blocker = _undeletable_folder(job_dir)
+        if blocker is not None:
+            raise DataNotDeletable(
+                f"job {jid!r}: {self.relative(blocker)} belongs to uid {blocker.stat().st_uid}, whose files "
+                f"pfcon (uid {os.geteuid()}) cannot remove; nothing was deleted. Run jobs as pfcon's "
+                "user (CONTAINER_USER) or remove the folder as its owner"
+            )
         shutil.rmtree(job_dir, ignore_errors=False, onerror=_make_writable_and_retry)
         return True
+
+
+def _undeletable_folder(root: Path) -> Path | None:
+    """The first non-empty folder under ``root`` whose entries pfcon cannot unlink.
+
+    Unlinking needs write and search permission on the folder; pfcon can grant itself both
+    on folders it owns (``_make_writable_and_retry``), not on another user's.
+    """
+    if os.geteuid() == 0:
+        return None
+    unreadable: list[Path] = []
+    for folder, dirs, files in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
+        path = Path(folder)
+        if (dirs or files) and not os.access(path, os.W_OK | os.X_OK) and path.stat().st_uid != os.geteuid():
+            return path
+    return next((path for path in unreadable if path.stat().st_uid != os.geteuid()), None)
 
 
 def _make_writable_and_retry(func, path, _exc_info) -> None:

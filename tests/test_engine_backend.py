@@ -7,11 +7,12 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from pfcon.compute.base import Resources
-from pfcon.compute.docker import DockerBackend
+from pfcon.compute.docker import DockerBackend, engine_errors
 from pfcon.compute.podman import PodmanBackend
-from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
+from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from tests.conftest import Engine, remove_test_containers
 from tests.contract import BackendContract, finished, make_spec
 from tests.helpers import TEST_LABELS
@@ -106,3 +107,26 @@ def test_unreachable_engine_is_backend_unavailable() -> None:
     for call in (backend.ping, lambda: backend.info("j1"), lambda: backend.logs("j1", 5)):
         with pytest.raises(BackendUnavailable, match="does not answer"):
             call()
+
+
+def _api_error(status: int, explanation: str) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError("engine said no", response=response, explanation=explanation)
+
+
+@pytest.mark.parametrize(
+    ("creates", "status", "explanation", "expected"),
+    [
+        (True, 409, "Conflict. The container name is already in use", JobExists),
+        (True, 500, 'the container name "j" is already in use by 0a1b', JobExists),  # Podman
+        (False, 409, "can not get logs from container which is dead or marked for removal", JobNotFound),
+        (False, 400, "bad parameter", InvalidJob),
+        (False, 500, "internal error", BackendUnavailable),
+    ],
+)
+def test_engine_errors_map_to_domain_errors(creates: bool, status: int, explanation: str, expected) -> None:
+    """A conflict is a duplicate jid only when creating; while reading it is a job being removed."""
+    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+    with pytest.raises(expected), engine_errors("docker", client, "act", "j", creates=creates):
+        raise _api_error(status, explanation)

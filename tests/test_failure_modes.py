@@ -142,17 +142,22 @@ def test_podman_service_restart_does_not_stop_a_running_job(
     assert _output(client, auth, jid) == {"out-a.txt": b"kept"}
 
 
+def _accepted_not_started(app, jid: str, content: str):
+    """A job accepted (201) whose start has not run yet; returns the client, auth and start."""
+    starter = app.extensions["pfcon"].starter
+    start = starter.start
+    starter.start = lambda _jid: None
+    client = app.test_client()
+    auth = login(client)
+    assert submit(client, auth, job_form(jid), {"a.txt": content}).status_code == 201
+    starter.start = start
+    return client, auth, start
+
+
 def test_a_start_that_meets_a_silent_engine_waits_for_it(
     private_dockerd: PrivateEngine, app_on, storebase: Path, jid: str
 ) -> None:
-    app = app_on(private_dockerd)
-    service = app.extensions["pfcon"]
-    start = service.starter.start
-    service.starter.start = lambda _jid: None  # accepted, and the engine goes before the start
-    client = app.test_client()
-    auth = login(client)
-    assert submit(client, auth, job_form(jid), {"a.txt": "waited"}).status_code == 201
-    service.starter.start = start
+    client, auth, start = _accepted_not_started(app_on(private_dockerd), jid, "waited")
     private_dockerd.stop()
     try:
         start(jid).result(timeout=30)
@@ -170,13 +175,7 @@ def test_a_start_gives_up_after_the_retry_window_with_the_reason(
     private_dockerd: PrivateEngine, app_on, jid: str
 ) -> None:
     app = app_on(private_dockerd, PFCON_START_RETRY_SECONDS="0")
-    service = app.extensions["pfcon"]
-    start = service.starter.start
-    service.starter.start = lambda _jid: None
-    client = app.test_client()
-    auth = login(client)
-    assert submit(client, auth, job_form(jid), {"a.txt": "x"}).status_code == 201
-    service.starter.start = start
+    client, auth, start = _accepted_not_started(app, jid, "x")
     private_dockerd.stop()
     try:
         start(jid).result(timeout=30)

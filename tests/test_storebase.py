@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pfcon.errors import InvalidInput, JobExists
+from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
 from pfcon.storebase import StoreBase, resolve_inside, safe_relative, validate_jid
 
 
@@ -49,3 +53,57 @@ def test_claim_is_exclusive(tmp_path: Path) -> None:
     with pytest.raises(JobExists):
         store.claim("job1")
     assert store.remove_job("job1") and not store.remove_job("job1")
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder another user can reach (pytest's own are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="pfcon-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _as_user(uid: int, action) -> int:
+    """Run ``action`` in a child process with ``uid`` (tests run as root); its exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            code = action()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play two users")
+def test_job_data_another_user_wrote_is_refused_whole(shared_tmp: Path) -> None:
+    """pfcon as uid 1001, the job as root: a clear refusal, not a half-deleted folder."""
+    root = shared_tmp / "storeBase"
+    root.mkdir()
+    os.chown(root, 1001, 1001)
+    job = StoreBase(root).claim("j1")
+    os.chown(job, 1001, 1001)
+    (job / "incoming").mkdir()
+    (job / "incoming/a.txt").write_text("mine")
+    for path in (job, job / "incoming", job / "incoming/a.txt"):
+        os.chown(path, 1001, 1001)
+    (job / "outgoing/nested").mkdir(parents=True)  # written by the job, as root
+    (job / "outgoing/nested/result.txt").write_text("root's")
+    os.chown(job / "outgoing", 1001, 1001)
+
+    def delete() -> int:
+        try:
+            StoreBase(root).remove_job("j1")
+        except DataNotDeletable as error:
+            return 3 if "outgoing/nested belongs to uid 0" in error.message else 2
+        return 0
+
+    assert _as_user(1001, delete) == 3
+    assert (job / "incoming/a.txt").read_text() == "mine"  # nothing was deleted
+    os.chown(job / "outgoing/nested", 1001, 1001)
+    os.chown(job / "outgoing/nested/result.txt", 1001, 1001)
+    assert _as_user(1001, lambda: 0 if StoreBase(root).remove_job("j1") else 4) == 0
+    assert not job.exists()

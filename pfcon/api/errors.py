@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from pfcon.errors import (
     NO_SPACE_ERRNOS,
     BackendUnavailable,
+    DataNotDeletable,
     InsufficientStorage,
     InvalidInput,
     JobExists,
@@ -28,6 +29,7 @@ STATUS_OF: dict[type[PfconError], int] = {
     Unauthorized: 401,
     JobNotFound: 404,
     JobExists: 409,
+    DataNotDeletable: 409,
     PayloadTooLarge: 413,
     BackendUnavailable: 503,
     StorageUnavailable: 503,

@@ -66,12 +66,26 @@ def _kubernetes(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     return KubernetesBackend(client_configuration(k), template), HostPaths("/")
 
 
+def _cromwell(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.cromwell import build
+
+    return build(settings)
+
+
+def _slurm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
+    from pfcon.compute.slurm import build_slurm_backend
+
+    return build_slurm_backend(settings)
+
+
 #: CONTAINER_ENV -> factory returning the backend and where it finds storeBase.
 REGISTRY: dict[str, Callable[[Settings], tuple[ComputeBackend, HostPaths]]] = {
     "docker": _docker,
     "podman": _podman,
     "swarm": _swarm,
     "kubernetes": _kubernetes,
+    "cromwell": _cromwell,
+    "slurm": _slurm,
 }
 
 
@@ -94,3 +108,5 @@ def check_capabilities(settings: Settings, backend: ComputeBackend) -> None:
         raise SettingsError("SHM_SIZE", f"{backend.name} cannot set the size of /dev/shm")
     if settings.job_labels and not capabilities.labels:
         raise SettingsError("JOB_LABELS", f"{backend.name} cannot label jobs")
+    if settings.container_user and not capabilities.user:
+        raise SettingsError("CONTAINER_USER", f"{backend.name} cannot run jobs as a given user")

@@ -113,6 +113,7 @@ class Capabilities:
     gpus: bool = True
     shm_size: bool = True
     labels: bool = True
+    user: bool = True  # can run the job as CONTAINER_USER
 
 
 class ComputeBackend(ABC):

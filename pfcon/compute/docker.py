@@ -55,10 +55,10 @@ class DockerBackend(ComputeBackend):
 
     # -- errors ---------------------------------------------------------------------------
     def _engine(
-        self, action: str, jid: str = "", job_fault: bool = False
+        self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False
     ) -> contextlib.AbstractContextManager[None]:
         """Engine exceptions become domain errors (see :func:`engine_errors`)."""
-        return engine_errors(self.name, self.client, action, jid, job_fault)
+        return engine_errors(self.name, self.client, action, jid, job_fault, creates)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
@@ -86,7 +86,7 @@ class DockerBackend(ComputeBackend):
             raise JobExists(f"job {spec.jid!r} already exists on the {self.name} engine")
 
     def submit(self, spec: JobSpec) -> JobInfo:
-        with self._engine("create the job container", spec.jid):
+        with self._engine("create the job container", spec.jid, creates=True):
             container = self.client.containers.create(**self._create_args(spec))
         try:
             with self._engine("start the job container", spec.jid, job_fault=True):
@@ -203,13 +203,20 @@ def _timestamp(state: Mapping[str, Any], created: str) -> str:
 
 @contextlib.contextmanager
 def engine_errors(
-    engine: str, client: docker.DockerClient, action: str, jid: str = "", job_fault: bool = False
+    engine: str,
+    client: docker.DockerClient,
+    action: str,
+    jid: str = "",
+    job_fault: bool = False,
+    creates: bool = False,
 ) -> Iterator[None]:
     """Translate Docker API exceptions into domain errors; nothing docker-specific leaks.
 
     Shared by every backend that speaks the Docker API (docker, podman, swarm). With
     ``job_fault`` an engine refusal (any API error) is the job's problem, as when a start fails
-    for a device the node does not have; unreachable engines stay 503.
+    for a device the node does not have; unreachable engines stay 503. A conflict means a
+    duplicate jid only when ``creates``; otherwise it is the engine refusing to read or remove
+    a job it is already removing, which is as good as gone.
     """
     try:
         yield
@@ -217,8 +224,10 @@ def engine_errors(
         raise JobNotFound(f"job {jid!r} is not known to the {engine} engine") from exc
     except docker.errors.APIError as exc:
         detail = exc.explanation or str(exc)
-        if exc.status_code == 409 or "already in use" in detail:  # Podman answers 500
+        if creates and (exc.status_code == 409 or "already in use" in detail):  # Podman answers 500
             raise JobExists(f"job {jid!r} already exists on the {engine} engine") from exc
+        if exc.status_code == 409:
+            raise JobNotFound(f"job {jid!r} is being removed by the {engine} engine: {detail}") from exc
         if job_fault or (exc.status_code is not None and 400 <= exc.status_code < 500):
             raise InvalidJob(f"{engine} refused to {action}: {detail}") from exc
         raise BackendUnavailable(f"{engine} engine failed to {action}: {detail}") from exc

@@ -67,9 +67,9 @@ class SwarmBackend(ComputeBackend):
         self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
 
     def _engine(
-        self, action: str, jid: str = "", job_fault: bool = False
+        self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False
     ) -> contextlib.AbstractContextManager[None]:
-        return engine_errors(self.name, self.client, action, jid, job_fault)
+        return engine_errors(self.name, self.client, action, jid, job_fault, creates)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
@@ -107,7 +107,7 @@ class SwarmBackend(ComputeBackend):
         if spec.resources.gpus:
             with self._engine("list the swarm's nodes"):
                 gpu_kind = check_fits(spec, usable_nodes(self.client.api.nodes()))
-        with self._engine("create the job service", spec.jid):
+        with self._engine("create the job service", spec.jid, creates=True):
             self.client.api.create_service(**service_args(spec, gpu_kind))
         try:
             return self.info(spec.jid)
