@@ -75,7 +75,10 @@ class ZipLimits:
 
 @dataclass(frozen=True)
 class SwiftSettings:
-    """In-network Swift storage (STORAGE_ENV=swift); filled by the swift storage work."""
+    """In-network Swift storage (STORAGE_ENV=swift): where to log in (tempauth v1) and which container.
+
+    Only checked for form here; whether Swift answers is asked by the health check and on use.
+    """
 
     auth_url: str | None = None
     username: str | None = None
@@ -323,9 +326,40 @@ def _zip_limits(env: _Env) -> ZipLimits:
     )
 
 
-def _swift(env: _Env, storage_env: str) -> SwiftSettings:
-    """SWIFT_*; read only when STORAGE_ENV=swift."""
-    return SwiftSettings()
+SWIFT_DEV_DEFAULTS = {
+    "SWIFT_AUTH_URL": "http://127.0.0.1:8080/auth/v1.0",  # scripts/setup.d/40-swift.sh
+    "SWIFT_USERNAME": "chris:chris1234",
+    "SWIFT_KEY": "testing",
+    "SWIFT_CONTAINER_NAME": "users",
+}
+
+
+def _swift(env: _Env, storage_env: str, mode: str) -> SwiftSettings:
+    """SWIFT_*; read only when STORAGE_ENV=swift. Development mode has pfcon 5.3's dev defaults."""
+    if storage_env != "swift":
+        return SwiftSettings()
+
+    def read(name: str) -> str:
+        return env.str(name, SWIFT_DEV_DEFAULTS[name]) if mode == "development" else env.required(name)
+
+    auth_url = read("SWIFT_AUTH_URL")
+    parsed = urlsplit(auth_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SettingsError(
+            "SWIFT_AUTH_URL", f"expected the http(s) URL of the auth endpoint, got {auth_url!r}"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise SettingsError("SWIFT_AUTH_URL", f"bad port in {auth_url!r}") from None
+    username = read("SWIFT_USERNAME")
+    if ":" not in username:
+        raise SettingsError("SWIFT_USERNAME", f"expected ACCOUNT:USER (tempauth), got {username!r}")
+    container = read("SWIFT_CONTAINER_NAME")
+    if "/" in container or len(container) > 256:
+        raise SettingsError("SWIFT_CONTAINER_NAME", f"must be a name without '/', got {container!r}")
+    key = read("SWIFT_KEY")
+    return SwiftSettings(auth_url=auth_url, username=username, key=key, container_name=container)
 
 
 def _kubernetes(
@@ -528,7 +562,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
         start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
         finished_cache_seconds=env.int("PFCON_FINISHED_CACHE_SECONDS", 3, 0),
-        swift=_swift(env, storage_env),
+        swift=_swift(env, storage_env, mode),
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),
         cromwell=_cromwell(env, container_env),
         slurm=_slurm(env, container_env),

@@ -15,8 +15,29 @@ def _zipfile(settings: Settings, storebase: StoreBase) -> Storage:
     return ZipFileStorage(storebase, settings.zip_limits)
 
 
+def _filesystem(settings: Settings, storebase: StoreBase) -> Storage:
+    from pfcon.storage.filesystem import FilesystemStorage
+
+    return FilesystemStorage(storebase)
+
+
+def _fslink(settings: Settings, storebase: StoreBase) -> Storage:
+    from pfcon.storage.fslink import FslinkStorage
+
+    return FslinkStorage(storebase)
+
+
+def _swift(settings: Settings, storebase: StoreBase) -> Storage:
+    from pfcon.storage.swift import SwiftStorage
+
+    return SwiftStorage(storebase, settings.swift)
+
+
 REGISTRY: dict[str, Callable[[Settings, StoreBase], Storage]] = {
     "zipfile": _zipfile,
+    "filesystem": _filesystem,
+    "fslink": _fslink,
+    "swift": _swift,
 }
 
 

@@ -1,0 +1,129 @@
+"""What the three in-network storages share: the input_dirs/output_dir rules and the listing.
+
+With ``PFCON_INNETWORK=true`` the client names its data instead of sending it: ``input_dirs``
+and ``output_dir`` are paths relative to storeBase (filesystem, fslink) or prefixes in the
+Swift container (swift). Each is checked here before anything is written; the output dir a
+job was given is kept in ``key-<jid>/innetwork.json`` so the output listing can refuse any
+other ``job_output_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path, PurePosixPath
+
+from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.storage.base import InputRequest, ListingOutput, Storage
+from pfcon.storage.links import LocalTree, is_link_file
+from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative
+
+RECORD_NAME = "innetwork.json"
+
+log = logging.getLogger(__name__)
+
+
+def overlaps(a: PurePosixPath, b: PurePosixPath) -> bool:
+    """Whether one of two folders is the other or inside it."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def is_reserved(relative: PurePosixPath) -> bool:
+    """pfcon's own folders in storeBase (job folders with their records, uploads in progress)."""
+    first = relative.parts[0] if relative.parts else ""
+    return first == UPLOADS_DIR or first.startswith("key-")
+
+
+class StoreBaseTree(LocalTree):
+    """storeBase as a source of link targets: inside it, and never in pfcon's own folders."""
+
+    def __init__(self, storebase: StoreBase) -> None:
+        super().__init__(storebase.root)
+
+    def locate(self, relative: str, what: str) -> Path:
+        path = resolve_inside(self.root, relative, what)
+        if is_reserved(PurePosixPath(path.relative_to(self.root.resolve()))):
+            raise InvalidInput(f"{what}: {relative!r} is one of pfcon's own folders")
+        return path
+
+
+class InNetworkStorage(Storage):
+    """Base of filesystem, fslink and swift: request checks, the output record, listings."""
+
+    # -- the submission ---------------------------------------------------------------------
+    def requested_dirs(self, request: InputRequest) -> tuple[tuple[PurePosixPath, ...], PurePosixPath]:
+        """``input_dirs`` and ``output_dir``, lexically safe, present and not overlapping."""
+        if not request.input_dirs:
+            raise InvalidInput("input_dirs: at least one is required with PFCON_INNETWORK=true")
+        if not request.output_dir:
+            raise InvalidInput("output_dir: field is required with PFCON_INNETWORK=true")
+        inputs = tuple(safe_relative(d, "input_dirs") for d in request.input_dirs)
+        output = safe_relative(request.output_dir, "output_dir")
+        for name in inputs:
+            if overlaps(name, output):
+                raise InvalidInput(f"input_dirs: {name} and output_dir {output} overlap")
+        return inputs, output
+
+    def storebase_dir(self, relative: PurePosixPath, what: str, must_exist: bool) -> PurePosixPath:
+        """A folder under storeBase, symlinks resolved, outside pfcon's own folders."""
+        path = resolve_inside(self.storebase.root, relative.as_posix(), what)
+        resolved = PurePosixPath(path.relative_to(self.storebase.root.resolve()))
+        if not resolved.parts or is_reserved(resolved):
+            raise InvalidInput(f"{what}: {relative} is storeBase itself or one of pfcon's own folders")
+        if must_exist and not path.is_dir():
+            raise InvalidInput(f"{what}: {relative} is not a folder in storeBase")
+        if not must_exist and path.exists() and not path.is_dir():
+            raise InvalidInput(f"{what}: {relative} exists and is not a folder")
+        return resolved
+
+    def remember_output(self, jid: str, output_dir: PurePosixPath) -> None:
+        record = self.storebase.job_dir(jid) / RECORD_NAME
+        record.write_text(json.dumps({"output_dir": output_dir.as_posix()}))
+
+    # -- the output -------------------------------------------------------------------------
+    def listing_target(self, jid: str, job_output_path: str | None) -> PurePosixPath:
+        """The job's own output dir, if ``job_output_path`` names it; else 400 (404: no job)."""
+        record = self.storebase.job_dir(jid) / RECORD_NAME
+        try:
+            output_dir = PurePosixPath(json.loads(record.read_text())["output_dir"])
+        except FileNotFoundError:
+            raise JobNotFound(f"job {jid!r} has no output data") from None
+        if job_output_path is None:
+            raise InvalidInput("job_output_path: query parameter is required with PFCON_INNETWORK=true")
+        requested = safe_relative(job_output_path, "job_output_path")
+        if requested != output_dir:
+            raise InvalidInput(f"job_output_path: {job_output_path!r} is not this job's output_dir")
+        return requested
+
+    def list_in_place(self, jid: str, job_output_path: str | None) -> ListingOutput:
+        """List the job's output dir where it lies in storeBase (filesystem, fslink)."""
+        target = self.listing_target(jid, job_output_path)
+        folder = self.storebase.root / self.storebase_dir(target, "job_output_path", must_exist=False)
+        files = output_files(folder) if folder.is_dir() else []
+        return self.listing(job_output_path or "", files)
+
+    def listing(self, job_output_path: str, rel_file_paths: list[str]) -> ListingOutput:
+        return ListingOutput({"job_output_path": job_output_path, "rel_file_paths": rel_file_paths})
+
+
+def output_files(root: Path) -> list[str]:
+    """Relative paths of the regular files a job wrote under ``root``, sorted.
+
+    Symlinks are skipped, and link files are removed: a job may not plant a ``.chrislink``
+    that a later staging would follow (into data its owner cannot otherwise read).
+    """
+    found: list[str] = []
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            if is_link_file(name):
+                log.warning("removing link file %s written by a job into its output", path)
+                os.unlink(path)
+                continue
+            found.append(os.path.relpath(path, root))
+    found.sort()
+    return found

@@ -1,0 +1,134 @@
+"""In-network storage in OpenStack Swift (STORAGE_ENV=swift).
+
+Input objects under each ``input_dirs`` prefix are downloaded into ``key-<jid>/incoming``
+(link objects followed, see :mod:`pfcon.storage.links`); the job writes ``key-<jid>/outgoing``;
+the output listing call first uploads that folder to Swift under ``job_output_path``, skipping
+objects already there with the same size, so a repeated call uploads nothing twice. Transfers
+are streamed and run a bounded number at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pfcon.errors import InvalidInput
+from pfcon.settings import SwiftSettings
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
+from pfcon.storage.copying import COPY_WORKERS, bounded_each
+from pfcon.storage.innetwork import InNetworkStorage, output_files
+from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
+from pfcon.storage.swiftstore import SwiftContainer
+from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
+
+UPLOAD_LOCK = ".upload.lock"
+
+
+@dataclass(frozen=True)
+class SwiftTree:
+    """The Swift container as a source of link targets (names are object prefixes)."""
+
+    swift: SwiftContainer
+
+    def locate(self, relative: str, what: str) -> PurePosixPath:
+        return safe_relative(relative, what)
+
+    def kind(self, target: PurePosixPath) -> str | None:
+        key = target.as_posix()
+        if self.swift.exists(key):
+            return "file"
+        return "dir" if self.swift.has_prefix(key + "/") else None
+
+    def fetch_file(self, target: PurePosixPath, dest: Path) -> None:
+        self.swift.download(target.as_posix(), dest)
+
+    def fetch_tree(self, target: PurePosixPath, dest: Path) -> None:
+        download_prefix(self.swift, target, dest)
+
+
+def download_prefix(swift: SwiftContainer, prefix: PurePosixPath, dest: Path) -> int:
+    """Download every object under ``prefix/`` into ``dest``, keeping the names below the prefix.
+
+    Each object name is checked like a client path: one named ``a/../../x`` is refused
+    before anything is written for it. Returns the number of objects.
+    """
+    start = prefix.as_posix() + "/"
+    count = 0
+
+    def pairs():
+        nonlocal count
+        for obj in swift.objects(start):
+            name = obj["name"]
+            if name.endswith("/"):  # a pseudo-folder marker, no data
+                continue
+            relative = safe_relative(name[len(start) :], f"object {name!r}")
+            count += 1
+            yield name, dest / relative
+
+    bounded_each(lambda pair: _fetch(swift, *pair), pairs(), COPY_WORKERS)
+    return count
+
+
+def _fetch(swift: SwiftContainer, name: str, dest: Path) -> None:
+    try:
+        swift.download(name, dest)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise InvalidInput(f"object {name!r} clashes with another object of the same path") from None
+
+
+class SwiftStorage(InNetworkStorage):
+    name = "swift"
+
+    def __init__(self, storebase: StoreBase, settings: SwiftSettings) -> None:
+        super().__init__(storebase)
+        self.settings = settings
+        self.swift = SwiftContainer(settings)
+
+    def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:
+        self.requested_dirs(request)
+        key = self.storebase.job_key(jid)
+        return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
+
+    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+        inputs, output = self.requested_dirs(request)
+        incoming = self.storebase.root / dirs.input
+        incoming.mkdir()
+        (self.storebase.root / dirs.output).mkdir()
+        for prefix in inputs:
+            download_prefix(self.swift, prefix, incoming)
+        policy = LinkPolicy(source=SwiftTree(self.swift), forbidden=(output,))
+        resolve_links(incoming, policy, origins=inputs)
+        self.remember_output(jid, output)
+        return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
+
+    def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
+        target = self.listing_target(jid, job_output_path)
+        outgoing = self.storebase.outgoing(jid)
+        # One upload per job at a time, across threads and worker processes: two listing calls
+        # racing would otherwise both see a file missing and both upload it.
+        with open(self.storebase.job_dir(jid) / UPLOAD_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            files = output_files(outgoing)
+            self._upload_new(outgoing, target, files)
+        return self.listing(job_output_path or "", files)
+
+    def _upload_new(self, outgoing: Path, target: PurePosixPath, files: list[str]) -> None:
+        """Upload the files not already in Swift with the same size (nothing twice)."""
+        prefix = target.as_posix() + "/"
+        present = {obj["name"]: obj["bytes"] for obj in self.swift.objects(prefix)}
+        todo = [rel for rel in files if present.get(prefix + rel) != os.stat(outgoing / rel).st_size]
+        if not todo:
+            return
+        self.swift.ensure_container()
+        bounded_each(lambda rel: self.swift.upload(prefix + rel, outgoing / rel), todo, COPY_WORKERS)
+
+    def info(self) -> dict[str, Any]:
+        return {"swift_auth_url": self.settings.auth_url}
+
+    def ping(self) -> str:
+        local = super().ping()
+        self.swift.ping()
+        return f"{local}; Swift container {self.settings.container_name!r} at {self.settings.auth_url}"

@@ -1,0 +1,94 @@
+"""Fixtures for the real Swift server (scripts/setup.d/40-swift.sh): a container per session.
+
+Import ``swift_conn_fixture`` and ``swift_container_fixture`` into a test module to use the
+fixtures ``swift_conn`` and ``swift_container``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from urllib.parse import quote, urlsplit
+
+import pytest
+from swiftclient.client import ClientException, Connection
+
+from tests.conftest import ROOT
+from tests.helpers import RUN_ID
+
+AUTH_URL = "http://127.0.0.1:8080/auth/v1.0"
+USER, KEY = "chris:chris1234", "testing"
+
+
+def _connect() -> Connection:
+    return Connection(authurl=AUTH_URL, user=USER, key=KEY, retries=0, timeout=10)
+
+
+def _answers() -> bool:
+    try:
+        _connect().head_account()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session", name="swift_conn")
+def swift_conn_fixture() -> Iterator[Connection]:
+    """A client of the loopback Swift server, started by the setup script when it is down."""
+    if not _answers():
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0 or not _answers():
+            pytest.skip(f"no Swift server: {result.stderr.strip()[-500:]}")
+    conn = _connect()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session", name="swift_container")
+def swift_container_fixture(swift_conn: Connection) -> Iterator[str]:
+    """A container of this test session's own, emptied and removed at the end."""
+    name = f"pfcon-test-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    swift_conn.put_container(name)
+    yield name
+    _headers, objects = swift_conn.get_container(name, full_listing=True)
+    for obj in objects:
+        raw_request(swift_conn, "DELETE", name, obj["name"])
+    with contextlib.suppress(ClientException):
+        swift_conn.delete_container(name)
+
+
+def raw_request(conn: Connection, method: str, container: str, name: str, body: bytes = b"") -> int:
+    """A request on exactly the object ``name``: the client libraries collapse ``..`` in URLs."""
+    url, token = conn.get_auth()
+    parts = urlsplit(url)
+    http = HTTPConnection(parts.hostname, parts.port, timeout=10)
+    path = f"{parts.path}/{container}/{quote(name)}"
+    http.request(method, path, body=body, headers={"X-Auth-Token": token})
+    answer = http.getresponse()
+    answer.read()
+    http.close()
+    return answer.status
+
+
+def put_raw(conn: Connection, container: str, name: str, body: bytes) -> None:
+    assert raw_request(conn, "PUT", container, name, body) == 201
+
+
+def swift_env(container: str, **extra: str) -> dict[str, str]:
+    return {
+        "PFCON_INNETWORK": "true",
+        "STORAGE_ENV": "swift",
+        "SWIFT_AUTH_URL": AUTH_URL,
+        "SWIFT_USERNAME": USER,
+        "SWIFT_KEY": KEY,
+        "SWIFT_CONTAINER_NAME": container,
+        **extra,
+    }
