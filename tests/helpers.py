@@ -7,6 +7,7 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 TEST_IMAGE = "localhost/pfcon-busybox:1"
@@ -52,3 +53,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+def client_descriptors(prefix: str, **overrides: Any) -> dict[str, Any]:
+    """python-pfconclient job descriptors running ``pl-copy --prefix PREFIX`` from the test image."""
+    descriptors: dict[str, Any] = {
+        "entrypoint": ["pl-copy"],
+        "args": ["--prefix", prefix],
+        "args_path_flags": [],
+        "auid": "cube",
+        "number_of_workers": 1,
+        "cpu_limit": 1000,
+        "memory_limit": 200,
+        "gpu_limit": 0,
+        "image": TEST_IMAGE,
+        "type": "ds",
+    }
+    descriptors.update(overrides)
+    return descriptors
+
+
+def input_tree(root: Path) -> Path:
+    """A small input folder for pfconclient: ``one.txt`` and ``nested/two.txt``."""
+    (root / "nested").mkdir(parents=True)
+    (root / "one.txt").write_text("one")
+    (root / "nested/two.txt").write_text("two")
+    return root

@@ -65,28 +65,3 @@ def host_storebase(tmp_path: Path) -> Iterator[Path]:
     os.chown(path, 1001, 1001)
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=False)
-
-
-def copy_descriptors(prefix: str) -> dict:
-    """pfconclient job descriptors running pl-copy from the test image."""
-    from tests.helpers import TEST_IMAGE
-
-    return {
-        "entrypoint": ["pl-copy"],
-        "args": ["--prefix", prefix],
-        "args_path_flags": [],
-        "auid": "cube",
-        "number_of_workers": 1,
-        "cpu_limit": 1000,
-        "memory_limit": 200,
-        "gpu_limit": 0,
-        "image": TEST_IMAGE,
-        "type": "ds",
-    }
-
-
-def input_tree(root: Path) -> Path:
-    (root / "nested").mkdir(parents=True)
-    (root / "one.txt").write_text("one")
-    (root / "nested/two.txt").write_text("two")
-    return root

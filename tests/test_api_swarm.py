@@ -14,7 +14,7 @@ from pfcon.app import create_app
 from pfcon.compute import build_backend
 from pfcon.settings import SettingsError, load_settings
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_LABEL, TEST_LABELS, job_form, wait_for
+from tests.helpers import TEST_LABEL, TEST_LABELS, client_descriptors, job_form, wait_for
 from tests.live import live_pfcon
 from tests.swarm_fixtures import (  # noqa: F401 - fixtures
     no_leftover_services_fixture,
@@ -144,11 +144,7 @@ def test_pfconclient_runs_a_job_on_swarm(swarm_client, storebase: Path, tmp_path
     with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
         client = Client(url, Client.get_auth_token(url + "auth-token/", "pfcon", "pfcon1234"))
         assert client.get_server_info()["container_env"] == "swarm"
-        descriptors = {
-            "entrypoint": ["pl-copy"], "args": ["--prefix", "sw-"], "args_path_flags": [], "auid": "cube",
-            "number_of_workers": 1, "cpu_limit": 500, "memory_limit": 64, "gpu_limit": 0,
-            "image": "localhost/pfcon-busybox:1", "type": "ds",
-        }  # fmt: skip
+        descriptors = client_descriptors("sw-", cpu_limit=500, memory_limit=64)
         assert client.run_job(jid, descriptors, str(inputdir), str(outdir)) == "finishedSuccessfully"
     assert (outdir / "nested/sw-two.txt").read_text() == "two"
     assert not (storebase / f"key-{jid}").exists()

@@ -16,8 +16,8 @@ import requests
 from pfconclient.client import Client
 
 from tests.conftest import ROOT, remove_test_containers
-from tests.helpers import RUN_ID, TEST_LABEL, wait_for
-from tests.image_fixtures import copy_descriptors, docker, input_tree, pfcon_image, socket_gid
+from tests.helpers import RUN_ID, TEST_LABEL, client_descriptors, input_tree, wait_for
+from tests.image_fixtures import docker, pfcon_image, socket_gid
 from tests.live import free_port
 
 __all__ = ["pfcon_image"]  # fixture
@@ -182,7 +182,7 @@ def test_compose_up_serves_a_job_on_its_storebase_volume(
     assert client.get_server_info()["compute_volume_type"] == "docker_local_volume"
     outdir = tmp_path / "out"
     outdir.mkdir()
-    status = client.run_job(jid, copy_descriptors("cmp-"), str(input_tree(tmp_path / "in")), str(outdir))
+    status = client.run_job(jid, client_descriptors("cmp-"), str(input_tree(tmp_path / "in")), str(outdir))
     assert status == "finishedSuccessfully"
     assert (outdir / "nested/cmp-two.txt").read_text() == "two"
     volume = json.loads(docker("volume", "inspect", project["PFCON_VOLUME_NAME"]))[0]

@@ -19,12 +19,10 @@ import requests
 from pfconclient.client import Client
 
 from tests.conftest import remove_test_containers
-from tests.helpers import RUN_ID, TEST_LABEL, wait_for
+from tests.helpers import RUN_ID, TEST_LABEL, client_descriptors, input_tree, wait_for
 from tests.image_fixtures import (
     SOCKET,
-    copy_descriptors,
     host_storebase,
-    input_tree,
     pfcon_image,
     report,
     socket_gid,
@@ -108,7 +106,7 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
     inputdir = input_tree(tmp_path / "in")
     outdir = tmp_path / "out"
     outdir.mkdir()
-    descriptors = copy_descriptors("img-")
+    descriptors = client_descriptors("img-")
     # run_job: submit, poll, download and unpack the output, then DELETE the job
     assert client.run_job(jid, descriptors, str(inputdir), str(outdir)) == "finishedSuccessfully"
     assert (outdir / "img-one.txt").read_text() == "one"

@@ -13,7 +13,7 @@ import pytest
 from pfconclient.client import Client
 
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form
+from tests.helpers import TEST_LABEL, client_descriptors, job_form
 from tests.live import live_pfcon
 from tests.swift_fixtures import (  # noqa: F401
     AUTH_URL,
@@ -169,11 +169,7 @@ def test_pfconclient_in_network(
     with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
         client = Client(url, Client.get_auth_token(url + "auth-token/", "pfcon", "pfcon1234"))
         assert client.get_server_info()["pfcon_innetwork"] is True
-        descriptors = {
-            "entrypoint": ["pl-copy"], "args": ["--prefix", "c-"], "args_path_flags": [], "auid": "cube",
-            "number_of_workers": 1, "cpu_limit": 1000, "memory_limit": 200, "gpu_limit": 0,
-            "image": TEST_IMAGE, "type": "ds", "input_dirs": [f"{base}/in"], "output_dir": f"{base}/out",
-        }  # fmt: skip
+        descriptors = client_descriptors("c-", input_dirs=[f"{base}/in"], output_dir=f"{base}/out")
         answer = client.submit_job(jid, descriptors)
         assert answer["data"]["nfiles"] == 2
         client.poll_job_status(jid)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pfconclient.client import Client
 
-from tests.helpers import TEST_LABEL
+from tests.helpers import TEST_LABEL, client_descriptors, input_tree
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,7 @@ def server(docker_client, storebase: Path, tmp_path: Path):
 
 @pytest.fixture
 def inputdir(tmp_path: Path) -> Path:
-    root = tmp_path / "in"
-    (root / "nested").mkdir(parents=True)
-    (root / "one.txt").write_text("one")
-    (root / "nested/two.txt").write_text("two")
-    return root
+    return input_tree(tmp_path / "in")
 
 
 def test_client_library_runs_a_job_end_to_end(
@@ -40,18 +36,7 @@ def test_client_library_runs_a_job_end_to_end(
     client = Client(server, token)
     info = client.get_server_info()
     assert info["pfcon_innetwork"] is False and info["storage_env"] == "zipfile"
-    descriptors = {
-        "entrypoint": ["pl-copy"],
-        "args": ["--prefix", "lib-"],
-        "args_path_flags": [],
-        "auid": "cube",
-        "number_of_workers": 1,
-        "cpu_limit": 1000,
-        "memory_limit": 200,
-        "gpu_limit": 0,
-        "image": IMAGE,
-        "type": "ds",
-    }
+    descriptors = client_descriptors("lib-", image=IMAGE)
     outdir = tmp_path / "out"
     outdir.mkdir()
     status = client.run_job(jid, descriptors, str(inputdir), str(outdir))

@@ -12,7 +12,7 @@ from pfconclient.client import Client
 
 from pfcon.app import create_app
 from tests.api_helpers import login, submit
-from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form, wait_for
+from tests.helpers import TEST_IMAGE, TEST_LABEL, client_descriptors, input_tree, job_form, wait_for
 from tests.live import live_pfcon
 from tests.slurm_fixtures import cancel_all, remove_slurm_containers, slurm_cluster  # noqa: F401
 
@@ -29,25 +29,11 @@ def server(slurm_cluster, docker_client, storebase: Path, tmp_path: Path):  # no
 
 
 def test_pfconclient_runs_a_job_through_slurm(server: str, tmp_path: Path, jid: str, storebase: Path) -> None:
-    inputdir = tmp_path / "in"
-    (inputdir / "nested").mkdir(parents=True)
-    (inputdir / "one.txt").write_text("one")
-    (inputdir / "nested/two.txt").write_text("two")
+    inputdir = input_tree(tmp_path / "in")
     token = Client.get_auth_token(server + "auth-token/", "pfcon", "pfcon1234")
     client = Client(server, token)
     assert client.get_server_info()["container_env"] == "slurm"
-    descriptors = {
-        "entrypoint": ["pl-copy"],
-        "args": ["--prefix", "slurm-"],
-        "args_path_flags": [],
-        "auid": "cube",
-        "number_of_workers": 1,
-        "cpu_limit": 1000,
-        "memory_limit": 200,
-        "gpu_limit": 0,
-        "image": TEST_IMAGE,
-        "type": "ds",
-    }
+    descriptors = client_descriptors("slurm-")
     outdir = tmp_path / "out"
     outdir.mkdir()
     status = client.run_job(jid, descriptors, str(inputdir), str(outdir))
