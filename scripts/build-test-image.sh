@@ -13,7 +13,7 @@ if [[ ! -x "$busybox" ]] || [[ "$(LC_ALL=C ldd "$busybox" 2>&1 || true)" != *"no
   exit 1
 fi
 
-hash="$( (sha256sum "$busybox" "$here/images/busybox/pl-copy" "$0") | sha256sum | cut -c1-16)"
+hash="$(cat "$busybox" "$here/images/busybox/pl-copy" "$0" | sha256sum | cut -c1-16)"
 current="$("$engine" image inspect --format '{{ index .Config.Labels "org.chrisproject.pfcon.build" }}' "$image" 2>/dev/null || true)"
 if [[ "$current" == "$hash" ]]; then
   echo "$engine image $image is up to date"
