@@ -23,7 +23,10 @@ COPY README.md /src/
 COPY pfcon /src/pfcon
 RUN /opt/pfcon/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation /src \
  && /opt/pfcon/bin/pip uninstall -y -q setuptools pip \
- && rm -rf /opt/pfcon/bin/activate* /opt/pfcon/bin/Activate.ps1
+ && rm -rf /opt/pfcon/bin/activate* /opt/pfcon/bin/Activate.ps1 \
+ && rm -rf /opt/pfcon/lib/python3*/site-packages/kubernetes/aio
+# kubernetes/aio is the client's asyncio twin (68 MB, half the image); pfcon uses the
+# synchronous client only, and nothing in the package imports the twin.
 
 FROM ${BASE_IMAGE}
 # python3 only (its standard library); no pip, no venv module, no compilers.
