@@ -3,6 +3,9 @@ PFCON_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PFCON_STATE_DIR="${PFCON_STATE_DIR:-/var/lib/pfcon-dev}"
 mkdir -p "$PFCON_STATE_DIR"
 export PFCON_ROOT PFCON_STATE_DIR
+# Daemons started from here inherit the working directory: make it / rather than a checkout
+# that may be deleted while they run (slurmstepd then fails to chdir for every job).
+cd /
 
 require_root() {  # require_root WHY
   if [[ $(id -u) -ne 0 ]]; then

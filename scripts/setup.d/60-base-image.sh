@@ -8,7 +8,7 @@ source "$(dirname "$0")/../lib.sh"
 
 image="${PFCON_BASE_IMAGE:-debian:bookworm-slim}"
 mirror="${PFCON_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-recipe="$(sha256sum "$0" | cut -c1-16)"
+recipe="$(sha256sum "$PFCON_ROOT/scripts/setup.d/60-base-image.sh" | cut -c1-16)"
 
 need_packages=()
 command -v debootstrap >/dev/null || need_packages+=(debootstrap)
