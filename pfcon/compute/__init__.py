@@ -10,8 +10,7 @@ from pfcon.compute.volumes import HostPaths, docker_volume_root
 from pfcon.settings import Settings, SettingsError, is_label_key, is_label_value
 
 if TYPE_CHECKING:
-    from pfcon.compute.docker import DockerBackend
-    from pfcon.compute.swarm import SwarmBackend
+    from pfcon.compute.docker import DockerApiBackend
 
 
 def _docker(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
@@ -32,9 +31,7 @@ def _swarm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     return _with_docker_volumes(SwarmBackend(), settings)
 
 
-def _with_docker_volumes(
-    backend: DockerBackend | SwarmBackend, settings: Settings
-) -> tuple[ComputeBackend, HostPaths]:
+def _with_docker_volumes(backend: DockerApiBackend, settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     """Docker, Podman and Swarm find storeBase the same ways: a host path or a named volume."""
     if settings.compute_volume_type == "host":
         return backend, HostPaths(settings.storebase or "")

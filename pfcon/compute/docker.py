@@ -40,7 +40,22 @@ _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 ENGINE_START_TTL = 2.0
 
 
-class DockerBackend(ComputeBackend):
+class DockerApiBackend(ComputeBackend):
+    """What every backend speaking the Docker Engine API shares (docker, podman, swarm): one
+    client for the process, with a connection for each request and starter thread, and one
+    translation of its exceptions into domain errors."""
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
+
+    def _engine(
+        self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Engine exceptions become domain errors (see :func:`engine_errors`)."""
+        return engine_errors(self.name, self.client, action, jid, job_fault, creates)
+
+
+class DockerBackend(DockerApiBackend):
     """Runs each job as one container on a Docker (or Podman) engine."""
 
     name = "docker"
@@ -48,17 +63,9 @@ class DockerBackend(ComputeBackend):
     judgement = Judgement(DOCKER_STATES)
 
     def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
-        # one client for the process, with a connection for each request and starter thread
-        self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
+        super().__init__(client)
         self.name = engine_name
         self._engine_start = ExpiringCache(ENGINE_START_TTL)
-
-    # -- errors ---------------------------------------------------------------------------
-    def _engine(
-        self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False
-    ) -> contextlib.AbstractContextManager[None]:
-        """Engine exceptions become domain errors (see :func:`engine_errors`)."""
-        return engine_errors(self.name, self.client, action, jid, job_fault, creates)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:

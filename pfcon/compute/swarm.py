@@ -21,9 +21,9 @@ from docker.types import ContainerSpec, RestartPolicy, TaskTemplate
 from docker.types import Mount as DockerMount
 from docker.types import Resources as DockerResources
 
-from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.base import Capabilities, JobInfo, JobSpec, JobStatus
 from pfcon.compute.container_state import container_status
-from pfcon.compute.docker import API_VERSION, JOB_LABEL, MIN_MEMORY_MIB, POOL_SIZE, engine_errors
+from pfcon.compute.docker import JOB_LABEL, MIN_MEMORY_MIB, DockerApiBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 MiB = 1024 * 1024
@@ -56,20 +56,12 @@ STATE_TABLE: Mapping[str, JobStatus] = {
 }
 
 
-class SwarmBackend(ComputeBackend):
+class SwarmBackend(DockerApiBackend):
     """Runs each job as a one-shot service on a Docker Swarm (pfcon's engine is a manager)."""
 
     name = "swarm"
     # SHM_SIZE is honoured as a tmpfs mount at /dev/shm (services have no ShmSize field).
     capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
-
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
-
-    def _engine(
-        self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False
-    ) -> contextlib.AbstractContextManager[None]:
-        return engine_errors(self.name, self.client, action, jid, job_fault, creates)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
