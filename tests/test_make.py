@@ -92,6 +92,19 @@ class Instance:
         self.headers = {"Authorization": f"Bearer {token}"}
         return requests.get(self.url + "jobs/", headers=self.headers, timeout=5).json()
 
+    def copy_job(self, jid: str, content: str) -> None:
+        """Submit a pl-copy job (after :meth:`info` logged in) and wait for its output file."""
+        answer = requests.post(
+            self.url + "jobs/",
+            data=job_form(jid),
+            files={"data_file": ("in.zip", make_zip({"a.txt": content}))},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+        output = self.storebase / f"key-{jid}/outgoing/out-a.txt"
+        wait_for(lambda: output.exists() and output.read_text() == content, timeout=30)
+
 
 @pytest.fixture
 def instance(docker_client, tmp_path: Path) -> Iterator[Instance]:
@@ -111,15 +124,7 @@ def test_local_instance_reports_its_flags_runs_a_job_and_goes_down(instance: Ins
         "zipfile",
         False,
     )
-    answer = requests.post(
-        instance.url + "jobs/",
-        data=job_form(jid),
-        files={"data_file": ("in.zip", make_zip({"a.txt": "a"}))},
-        headers=instance.headers,
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    wait_for(lambda: (instance.storebase / f"key-{jid}/outgoing/out-a.txt").exists(), timeout=30)
+    instance.copy_job(jid, "a")
     # a second make.sh sees it running and starts nothing
     again = instance.make()
     assert again.returncode == 0 and "already running" in again.stdout
@@ -185,15 +190,7 @@ def test_one_command_start_picks_podman_when_docker_is_absent(
     assert result.returncode == 0, result.stderr + result.stdout
     assert "engine:      podman" in result.stdout
     assert instance.info()["container_env"] == "podman"
-    answer = requests.post(
-        instance.url + "jobs/",
-        data=job_form(jid),
-        files={"data_file": ("in.zip", make_zip({"a.txt": "on podman"}))},
-        headers=instance.headers,
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    wait_for(lambda: (instance.storebase / f"key-{jid}/outgoing/out-a.txt").exists(), timeout=30)
+    instance.copy_job(jid, "on podman")
     assert podman_client.containers.get(jid).labels["org.chrisproject.pfcon.dev"] == str(instance.run)
     down = instance.unmake()
     assert "removed 1 podman job container(s)" in down.stdout, down.stdout + down.stderr
