@@ -56,3 +56,7 @@ class BackendUnavailable(PfconError):
 
 class StorageUnavailable(PfconError):
     """The storage service does not answer."""
+
+
+class StoreUnavailable(PfconError):
+    """The job database does not answer."""

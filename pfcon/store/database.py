@@ -1,0 +1,109 @@
+"""Connecting to the store's database, and what its failures mean to a client.
+
+SQLite (the default, a file under storeBase) runs in WAL mode, so readers never wait for
+the writer; every write transaction starts with ``BEGIN IMMEDIATE``, so two processes that
+both mean to write queue on SQLite's lock (``busy_timeout``) instead of failing when one
+upgrades its read lock. PostgreSQL goes through psycopg 3 with a short connect timeout and
+pre-pinged pooled connections, so a stopped server is a quick 503 and a restarted one is
+used again by the same process without a restart of pfcon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from pfcon.errors import InsufficientStorage, JobExists, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_MS = 15_000
+PG_CONNECT_TIMEOUT_S = 5
+WRITE = "pfcon_write"  # execution option: this transaction writes
+
+
+def is_sqlite(url: URL | str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def describe(url: URL | str) -> str:
+    """The database as an operator names it, without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite database {parsed.database}"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+    return f"{parsed.get_backend_name()} database at {where}"
+
+
+def create(url: str) -> Engine:
+    """An engine for ``url``: SQLite with WAL and immediate write locks, or PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        _sqlite_setup(engine)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=10,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """pysqlite's own transaction handling off; we say BEGIN (IMMEDIATE when writing)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Database failures as domain errors: 503 when it does not answer, 507 when it is full."""
+    try:
+        yield
+    except sa.exc.IntegrityError as error:
+        raise JobExists(
+            "a live job with this jid already exists; delete it first or use another jid"
+        ) from error
+    except sa.exc.DBAPIError as error:
+        text = str(error.orig) if error.orig is not None else str(error)
+        if _disk_full(error, text):
+            log.error("the job database is full: %s", text)
+            raise InsufficientStorage(f"no space left for {what}; nothing was recorded") from None
+        log.warning("the job database failed: %s", text)
+        raise StoreUnavailable(f"{what} does not answer: {_first_line(text)}") from None
+
+
+def _disk_full(error: sa.exc.DBAPIError, text: str) -> bool:
+    orig = error.orig
+    if isinstance(orig, OSError) and orig.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "database or disk is full" in text or "No space left on device" in text
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

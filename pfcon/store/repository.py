@@ -1,0 +1,634 @@
+"""The job store: every job, every pfcon 6 operation and every state change, in one database.
+
+How to use the store
+--------------------
+``JobStore`` is the one object that reads and writes it; build it with
+:func:`pfcon.store.open_store` (the schema is migrated by :func:`pfcon.store.prepare`, once at
+start-up). Every method is one short transaction and raises only domain errors:
+``StoreUnavailable`` (503) when the database does not answer, ``InsufficientStorage`` (507)
+when SQLite's disk is full, ``JobExists`` (409) for a second live row of one jid and kind.
+
+* **Record a job or an operation.** ``accept(NewJob(...))`` inserts a row in state
+  ``accepted`` (the jid is now taken); ``queue(job_id, spec)`` once its input is staged; or
+  ``forget(job_id)`` if the submission was refused after all (it leaves no history). pfcon 6's
+  operations are rows too: ``NewJob(kind="copy", api="pfcon6", ...)``, progress is
+  ``note(job_id, "copied 12 000/20 000 files, 1.2 GiB")``, and an operation that runs in pfcon
+  goes ``mark_started`` -> ``mark_finished`` itself (no ``queue``/``claim`` needed).
+* **Start queued jobs exactly once.** ``claim(owner, limit)`` hands out the oldest due queued
+  plugin jobs, each to one caller across processes and replicas (``FOR UPDATE SKIP LOCKED``
+  on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). The claimer then calls ``mark_started``,
+  ``mark_finished`` (a failed start) or ``wait_for_engine`` (back to the queue until
+  ``retry_at``); each returns False if the job was deleted meanwhile, and ``unclaim`` lets go.
+  An admission policy reads ``queued()`` (in order, with resources) and ``running()``, decides,
+  and takes one job with ``claim_job(job_id, owner)``.
+* **Read.** ``live(jid, kind)`` is the job a client means by its jid; ``history(HistoryQuery)``
+  pages through all rows newest first (``next_cursor``); ``events(job_id)`` its state changes;
+  ``counts()`` jobs by status for metrics and dashboards.
+* **Delete.** ``tombstone(jid, kind)`` marks the live row deleted first, so no start can
+  follow; ``restore(row, reason)`` undoes it if the engine or the data could not be removed.
+  ``prune(before)`` drops deleted rows older than the history window.
+
+The store never holds job data or logs in bulk: at most a capped final log tail of a
+finished job, dropped when the job is deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pfcon.errors import InvalidInput
+from pfcon.store import database
+from pfcon.store.tables import job_events, jobs
+
+# lifecycle states
+ACCEPTED = "accepted"
+QUEUED = "queued"
+STARTED = "started"
+FINISHED = "finished"
+DELETED = "deleted"
+STATES = (ACCEPTED, QUEUED, STARTED, FINISHED, DELETED)
+# client statuses (pfcon.compute.base.JobStatus values)
+NOT_STARTED = "notStarted"
+FINISHED_OK = "finishedSuccessfully"
+FINISHED_ERROR = "finishedWithError"
+STATUSES = ("notStarted", "started", FINISHED_OK, FINISHED_ERROR, "undefined")
+KINDS = ("plugin", "copy", "upload", "delete")
+APIS = ("classic", "pfcon6")
+LOG_TAIL_BYTES = 64 * 1024
+MAX_PAGE = 500
+#: a claim older than this is taken to be a dead holder's (a start is one engine call)
+CLAIM_LEASE = timedelta(minutes=5)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(when: datetime | None) -> str:
+    """RFC 3339 in UTC with a ``Z``, like the engines' own timestamps."""
+    return "" if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def process_owner() -> str:
+    """Who holds a claim: ``host:pid``, so a dead holder on this host is recognised."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """Whether ``owner`` was a process on this host that no longer runs."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What is known of a job when it is accepted."""
+
+    jid: str
+    kind: str = "plugin"
+    api: str = "classic"
+    image: str = ""
+    cmd: str = ""
+    auid: str = ""
+    container_user: str | None = None
+    cpu_millicores: int | None = None
+    memory_mib: int | None = None
+    gpus: int = 0
+    number_of_workers: int = 1
+    input_path: str | None = None
+    output_path: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job as the store holds it."""
+
+    id: int
+    jid: str
+    kind: str
+    api: str
+    state: str
+    status: str
+    message: str
+    image: str
+    cmd: str
+    spec: dict[str, Any] | None
+    auid: str
+    container_user: str | None
+    cpu_millicores: int | None
+    memory_mib: int | None
+    gpus: int
+    number_of_workers: int
+    input_path: str | None
+    output_path: str | None
+    engine_id: str | None
+    exit_code: int | None
+    timestamp: str | None
+    logs: str | None
+    owner: str | None
+    claimed_at: datetime | None
+    retry_at: datetime | None
+    waiting_since: datetime | None
+    accepted_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    deleted_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def claimed(self) -> bool:
+        return self.claimed_at is not None
+
+    @property
+    def wait_seconds(self) -> float | None:
+        """From acceptance to the start (or to now, for a job still waiting)."""
+        if self.started_at is not None:
+            return (self.started_at - self.accepted_at).total_seconds()
+        return None
+
+    @property
+    def run_seconds(self) -> float | None:
+        if self.started_at is not None and self.finished_at is not None:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change of a job."""
+
+    id: int
+    job_id: int
+    state: str
+    status: str
+    message: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Filters and a page of ``GET history/``; ``cursor`` is the previous page's ``next``."""
+
+    status: str | None = None
+    state: str | None = None
+    auid: str | None = None
+    image: str | None = None
+    jid: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[JobRow]
+    next_cursor: str | None
+
+
+_JOB_FIELDS = tuple(f.name for f in fields(JobRow))
+
+
+def _aware(value: Any) -> Any:
+    """SQLite gives naive datetimes back; everything the store writes is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _row(mapping: Mapping[str, Any]) -> JobRow:
+    return JobRow(**{name: _aware(mapping[name]) for name in _JOB_FIELDS})
+
+
+def encode_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInput("cursor: not a cursor this service issued") from None
+    if not isinstance(before, int) or before < 0:
+        raise InvalidInput("cursor: not a cursor this service issued")
+    return before
+
+
+def _tail(text: str | None) -> str | None:
+    if text is None:
+        return None
+    data = text.encode("utf-8", "replace")
+    if len(data) <= LOG_TAIL_BYTES:
+        return text
+    return data[-LOG_TAIL_BYTES:].decode("utf-8", "ignore")
+
+
+class JobStore:
+    """The repository over the store's database (see the module docstring)."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.name = database.describe(url)
+        self.sqlite = database.is_sqlite(url)
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with database.translated(f"the job store ({self.name})"), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with database.translated(f"the job store ({self.name})"), self.engine.connect() as conn:
+            conn.execution_options(**{database.WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def ping(self) -> str:
+        """A short description for the health check; raises StoreUnavailable if it does not answer."""
+        with self._read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return self.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- recording --------------------------------------------------------------------------
+    def accept(self, new: NewJob, owner: str | None = None) -> JobRow:
+        """Insert the job in state ``accepted``; JobExists if its jid has a live row of this kind."""
+        if new.kind not in KINDS or new.api not in APIS:
+            raise ValueError(f"unknown kind {new.kind!r} or api {new.api!r}")
+        now = utc_now()
+        values = {
+            **{f.name: getattr(new, f.name) for f in fields(NewJob)},
+            "state": ACCEPTED,
+            "status": NOT_STARTED,
+            "owner": owner or process_owner(),
+            "accepted_at": now,
+            "updated_at": now,
+        }
+        with self._write() as conn:
+            job_id = conn.execute(sa.insert(jobs).values(**values)).inserted_primary_key[0]
+            self._event(conn, job_id, ACCEPTED, NOT_STARTED, new.message, now)
+            return self._get(conn, job_id)
+
+    def queue(self, job_id: int, spec: Mapping[str, Any] | None, message: str = "") -> bool:
+        """Staged: the job waits to be started. False if it was deleted meanwhile."""
+        return self._change(
+            job_id,
+            (ACCEPTED,),
+            QUEUED,
+            NOT_STARTED,
+            message or "queued, waiting to be started",
+            spec=dict(spec) if spec is not None else None,
+            owner=None,
+            queued_at=utc_now(),
+        )
+
+    def forget(self, job_id: int) -> None:
+        """Remove a row whose submission was refused: it was never a job."""
+        with self._write() as conn:
+            conn.execute(sa.delete(job_events).where(job_events.c.job_id == job_id))
+            conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+
+    def note(self, job_id: int, message: str) -> None:
+        """A progress message (no state change, no event): e.g. an operation's counts."""
+        with self._write() as conn:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id).values(message=message, updated_at=utc_now())
+            )
+
+    def set_engine_id(self, job_id: int, engine_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(engine_id=engine_id))
+
+    def mark_started(self, job_id: int, message: str = "", owner: str | None = None) -> bool:
+        """Handed to the engine (or an operation began). False if deleted meanwhile."""
+        return self._change(
+            job_id,
+            (QUEUED, ACCEPTED),
+            STARTED,
+            "started",
+            message,
+            owner=owner,
+            started_at=utc_now(),
+            claimed_at=None,
+        )
+
+    def mark_finished(
+        self,
+        job_id: int,
+        status: str,
+        message: str,
+        exit_code: int | None = None,
+        logs: str | None = None,
+        timestamp: str | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Record the terminal status once; False if already finished or deleted."""
+        if status not in (FINISHED_OK, FINISHED_ERROR):
+            raise ValueError(f"not a terminal status to record: {status!r}")
+        return self._change(
+            job_id,
+            (ACCEPTED, QUEUED, STARTED),
+            FINISHED,
+            status,
+            message,
+            owner=owner,
+            exit_code=exit_code,
+            timestamp=timestamp,
+            logs=_tail(logs),
+            finished_at=utc_now(),
+            claimed_at=None,
+        )
+
+    # -- starting exactly once --------------------------------------------------------------
+    def claim(self, owner: str, limit: int, kind: str = "plugin") -> list[JobRow]:
+        """The oldest due queued jobs of ``kind``, each claimed by ``owner`` alone."""
+        if limit <= 0:
+            return []
+        now = utc_now()
+        due = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.state == QUEUED,
+                jobs.c.kind == kind,
+                jobs.c.claimed_at.is_(None),
+                sa.or_(jobs.c.retry_at.is_(None), jobs.c.retry_at <= now),
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:  # most polls find nothing: no write lock for them
+            if conn.scalars(due).first() is None:
+                return []
+        if not self.sqlite:
+            due = due.with_for_update(skip_locked=True)
+        with self._write() as conn:
+            ids = list(conn.scalars(due))
+            return self._claim_ids(conn, ids, owner, now) if ids else []
+
+    def claim_job(self, job_id: int, owner: str) -> JobRow | None:
+        """Claim one queued job (for an admission policy that picked it); None if taken."""
+        with self._write() as conn:
+            rows = self._claim_ids(conn, [job_id], owner, utc_now())
+            return rows[0] if rows else None
+
+    def _claim_ids(self, conn: Connection, ids: list[int], owner: str, now: datetime) -> list[JobRow]:
+        claimed = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(ids), jobs.c.state == QUEUED, jobs.c.claimed_at.is_(None))
+            .values(owner=owner, claimed_at=now, retry_at=None)
+            .returning(jobs)
+        )
+        return sorted((_row(r._mapping) for r in claimed), key=lambda row: row.id)
+
+    def wait_for_engine(self, job_id: int, message: str, retry_at: datetime, waiting_since: datetime) -> bool:
+        """Back to the queue until ``retry_at``, saying why; False if deleted meanwhile."""
+        with self._write() as conn:
+            done = conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == QUEUED)
+                .values(
+                    message=message,
+                    retry_at=retry_at,
+                    waiting_since=waiting_since,
+                    updated_at=utc_now(),
+                    claimed_at=None,
+                )
+            ).rowcount
+        if not done:
+            self.unclaim(job_id)
+        return bool(done)
+
+    def unclaim(self, job_id: int) -> None:
+        """Let go of a claim whatever the job's state (a start that ended without a change)."""
+        with self._write() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(claimed_at=None))
+
+    def release_stale(self, lease: timedelta, is_dead: Callable[[str | None], bool] = owner_is_dead) -> int:
+        """Claims of dead holders, or older than ``lease``, go back to the queue."""
+        cutoff = utc_now() - lease
+        with self._write() as conn:
+            held = conn.execute(
+                sa.select(jobs.c.id, jobs.c.owner, jobs.c.claimed_at).where(
+                    jobs.c.state == QUEUED, jobs.c.claimed_at.is_not(None)
+                )
+            ).all()
+            stale = [row.id for row in held if is_dead(row.owner) or _aware(row.claimed_at) < cutoff]
+            if stale:
+                conn.execute(sa.update(jobs).where(jobs.c.id.in_(stale)).values(claimed_at=None))
+        return len(stale)
+
+    def fail_interrupted(self, is_dead: Callable[[str | None], bool] = owner_is_dead) -> int:
+        """Jobs whose staging process died before they were queued end with that reason."""
+        with self._read() as conn:
+            staging = conn.execute(sa.select(jobs.c.id, jobs.c.owner).where(jobs.c.state == ACCEPTED)).all()
+        dead = [row.id for row in staging if is_dead(row.owner)]
+        for job_id in dead:
+            self.mark_finished(
+                job_id, FINISHED_ERROR, "the service stopped while staging this job's input; submit it again"
+            )
+        return len(dead)
+
+    # -- deleting ---------------------------------------------------------------------------
+    def tombstone(self, jid: str, kind: str = "plugin") -> JobRow | None:
+        """Mark the live row deleted before anything is removed; returns it as it was."""
+        now = utc_now()
+        with self._write() as conn:
+            row = self._live(conn, jid, kind, lock=True)
+            if row is None:
+                return None
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == row.id)
+                .values(state=DELETED, deleted_at=now, updated_at=now, logs=None)
+            )
+            self._event(conn, row.id, DELETED, row.status, "deleted", now)
+            return row
+
+    def restore(self, row: JobRow, reason: str) -> None:
+        """Undo a tombstone whose removal failed, so the job still answers (unless its jid was reused)."""
+        now = utc_now()
+        with self._write() as conn:
+            if self._live(conn, row.jid, row.kind) is not None:
+                return
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == row.id, jobs.c.state == DELETED)
+                .values(state=row.state, deleted_at=None, updated_at=now, logs=row.logs)
+            )
+            self._event(conn, row.id, row.state, row.status, f"deletion failed: {reason}", now)
+
+    def prune(self, before: datetime) -> int:
+        """Drop deleted jobs (and their events) deleted before ``before``."""
+        old = sa.select(jobs.c.id).where(jobs.c.state == DELETED, jobs.c.deleted_at < before)
+        with self._write() as conn:
+            conn.execute(sa.delete(job_events).where(job_events.c.job_id.in_(old)))
+            return conn.execute(sa.delete(jobs).where(jobs.c.id.in_(old.scalar_subquery()))).rowcount
+
+    # -- reading ----------------------------------------------------------------------------
+    def live(self, jid: str, kind: str = "plugin") -> JobRow | None:
+        """The job a client means by ``jid``: its row that is not deleted."""
+        with self._read() as conn:
+            return self._live(conn, jid, kind)
+
+    def get(self, job_id: int) -> JobRow | None:
+        with self._read() as conn:
+            return self._get(conn, job_id)
+
+    def latest(self, jid: str, kind: str | None = None) -> JobRow | None:
+        """The newest row of ``jid``, deleted or not (the history of one jid)."""
+        query = sa.select(jobs).where(jobs.c.jid == jid).order_by(jobs.c.id.desc()).limit(1)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        with self._read() as conn:
+            found = conn.execute(query).first()
+        return _row(found._mapping) if found else None
+
+    def events(self, job_id: int) -> list[Event]:
+        query = sa.select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+        with self._read() as conn:
+            return [
+                Event(r.id, r.job_id, r.state, r.status, r.message, _aware(r.at)) for r in conn.execute(query)
+            ]
+
+    def queued(self, kind: str = "plugin", limit: int = 1000) -> list[JobRow]:
+        """Jobs waiting to start, in queue order (with their resources)."""
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.state == QUEUED, jobs.c.kind == kind)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_row(r._mapping) for r in conn.execute(query)]
+
+    def running(self, kind: str = "plugin") -> list[JobRow]:
+        """Jobs handed to the engine and not known to have finished."""
+        query = sa.select(jobs).where(jobs.c.state == STARTED, jobs.c.kind == kind).order_by(jobs.c.id)
+        with self._read() as conn:
+            return [_row(r._mapping) for r in conn.execute(query)]
+
+    def counts(self, include_deleted: bool = False) -> dict[str, int]:
+        """Jobs by client status (live rows only unless ``include_deleted``)."""
+        query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        if not include_deleted:
+            query = query.where(jobs.c.state != DELETED)
+        with self._read() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
+    def history(self, query: HistoryQuery) -> HistoryPage:
+        """One page of jobs, newest first; ``next_cursor`` is None on the last page."""
+        limit = max(1, min(query.limit, MAX_PAGE))
+        select = sa.select(jobs).where(*self._filters(query)).order_by(jobs.c.id.desc()).limit(limit + 1)
+        with self._read() as conn:
+            rows = [_row(r._mapping) for r in conn.execute(select)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return HistoryPage(rows, encode_cursor(rows[-1].id) if more else None)
+
+    @staticmethod
+    def _filters(query: HistoryQuery) -> list[sa.ColumnElement[bool]]:
+        conditions: list[sa.ColumnElement[bool]] = []
+        for column, value in (
+            (jobs.c.status, query.status),
+            (jobs.c.state, query.state),
+            (jobs.c.auid, query.auid),
+            (jobs.c.image, query.image),
+            (jobs.c.jid, query.jid),
+            (jobs.c.kind, query.kind),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if query.since is not None:
+            conditions.append(jobs.c.accepted_at >= query.since)
+        if query.until is not None:
+            conditions.append(jobs.c.accepted_at < query.until)
+        if query.cursor is not None:
+            conditions.append(jobs.c.id < decode_cursor(query.cursor))
+        return conditions
+
+    # -- import -----------------------------------------------------------------------------
+    def import_row(self, values: Mapping[str, Any], events: Iterable[tuple[str, str, str, datetime]]) -> bool:
+        """Insert a row recorded by an older pfcon, unless its jid already has one."""
+        with self._write() as conn:
+            if self._live(conn, values["jid"], values.get("kind", "plugin")) is not None:
+                return False
+            job_id = conn.execute(sa.insert(jobs).values(**values)).inserted_primary_key[0]
+            for state, status, message, at in events:
+                self._event(conn, job_id, state, status, message, at)
+        return True
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _get(self, conn: Connection, job_id: int) -> JobRow | None:
+        found = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        return _row(found._mapping) if found else None
+
+    def _live(self, conn: Connection, jid: str, kind: str, lock: bool = False) -> JobRow | None:
+        query = sa.select(jobs).where(jobs.c.jid == jid, jobs.c.kind == kind, jobs.c.state != DELETED)
+        if lock and not self.sqlite:
+            query = query.with_for_update()
+        found = conn.execute(query).first()
+        return _row(found._mapping) if found else None
+
+    def _change(
+        self, job_id: int, from_states: tuple[str, ...], state: str, status: str, message: str, **values: Any
+    ) -> bool:
+        """Move a job to ``state`` if it is in one of ``from_states``, with its event."""
+        owner = values.pop("owner", None)
+        now = utc_now()
+        where = [jobs.c.id == job_id, jobs.c.state.in_(from_states)]
+        if owner is not None:
+            where.append(jobs.c.owner == owner)
+        with self._write() as conn:
+            done = conn.execute(
+                sa.update(jobs)
+                .where(*where)
+                .values(state=state, status=status, message=message, updated_at=now, **values)
+            ).rowcount
+            if done:
+                self._event(conn, job_id, state, status, message, now)
+        return bool(done)
+
+    @staticmethod
+    def _event(conn: Connection, job_id: int, state: str, status: str, message: str, at: datetime) -> None:
+        conn.execute(
+            sa.insert(job_events).values(job_id=job_id, state=state, status=status, message=message, at=at)
+        )
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes (used to wait for a claim to end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
