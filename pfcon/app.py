@@ -15,6 +15,7 @@ from pfcon.compute import build_backend
 from pfcon.jobs import JobService
 from pfcon.settings import Settings, load_settings
 from pfcon.storage import build_storage
+from pfcon.store import open_store, prepare
 from pfcon.storebase import StoreBase
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,10 @@ log = logging.getLogger(__name__)
 def build_service(settings: Settings) -> JobService:
     storebase = StoreBase(settings.storebase_mount)
     storebase.ensure()
+    prepare(settings)  # a no-op in a gunicorn worker: its master did it before forking
     storage = build_storage(settings, storebase)
     backend, volumes = build_backend(settings)
-    return JobService(settings, storebase, storage, backend, volumes)
+    return JobService(settings, storebase, storage, backend, volumes, open_store(settings))
 
 
 def create_app(settings: Settings | None = None, service: JobService | None = None) -> Flask:
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     app.extensions["pfcon"] = service
     app.register_blueprint(blueprint(service, TokenAuth(settings)))
     errors.register(app, settings.zip_limits.max_upload_bytes)
-    service.starter.resume()  # jobs a stopped service accepted but did not start
+    service.starter.resume()  # the scheduler: also starts what a stopped service left queued
     atexit.register(service.close)
     log.info(
         "pfcon %s: storage=%s engine=%s storeBase=%s",

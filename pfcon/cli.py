@@ -16,9 +16,12 @@ SECRET_FIELDS = ("secret_key", "pfcon_password")
 
 
 def _public(settings: Settings) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
     data = asdict(settings)
     for name in SECRET_FIELDS:
         data[name] = "***"
+    data["database_url"] = make_url(settings.database_url).render_as_string(hide_password=True)
     return json.loads(json.dumps(data, default=str))
 
 
@@ -80,6 +83,33 @@ def slurm_script(args: argparse.Namespace) -> int:
     return 0
 
 
+def database(args: argparse.Namespace) -> int:
+    """``pfcon db upgrade``: migrate the job store (and import old records); ``current``: say where it is."""
+    from pfcon.errors import PfconError
+    from pfcon.store import database as db
+    from pfcon.store import migrate, open_store, prepare
+
+    try:
+        settings = load_settings()
+        if args.action == "upgrade":
+            prepare(settings, force=True)
+        store = open_store(settings)
+        try:
+            revision = migrate.current(store.engine)
+        finally:
+            store.close()
+    except SettingsError as error:
+        print(f"pfcon: configuration error: {error}", file=sys.stderr)
+        return 2
+    except PfconError as error:
+        print(f"pfcon: {error.message}", file=sys.stderr)
+        return 1
+    head = migrate.head()
+    state = "up to date" if revision == head else f"behind: run `pfcon db upgrade` to reach {head}"
+    print(f"{db.describe(settings.database_url)}: revision {revision or 'none'} ({state})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pfcon", description="pfcon compute controller")
     parser.add_argument("--version", action="version", version=f"pfcon {__version__}")
@@ -99,5 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         "--example", action="store_true", help="render it for a sample job, as it would be submitted"
     )
     script_cmd.set_defaults(func=slurm_script)
+    db_cmd = commands.add_parser("db", help="the job store's schema: upgrade it, or show its revision")
+    db_cmd.add_argument("action", choices=("upgrade", "current"))
+    db_cmd.set_defaults(func=database)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

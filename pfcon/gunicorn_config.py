@@ -55,13 +55,26 @@ logconfig_dict = {
 
 
 def on_starting(server) -> None:
-    """Validate the settings and where the engine finds storeBase before forking workers."""
+    """Before forking workers: validate the settings and where the engine finds storeBase,
+    then bring the job store up to date once (migrations, import of old records)."""
+    import os
+
     from pfcon.compute import build_backend
+    from pfcon.errors import PfconError
     from pfcon.settings import load_settings
+    from pfcon.store import PREPARED_ENV, prepare
+    from pfcon.storebase import StoreBase
 
     try:
-        backend, _volumes = build_backend(load_settings())
+        settings = load_settings()
+        backend, _volumes = build_backend(settings)
         backend.close()
+        StoreBase(settings.storebase_mount).ensure()
+        prepare(settings)
     except SettingsError as error:
         print(f"pfcon: configuration error: {error}", file=sys.stderr)
         sys.exit(2)
+    except PfconError as error:
+        print(f"pfcon: {error.message}", file=sys.stderr)
+        sys.exit(4)
+    os.environ[PREPARED_ENV] = settings.database_url

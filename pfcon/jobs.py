@@ -7,25 +7,27 @@ STORAGE_ENV or CONTAINER_ENV.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfcon.cache import ExpiringCache
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.volumes import HostPaths
-from pfcon.errors import InvalidInput, JobNotFound
-from pfcon.records import ACCEPTED, FAILED, JobRecord, JobRecords, utc_now
+from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
 from pfcon.settings import Settings
 from pfcon.starter import JobStarter
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Storage, ZipOutput
+from pfcon.store import JobRow, JobStore, NewJob
+from pfcon.store.repository import ACCEPTED, CLAIM_LEASE, FINISHED, QUEUED, owner_is_dead, rfc3339, wait_until
 from pfcon.storebase import StoreBase, validate_jid
 
 INPUT_TARGET = "/share/incoming"
 OUTPUT_TARGET = "/share/outgoing"
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
+RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +107,15 @@ class JobService:
         storage: Storage,
         backend: ComputeBackend,
         volumes: HostPaths,
+        store: JobStore,
     ) -> None:
         self.settings = settings
         self.storebase = storebase
         self.storage = storage
         self.backend = backend
         self.volumes = volumes
-        self.records = JobRecords(storebase)
-        self.starter = JobStarter(backend, self.records, settings.start_workers, settings.start_retry_seconds)
-        self._finished: ExpiringCache[JobState] = ExpiringCache(settings.finished_cache_seconds)
+        self.store = store
+        self.starter = JobStarter(backend, store, settings.start_workers, settings.start_retry_seconds)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -127,30 +129,44 @@ class JobService:
         }
 
     def health(self) -> dict[str, str]:
-        """Engine and storage descriptions; raises a domain error if either does not answer."""
-        return {"engine": self.backend.ping(), "storage": self.storage.ping()}
+        """Engine, storage and database descriptions; raises a domain error if one does not answer."""
+        return {"engine": self.backend.ping(), "storage": self.storage.ping(), "database": self.store.ping()}
 
     # -- submit ---------------------------------------------------------------------------
     def submit(self, sub: Submission) -> Accepted:
+        """Record the job (the jid is taken), stage its input, queue it; the scheduler starts it.
+
+        The store is written before anything is staged, so a database outage is a 503 that
+        leaves nothing behind, and a refused submission leaves neither data nor a record.
+        """
         jid = validate_jid(sub.jid)
         dirs = self.storage.job_dirs(jid, sub.data)
         spec = self._spec(sub, dirs)
         self.backend.validate(spec)
-        self.storebase.claim(jid)
+        row = self.store.accept(_new_job(sub, spec, dirs))
+        try:
+            self.storebase.claim(jid)
+        except JobExists:
+            self.store.forget(row.id)
+            raise
         try:
             staged = self.storage.stage_input(jid, sub.data, dirs)
             self._open_output(dirs, spec.user)
-            record = JobRecord(
-                jid, spec.image, spec.cmd, ACCEPTED, accepted_at=utc_now(), spec=spec.to_dict()
-            )
-            self.records.save(record)
+            if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
+                raise JobNotFound(f"job {jid!r} was deleted while its input was being staged")
         except BaseException:
             self.storage.delete(jid)  # a refused submission leaves nothing behind
+            with contextlib.suppress(PfconError):
+                self.store.forget(row.id)
             raise
         log.info("[%s] accepted: %d files staged, starting %s", jid, staged.nfiles, spec.image)
-        self.starter.start(jid)
-        data = StagedData(jid, staged.nfiles, record.accepted_at, staged.path)
-        return Accepted(data, JobState(self._info_from_record(jid, record)))
+        self.starter.wake()
+        timestamp = rfc3339(row.accepted_at)
+        data = StagedData(jid, staged.nfiles, timestamp, staged.path)
+        info = JobInfo(
+            jid, spec.image, spec.cmd, JobStatus.notStarted, "accepted, waiting to be started", timestamp
+        )
+        return Accepted(data, JobState(info))
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -191,40 +207,43 @@ class JobService:
 
     # -- status ---------------------------------------------------------------------------
     def status(self, jid: str) -> JobState:
+        """From the store, and from the engine only while the job runs there.
+
+        A finished job answers its recorded status and log tail however often it is asked,
+        even after the engine forgot it (Kubernetes deletes finished Jobs after a day).
+        """
         validate_jid(jid)
-        record = self.records.load(jid)
-        if record is None:
-            self._finished.discard(jid)
-        elif record.state == FAILED:  # a failed start leaves no container: no need to ask
-            return JobState(self._info_from_record(jid, record))
-        elif (cached := self._finished.get(jid)) is not None:
-            return cached
+        row = self.store.live(jid)
+        if row is None:
+            return JobState(self._unrecorded(jid))
+        if row.state == ACCEPTED and owner_is_dead(row.owner):
+            self.store.fail_interrupted()
+            row = self.store.live(jid) or row
+        if row.state != "started":
+            return JobState(_info_of(row), row.logs or "")
         try:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
-            return JobState(self._info_from_record(jid, record))
-        answer = JobState(info, logs)
-        if record is not None and info.status.terminal:
-            self._finished.put(jid, answer)
-        return answer
-
-    def _info_from_record(self, jid: str, record: JobRecord | None) -> JobInfo:
-        """What pfcon's own record says of a job the engine cannot describe (or 404)."""
-        if record is None:
-            if not self.storebase.has_job(jid):
-                raise JobNotFound(f"job {jid!r} not found")
-            return JobInfo(
-                jid, "", "", JobStatus.undefined, "pfcon holds data for this job but no record of it", ""
+            return JobState(self._vanished(row))
+        if info.status in RECORDED:
+            self.store.mark_finished(
+                row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
             )
-        vanished = (
+        return JobState(info, logs)
+
+    def _unrecorded(self, jid: str) -> JobInfo:
+        if not self.storebase.has_job(jid):
+            raise JobNotFound(f"job {jid!r} not found")
+        return JobInfo(
+            jid, "", "", JobStatus.undefined, "pfcon holds data for this job but no record of it", ""
+        )
+
+    def _vanished(self, row: JobRow) -> JobInfo:
+        message = (
             f"the {self.backend.name} engine no longer knows this job (removed behind pfcon's back?); "
             "its data is still held and can be deleted"
         )
-        status, message = {
-            ACCEPTED: (JobStatus.notStarted, record.message or "accepted, waiting to be started"),
-            FAILED: (JobStatus.finishedWithError, record.message),
-        }.get(record.state, (JobStatus.undefined, vanished))
-        return JobInfo(record.jid, record.image, record.cmd, status, message, record.accepted_at)
+        return JobInfo(row.jid, row.image, row.cmd, JobStatus.undefined, message, rfc3339(row.started_at))
 
     # -- output ---------------------------------------------------------------------------
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput | ListingOutput:
@@ -235,24 +254,60 @@ class JobService:
 
     # -- delete ---------------------------------------------------------------------------
     def delete(self, jid: str) -> None:
-        """Remove the job from the engine, then its data; 404 only if neither knew it.
+        """Mark the job deleted, remove it from the engine, then its data; 404 if none knew it.
 
-        The engine goes first so a running job cannot write into a folder being deleted, and
-        an engine outage (503) leaves the data in place for a retry.
+        The record is tombstoned first, so a start racing this DELETE cannot follow it (the
+        starter removes what it created); a start already in flight is waited for. The engine
+        goes before the data so a running job cannot write into a folder being deleted; if
+        either fails (503, 409) the record is restored and the DELETE can be retried.
         """
         validate_jid(jid)
-        self._finished.discard(jid)
+        row = self.store.tombstone(jid)
+        if row is not None and row.claimed:
+            wait_until(lambda: not (self.store.get(row.id) or row).claimed, CLAIM_LEASE.total_seconds())
         engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.info
         try:
-            engine_step(jid)
-            in_engine = True
-        except JobNotFound:
-            in_engine = False
-        had_data = self.storage.delete(jid)
-        if not had_data and not in_engine:
+            try:
+                engine_step(jid)
+                in_engine = True
+            except JobNotFound:
+                in_engine = False
+            had_data = self.storage.delete(jid)
+        except PfconError as error:
+            if row is not None:
+                self.store.restore(row, error.message)
+            raise
+        if row is None and not had_data and not in_engine:
             raise JobNotFound(f"job {jid!r} not found")
         log.info("[%s] deleted (engine: %s, data: %s)", jid, in_engine, had_data)
 
     def close(self) -> None:
         self.starter.shutdown()
         self.backend.close()
+        self.store.close()
+
+
+def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs) -> NewJob:
+    return NewJob(
+        jid=spec.jid,
+        kind="plugin",
+        api="classic",
+        image=spec.image,
+        cmd=spec.cmd,
+        auid=sub.auid,
+        container_user=spec.user,
+        cpu_millicores=spec.resources.cpu_millicores,
+        memory_mib=spec.resources.memory_mib,
+        gpus=spec.resources.gpus,
+        number_of_workers=spec.resources.number_of_workers,
+        input_path=dirs.input,
+        output_path=dirs.output,
+        message="accepted, staging its input",
+    )
+
+
+def _info_of(row: JobRow) -> JobInfo:
+    """What the store says of a job that is not running on the engine."""
+    timestamp = row.timestamp or rfc3339(row.finished_at if row.state == FINISHED else row.accepted_at)
+    message = row.message or ("accepted, waiting to be started" if row.state == QUEUED else "")
+    return JobInfo(row.jid, row.image, row.cmd, JobStatus(row.status), message, timestamp, row.exit_code)

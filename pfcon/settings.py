@@ -158,7 +158,8 @@ class Settings:
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     start_workers: int = 4
     start_retry_seconds: int = 600
-    finished_cache_seconds: float = 3.0
+    database_url: str = ""
+    history_days: int = 30
     swift: SwiftSettings = field(default_factory=SwiftSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     cromwell: CromwellSettings = field(default_factory=CromwellSettings)
@@ -504,6 +505,35 @@ def _sbatch_options(text: str | None) -> tuple[str, ...]:
     return tuple(shlex.join(group) for group in groups)
 
 
+STATE_DIR = ".pfcon"  # pfcon's own state in storeBase (the SQLite job store)
+
+
+def _database_url(env: _Env, storebase_mount: Path) -> str:
+    """PFCON_DATABASE_URL, checked for form only; default an SQLite file in storeBase.
+
+    ``postgresql://`` means PostgreSQL through psycopg 3 (the driver pfcon ships).
+    """
+    text = env.str("PFCON_DATABASE_URL")
+    if text is None:
+        return f"sqlite:///{storebase_mount / STATE_DIR / 'pfcon.db'}"
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        raise SettingsError(
+            "PFCON_DATABASE_URL", "expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        )
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+psycopg"
+    if scheme not in ("sqlite", "postgresql+psycopg"):
+        raise SettingsError(
+            "PFCON_DATABASE_URL", f"unsupported database {scheme!r}: use sqlite or postgresql+psycopg"
+        )
+    if scheme == "sqlite" and not rest.startswith("/"):
+        raise SettingsError("PFCON_DATABASE_URL", "an SQLite URL needs a path: sqlite:////abs/path/pfcon.db")
+    if scheme != "sqlite" and not rest.split("@")[-1].split("/")[0]:
+        raise SettingsError("PFCON_DATABASE_URL", "a PostgreSQL URL needs a host")
+    return f"{scheme}://{rest}"
+
+
 def _check_bind(bind: str) -> str:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH`` (gunicorn's forms), checked up front."""
     if bind.startswith("unix:") and len(bind) > 5:
@@ -532,6 +562,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     innetwork = env.bool("PFCON_INNETWORK", False)
     volume_type = env.choice("COMPUTE_VOLUME_TYPE", ("host", "docker_local_volume", "kubernetes_pvc"), "host")
     storebase, volume_name = _volume(env, volume_type)
+    storebase_mount = _storebase_mount(env, volume_type, storebase)
     shm = env.int("SHM_SIZE", None, 1)
     storage_env = _storage_env(env, innetwork)
     container_env = env.choice(
@@ -548,7 +579,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         container_env=container_env,
         compute_volume_type=volume_type,
         storebase=storebase,
-        storebase_mount=_storebase_mount(env, volume_type, storebase),
+        storebase_mount=storebase_mount,
         volume_name=volume_name,
         pfcon_selector=env.str("PFCON_SELECTOR", "org.chrisproject.role=pfcon"),
         container_user=parse_container_user(env.str("CONTAINER_USER")),
@@ -561,7 +592,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         zip_limits=_zip_limits(env),
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
         start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
-        finished_cache_seconds=env.int("PFCON_FINISHED_CACHE_SECONDS", 3, 0),
+        database_url=_database_url(env, storebase_mount),
+        history_days=env.int("PFCON_HISTORY_DAYS", 30, 1),
         swift=_swift(env, storage_env, mode),
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),
         cromwell=_cromwell(env, container_env),

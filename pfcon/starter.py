@@ -1,15 +1,15 @@
-"""Starts accepted jobs on the engine off the request path, exactly once.
+"""Starts queued jobs on the engine off the request path, exactly once, from one scheduler.
 
-Creating and starting a container takes the engine a few hundred milliseconds; a submission
-answers 201 as soon as the data is staged and the job is recorded (with its JobSpec), and a
-small pool of threads starts it. A start that fails is recorded, so the job reads
-``finishedWithError`` with the engine's reason instead of staying ``notStarted``. Each
-worker process also resumes, when it boots, jobs left accepted by a service that stopped;
-a per-job file lock and the recorded state make every start happen once.
+A submission answers 201 once its data is staged and the job is queued in the store; each
+worker process has one scheduler thread that claims due queued jobs from the store and hands
+them to a small pool that creates and starts the containers. A claim is given to one process
+alone (across gunicorn workers and replicas), so every start happens once; a job queued by a
+service that stopped is simply still queued when the next one boots.
 
-An engine that does not answer is not the job's fault: the start is retried with a growing
-pause until the engine is back, and only after ``retry_seconds`` does the job fail, saying
-why. Meanwhile the job reads ``notStarted`` with a message that it waits for the engine.
+An engine that does not answer is not the job's fault: its start goes back to the queue with
+a time to retry (a growing pause) and a message saying why, and only after ``retry_seconds``
+does the job fail. The waits live in the store, not in threads: 500 jobs waiting for an
+engine cost 500 rows, and the same one scheduler thread per process.
 """
 
 from __future__ import annotations
@@ -18,105 +18,175 @@ import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
-from pfcon.records import ACCEPTED, FAILED, SUBMITTED, JobRecords
+from pfcon.store import JobRow, JobStore
+from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED_ERROR, process_owner, utc_now
 
 log = logging.getLogger(__name__)
 
-
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_PAUSE_SECONDS = 30.0
+POLL_SECONDS = 1.0
+STALE_CHECK_SECONDS = 60.0
 
 
 class JobStarter:
     def __init__(
-        self, backend: ComputeBackend, records: JobRecords, workers: int, retry_seconds: float = 600
+        self,
+        backend: ComputeBackend,
+        store: JobStore,
+        workers: int,
+        retry_seconds: float = 600,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.backend = backend
-        self.records = records
+        self.store = store
+        self.workers = workers
         self.retry_seconds = retry_seconds
+        self.poll_seconds = poll_seconds
+        self.owner = process_owner()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-start")
-        self._waiting: dict[str, float] = {}  # jid -> when its start first met a silent engine
-        self._timers: dict[str, threading.Timer] = {}
+        self._wake = threading.Event()
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self._paused = False
         self._closed = False
+        self._thread: threading.Thread | None = None
+        self._next_stale_check = 0.0
 
-    def start(self, jid: str) -> Future[None]:
-        return self._pool.submit(self._start_once, jid)
+    # -- control --------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Run the scheduler (started once per process; jobs already queued are picked up)."""
+        with self._lock:
+            self._paused = False
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._loop, name="pfcon-scheduler", daemon=True)
+                self._thread.start()
+        self.wake()
 
-    def resume(self) -> Future[None]:
-        """Queue the start of every job still recorded as accepted."""
-        return self._pool.submit(lambda: [self.start(jid) for jid in self.records.accepted()])
+    def pause(self) -> None:
+        """Stop claiming jobs (starts in progress finish); ``resume`` goes on."""
+        with self._lock:
+            self._paused = True
 
-    def _start_once(self, jid: str) -> None:
-        with self.records.start_lock(jid) as mine:
-            record = self.records.load(jid) if mine else None
-            if record is None or record.state != ACCEPTED or record.spec is None:
-                return  # deleted, being started elsewhere, or already started
-            self._start(JobSpec.from_dict(record.spec))
+    def wake(self) -> None:
+        """A job was queued or a start ended: look at the queue now rather than at the next poll."""
+        self._wake.set()
 
-    def _start(self, spec: JobSpec) -> None:
-        jid = spec.jid
+    def attempt(self, jid: str) -> bool:
+        """Claim and start ``jid`` now, in this thread; False if it was not queued or is taken."""
+        row = self.store.live(jid)
+        claimed = self.store.claim_job(row.id, self.owner) if row is not None else None
+        if claimed is None:
+            return False
+        self._start(claimed)
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=30)
+        self._pool.shutdown(wait=True)
+
+    # -- the scheduler --------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                if self._paused:
+                    continue
+            try:
+                self._dispatch()
+            except PfconError as error:  # the store does not answer: try again at the next poll
+                log.warning("scheduler: %s", error.message)
+            except Exception:
+                log.exception("scheduler: unexpected error")
+
+    def _dispatch(self) -> None:
+        if time.monotonic() >= self._next_stale_check:
+            self._next_stale_check = time.monotonic() + STALE_CHECK_SECONDS
+            self.store.release_stale(CLAIM_LEASE)
+        with self._lock:
+            free = self.workers - self._in_flight
+        for row in self.store.claim(self.owner, free):
+            with self._lock:
+                self._in_flight += 1
+            self._pool.submit(self._run, row)
+
+    def _run(self, row: JobRow) -> None:
         try:
+            self._start(row)
+        except Exception:
+            log.exception("[%s] unexpected error in the starter", row.jid)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self.wake()
+
+    # -- one start --------------------------------------------------------------------------
+    def _start(self, row: JobRow) -> None:
+        jid = row.jid
+        try:
+            spec = JobSpec.from_dict(row.spec or {})
             self.backend.submit(spec)
         except BackendUnavailable as exc:
-            self._retry_later(jid, exc.message)
+            self._engine_silent(row, exc.message)
             return
         except JobExists:
             if not self._created_before(jid):
-                self.records.update(jid, FAILED, "failed to start: a container of that name is not pfcon's")
+                self._fail(row, "failed to start: a container of that name is not pfcon's")
                 return
         except PfconError as exc:
             log.warning("[%s] failed to start: %s", jid, exc.message)
-            self.records.update(jid, FAILED, f"failed to start: {exc.message}")
+            self._fail(row, f"failed to start: {exc.message}")
             return
         except Exception:
             log.exception("[%s] unexpected error while starting", jid)
-            self.records.update(jid, FAILED, "failed to start: unexpected error, see pfcon's log")
+            self._fail(row, "failed to start: unexpected error, see pfcon's log")
             return
-        if self.records.load(jid) is None:  # deleted while the engine was creating it
+        if self.store.mark_started(row.id, owner=self.owner):
+            log.info("[%s] started", jid)
+            return
+        self.store.unclaim(row.id)
+        now = self.store.get(row.id)
+        if now is None or now.state == DELETED:
             log.info("[%s] deleted while starting; removing its container", jid)
             with contextlib.suppress(PfconError):
                 self.backend.remove(jid)
+
+    def _fail(self, row: JobRow, message: str) -> None:
+        if not self.store.mark_finished(row.id, FINISHED_ERROR, message, owner=self.owner):
+            self.store.unclaim(row.id)
+
+    def _engine_silent(self, row: JobRow, reason: str) -> None:
+        """Back to the queue with a growing pause, or fail once the engine was silent too long."""
+        now = utc_now()
+        since = row.waiting_since or now
+        waited = (now - since).total_seconds()
+        with self._lock:
+            closed = self._closed
+        if closed:
+            self.store.unclaim(row.id)  # the next service to boot starts it
             return
-        self.records.update(jid, SUBMITTED)
-        with self._lock:
-            self._waiting.pop(jid, None)
-        log.info("[%s] started", jid)
-
-    def _retry_later(self, jid: str, reason: str) -> None:
-        """Try again after a growing pause, or give up once the engine was silent too long."""
-        now = time.monotonic()
-        with self._lock:
-            first = self._waiting.setdefault(jid, now)
-            waited = now - first
-            if waited >= self.retry_seconds or self._closed:
-                self._waiting.pop(jid, None)
-            else:
-                pause = min(MAX_RETRY_PAUSE_SECONDS, max(FIRST_RETRY_SECONDS, waited))
-                timer = threading.Timer(pause, self._retry_now, args=(jid,))
-                timer.daemon = True
-                self._timers[jid] = timer
-                timer.start()
-                self.records.update(jid, ACCEPTED, f"waiting for the engine to answer: {reason}")
-                log.warning("[%s] engine unavailable, retrying in %.0f s: %s", jid, pause, reason)
-                return
-        if self._closed:
-            return  # the next service to boot resumes it
-        log.warning("[%s] giving up after %.0f s without an engine: %s", jid, waited, reason)
-        self.records.update(
-            jid, FAILED, f"failed to start: the engine did not answer for {waited:.0f} s ({reason})"
+        if waited >= self.retry_seconds:
+            log.warning("[%s] giving up after %.0f s without an engine: %s", row.jid, waited, reason)
+            self._fail(row, f"failed to start: the engine did not answer for {waited:.0f} s ({reason})")
+            return
+        pause = min(MAX_RETRY_PAUSE_SECONDS, max(FIRST_RETRY_SECONDS, waited))
+        log.warning("[%s] engine unavailable, retrying in %.0f s: %s", row.jid, pause, reason)
+        self.store.wait_for_engine(
+            row.id, f"waiting for the engine to answer: {reason}", now + timedelta(seconds=pause), since
         )
-
-    def _retry_now(self, jid: str) -> None:
-        with self._lock:
-            self._timers.pop(jid, None)
-            if self._closed:
-                return
-        self.start(jid)
 
     def _created_before(self, jid: str) -> bool:
         """A 409 on start: our own container from before a restart counts as started."""
@@ -126,11 +196,3 @@ class JobStarter:
             return False
         log.info("[%s] its container already existed (service restarted mid-start)", jid)
         return True
-
-    def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
-        self._pool.shutdown(wait=True)

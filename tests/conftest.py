@@ -23,7 +23,7 @@ from pfcon.settings import load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.ci_rule", "pytester"]
+pytest_plugins = ["tests.ci_rule", "tests.store_fixtures", "pytester"]
 
 
 def _engine_answers(client: docker.DockerClient) -> bool:

@@ -9,8 +9,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import job_form, wait_for
+from tests.api_helpers import login, submit, wait_started, wait_terminal
+from tests.helpers import job_form
 
 pytestmark = pytest.mark.integration
 
@@ -80,20 +80,27 @@ def test_start_failure_is_finished_with_error_with_the_reason(client, auth, jid:
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
 
 
-def test_job_removed_behind_our_back_is_undefined(client, auth, jid: str, docker_client, storebase) -> None:
+def test_finished_job_whose_container_vanished_keeps_its_recorded_status(
+    client, auth, jid: str, docker_client, storebase
+) -> None:
+    """Kubernetes deletes finished Jobs after a day: the answer must not change or become a 404."""
     assert submit(client, auth, job_form(jid), {"a": "x"}).status_code == 201
-    wait_terminal(client, auth, jid)
+    finished = wait_terminal(client, auth, jid)["compute"]
     docker_client.containers.get(jid).remove(force=True)
-
-    def undefined():
-        compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
-        return compute["status"] == "undefined" and compute
-
-    # finished answers are cached for PFCON_FINISHED_CACHE_SECONDS (3 s): noticed within that
-    compute = wait_for(undefined, timeout=5)
-    assert "no longer knows" in compute["message"]
+    for _ in range(3):
+        assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"] == finished
+    assert finished["status"] == "finishedSuccessfully" and "pl-copy: done" in finished["logs"]
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     assert not (storebase / f"key-{jid}").exists()
+
+
+def test_running_job_removed_behind_our_back_is_undefined(client, auth, jid: str, docker_client) -> None:
+    assert submit(client, auth, job_form(jid, args=["--sleep", "30"]), {"a": "x"}).status_code == 201
+    wait_started(client, auth, jid)
+    docker_client.containers.get(jid).remove(force=True)
+    compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+    assert compute["status"] == "undefined" and "no longer knows" in compute["message"], compute
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
 
 
 def test_duplicate_live_jid_is_409_and_the_first_job_is_intact(client, auth, jid: str, storebase) -> None:

@@ -5,6 +5,7 @@ running job, and a start that meets a silent engine. They run on engines of the 
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,10 @@ import docker
 import pytest
 
 from pfcon.app import create_app
-from pfcon.records import ACCEPTED, JobRecords
 from pfcon.settings import load_settings
-from pfcon.storebase import StoreBase
+from pfcon.store.repository import QUEUED
 from tests.api_helpers import login, submit, wait_started, wait_terminal
-from tests.helpers import TEST_LABEL, job_form
+from tests.helpers import TEST_LABEL, job_form, wait_for
 from tests.private_engines import PrivateDockerd, PrivateEngine, PrivatePodmanService
 
 pytestmark = pytest.mark.integration
@@ -81,6 +81,10 @@ def app_on(storebase: Path, monkeypatch):
         app.extensions["pfcon"].close()
 
 
+def app_store(client):
+    return client.application.extensions["pfcon"].store
+
+
 def _output(client, auth, jid: str) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/jobs/{jid}/file/", headers=auth).data)) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -99,10 +103,11 @@ def test_engine_down_is_503_and_the_same_process_recovers(
         assert engine_name in health.get_json()["message"]
         refused = submit(client, auth, job_form(jid), {"a.txt": "never staged"})
         assert refused.status_code == 503 and engine_name in refused.get_json()["message"]
-        assert sorted(p.name for p in storebase.iterdir()) == [".pfcon-uploads"]
+        assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
         assert not any((storebase / ".pfcon-uploads").iterdir())
-        status = client.get(f"/api/v1/jobs/{jid}/", headers=auth)
-        assert status.status_code == 503 and engine_name in status.get_json()["message"]
+        assert app_store(client).live(jid) is None  # nothing recorded either
+        # the store answers for jobs it knows (or not) without the engine
+        assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
     finally:
         private_engine.start()
     assert client.get("/api/v1/health/").status_code == 200
@@ -143,29 +148,32 @@ def test_podman_service_restart_does_not_stop_a_running_job(
 
 
 def _accepted_not_started(app, jid: str, content: str):
-    """A job accepted (201) whose start has not run yet; returns the client, auth and start."""
+    """A job accepted (201) whose start has not run yet; returns the client, auth and starter."""
     starter = app.extensions["pfcon"].starter
-    start = starter.start
-    starter.start = lambda _jid: None
+    starter.pause()
     client = app.test_client()
     auth = login(client)
     assert submit(client, auth, job_form(jid), {"a.txt": content}).status_code == 201
-    starter.start = start
-    return client, auth, start
+    return client, auth, starter
 
 
 def test_a_start_that_meets_a_silent_engine_waits_for_it(
     private_dockerd: PrivateEngine, app_on, storebase: Path, jid: str
 ) -> None:
-    client, auth, start = _accepted_not_started(app_on(private_dockerd), jid, "waited")
+    app = app_on(private_dockerd)
+    client, auth, starter = _accepted_not_started(app, jid, "waited")
     private_dockerd.stop()
     try:
-        start(jid).result(timeout=30)
-        record = JobRecords(StoreBase(storebase)).load(jid)
-        assert record is not None and record.state == ACCEPTED
-        assert record.message.startswith("waiting for the engine to answer")
+        assert starter.attempt(jid)
+        row = app.extensions["pfcon"].store.live(jid)
+        assert row is not None and row.state == QUEUED and row.retry_at is not None
+        assert row.message.startswith("waiting for the engine to answer")
+        assert (
+            client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"] == "notStarted"
+        )
     finally:
         private_dockerd.start()
+    starter.resume()
     compute = wait_terminal(client, auth, jid, timeout=60)["compute"]
     assert compute["status"] == "finishedSuccessfully", compute
     assert _output(client, auth, jid) == {"out-a.txt": b"waited"}
@@ -175,12 +183,42 @@ def test_a_start_gives_up_after_the_retry_window_with_the_reason(
     private_dockerd: PrivateEngine, app_on, jid: str
 ) -> None:
     app = app_on(private_dockerd, PFCON_START_RETRY_SECONDS="0")
-    client, auth, start = _accepted_not_started(app, jid, "x")
+    client, auth, starter = _accepted_not_started(app, jid, "x")
     private_dockerd.stop()
     try:
-        start(jid).result(timeout=30)
+        assert starter.attempt(jid)
     finally:
         private_dockerd.start()
     compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
     assert compute["status"] == "finishedWithError"
     assert compute["message"].startswith("failed to start: the engine did not answer"), compute
+
+
+def test_many_jobs_waiting_for_a_silent_engine_cost_no_thread_each(
+    private_dockerd: PrivateEngine, app_on, jid: str
+) -> None:
+    """Issue 11 item 15: the waits are rows in the store, watched by one scheduler thread."""
+    app = app_on(private_dockerd, PFCON_START_WORKERS="3")
+    service = app.extensions["pfcon"]
+    client, auth, starter = _accepted_not_started(app, f"{jid}-0", "x")
+    jids = [f"{jid}-{n}" for n in range(1, 60)]
+    for one in jids:
+        assert submit(client, auth, job_form(one), {"a.txt": "x"}).status_code == 201
+    threads_before = threading.active_count()
+    private_dockerd.stop()
+    try:
+        starter.resume()
+        waiting = wait_for(
+            lambda: (
+                rows
+                if len(rows := [r for r in service.store.queued() if r.retry_at is not None]) == 60
+                else None
+            ),
+            timeout=60,
+        )
+        assert all(r.message.startswith("waiting for the engine to answer") for r in waiting)
+        assert threading.active_count() <= threads_before + 3 + 1  # the pool and the scheduler
+    finally:
+        private_dockerd.start()
+    for one in [f"{jid}-0", *jids[:3]]:
+        assert wait_terminal(client, auth, one, timeout=90)["compute"]["status"] == "finishedSuccessfully"

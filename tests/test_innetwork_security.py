@@ -34,11 +34,11 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def _leftovers(storebase: Path) -> list[str]:
-    """Everything under storeBase but the seeded data and pfcon's uploads folder."""
+    """Everything under storeBase but the seeded data, pfcon's uploads folder and its job store."""
     return sorted(
         p.relative_to(storebase).as_posix()
         for p in storebase.rglob("*")
-        if not p.relative_to(storebase).as_posix().startswith((".pfcon-uploads", "data"))
+        if not p.relative_to(storebase).as_posix().startswith((".pfcon", "data"))
     )
 
 

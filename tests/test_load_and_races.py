@@ -122,7 +122,7 @@ def test_a_burst_of_jobs_leaks_nothing(docker_client, storebase: Path, tmp_path)
             assert fds <= before[pid][0] + 8, (pid, before[pid], after[pid])
             assert threads <= max(before[pid][1], MAX_THREADS), (pid, before[pid], after[pid])
     assert not docker_client.containers.list(all=True, filters={"label": TEST_LABEL})
-    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon-uploads"]
+    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
     assert not any((storebase / ".pfcon-uploads").iterdir())
     log = (tmp_path / "pfcon.log").read_text()
     assert "Traceback" not in log and "ERROR" not in log

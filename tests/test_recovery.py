@@ -12,8 +12,8 @@ import requests
 from pfcon.app import build_service
 from pfcon.compute.base import JobSpec
 from pfcon.compute.docker import DockerBackend
-from pfcon.records import ACCEPTED, JobRecords
-from pfcon.storebase import StoreBase
+from pfcon.store import open_store
+from pfcon.store.repository import QUEUED
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import TEST_LABEL, job_form, make_zip, wait_for
 from tests.live import live_pfcon
@@ -24,9 +24,10 @@ pytestmark = pytest.mark.integration
 def _accept_without_starting(make_app, jid: str) -> None:
     """A service that stops right after its 201, before its starter ran."""
     app = make_app()
-    app.extensions["pfcon"].starter.start = lambda _jid: None
+    app.extensions["pfcon"].starter.pause()
     client = app.test_client()
     assert submit(client, login(client), job_form(jid), {"a.txt": "resumed"}).status_code == 201
+    app.extensions["pfcon"].starter.shutdown()
 
 
 def _output(client, auth, jid: str) -> dict[str, bytes]:
@@ -42,11 +43,13 @@ def test_accepted_job_is_started_when_the_service_comes_back(make_app, jid: str)
     assert _output(client, auth, jid) == {"out-a.txt": b"resumed"}
 
 
-def test_container_created_before_a_restart_counts_as_started(make_app, jid: str, storebase: Path) -> None:
+def test_container_created_before_a_restart_counts_as_started(make_app, make_settings, jid: str) -> None:
     _accept_without_starting(make_app, jid)
-    record = JobRecords(StoreBase(storebase)).load(jid)
-    assert record is not None and record.state == ACCEPTED
-    DockerBackend().submit(JobSpec.from_dict(record.spec))  # the crash came after the engine's create
+    store = open_store(make_settings())
+    row = store.live(jid)
+    store.close()
+    assert row is not None and row.state == QUEUED
+    DockerBackend().submit(JobSpec.from_dict(row.spec))  # the crash came after the engine's create
     client = make_app().test_client()
     auth = login(client)
     compute = wait_terminal(client, auth, jid)["compute"]
@@ -69,13 +72,12 @@ def test_two_workers_resuming_start_a_job_once(make_app, make_settings, jid: str
     CountingDockerBackend.submits.clear()
     for service in services:
         service.starter.backend = CountingDockerBackend()
-    futures = [service.starter.resume() for service in services]
-    for future in futures:
-        future.result(timeout=30)
     for service in services:
-        service.starter.shutdown()
-    assert CountingDockerBackend.submits.count(jid) == 1
+        service.starter.resume()
     assert wait_for(lambda: services[0].status(jid).info.status.terminal, timeout=30)
+    for service in services:
+        service.close()
+    assert CountingDockerBackend.submits.count(jid) == 1
 
 
 def test_running_jobs_survive_a_service_restart(

@@ -19,6 +19,7 @@ from pfcon.errors import (
     PayloadTooLarge,
     PfconError,
     StorageUnavailable,
+    StoreUnavailable,
     Unauthorized,
 )
 
@@ -33,6 +34,7 @@ STATUS_OF: dict[type[PfconError], int] = {
     PayloadTooLarge: 413,
     BackendUnavailable: 503,
     StorageUnavailable: 503,
+    StoreUnavailable: 503,
     InsufficientStorage: 507,
 }
 FORM_FIELD_LIMIT = 4 * 1024 * 1024  # bytes of one non-file field

@@ -13,9 +13,15 @@ import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pfcon.errors import InvalidJob
+
+
+def utc_now() -> str:
+    """RFC 3339 in UTC with a ``Z``, like the engines' own timestamps."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class JobStatus(enum.Enum):
@@ -103,6 +109,7 @@ class JobInfo:
     status: JobStatus
     message: str
     timestamp: str
+    exit_code: int | None = None  # of a finished job, where the engine says it
 
 
 @dataclass(frozen=True)

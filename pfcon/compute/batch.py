@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pfcon.compute import jobfiles
-from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus, utc_now
 from pfcon.compute.jobfiles import JobFiles
 from pfcon.compute.outcome import decide
 from pfcon.compute.runtimes import JID_LABEL, Runtime, run_command
 from pfcon.compute.scheduler import BatchOptions, QueueState, Scheduler, time_limit
 from pfcon.compute.script import ScriptTemplate
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
-from pfcon.records import utc_now
 
 log = logging.getLogger(__name__)
 

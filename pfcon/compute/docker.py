@@ -197,6 +197,7 @@ class DockerBackend(DockerApiBackend):
             status=status,
             message=message,
             timestamp=_timestamp(state, attrs.get("Created", "")),
+            exit_code=state.get("ExitCode") if status.terminal else None,
         )
 
 

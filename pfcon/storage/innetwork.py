@@ -15,6 +15,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.settings import STATE_DIR
 from pfcon.storage.base import InputRequest, ListingOutput, Storage
 from pfcon.storage.links import LocalTree, is_link_file
 from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative
@@ -30,9 +31,9 @@ def overlaps(a: PurePosixPath, b: PurePosixPath) -> bool:
 
 
 def is_reserved(relative: PurePosixPath) -> bool:
-    """pfcon's own folders in storeBase (job folders with their records, uploads in progress)."""
+    """pfcon's own folders in storeBase (job folders, uploads in progress, the job store)."""
     first = relative.parts[0] if relative.parts else ""
-    return first == UPLOADS_DIR or first.startswith("key-")
+    return first in (UPLOADS_DIR, STATE_DIR) or first.startswith("key-")
 
 
 class StoreBaseTree(LocalTree):

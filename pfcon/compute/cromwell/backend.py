@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus, utc_now
 from pfcon.compute.cromwell import wdl
 from pfcon.compute.cromwell.client import (
     CromwellClient,
@@ -37,7 +37,6 @@ from pfcon.compute.cromwell.client import (
 from pfcon.compute.cromwell.logs import read_tail
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import BackendUnavailable, InvalidInput, InvalidJob, JobExists, JobNotFound
-from pfcon.records import utc_now
 from pfcon.storebase import StoreBase, resolve_inside
 
 log = logging.getLogger(__name__)
