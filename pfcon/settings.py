@@ -527,7 +527,7 @@ def _database_url(env: _Env, storebase_mount: Path) -> str:
         raise SettingsError(
             "PFCON_DATABASE_URL", f"unsupported database {scheme!r}: use sqlite or postgresql+psycopg"
         )
-    if scheme == "sqlite" and not rest.startswith("/"):
+    if scheme == "sqlite" and not rest.startswith("//"):  # sqlite:////abs/path
         raise SettingsError("PFCON_DATABASE_URL", "an SQLite URL needs a path: sqlite:////abs/path/pfcon.db")
     if scheme != "sqlite" and not rest.split("@")[-1].split("/")[0]:
         raise SettingsError("PFCON_DATABASE_URL", "a PostgreSQL URL needs a host")

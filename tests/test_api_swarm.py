@@ -124,10 +124,21 @@ def test_container_user_shm_and_logs_tail(make_app, swarm_client, jid: str) -> N
     assert _service(swarm_client, jid)["TaskTemplate"]["ContainerSpec"]["User"].endswith(":5000")
 
 
-def test_service_removed_behind_our_back_is_undefined(api, jid: str, swarm_client) -> None:
+def test_service_removed_behind_our_back_after_it_finished_keeps_its_status(
+    api, jid: str, swarm_client
+) -> None:
     client, auth = api
     assert submit(client, auth, job_form(jid), {"a": "x"}).status_code == 201
-    wait_terminal(client, auth, jid)
+    finished = wait_terminal(client, auth, jid)["compute"]
+    swarm_client.api.remove_service(jid)
+    assert _compute(client, auth, jid) == finished
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+
+
+def test_service_removed_behind_our_back_while_it_runs_is_undefined(api, jid: str, swarm_client) -> None:
+    client, auth = api
+    assert submit(client, auth, job_form(jid, args=["--sleep", "30"]), {"a": "x"}).status_code == 201
+    wait_for(lambda: _compute(client, auth, jid)["status"] == "started", timeout=60)
     swarm_client.api.remove_service(jid)
     compute = wait_for(lambda: (c := _compute(client, auth, jid))["status"] == "undefined" and c, timeout=5)
     assert "no longer knows" in compute["message"]

@@ -156,11 +156,12 @@ def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatc
     auth = login(client)
     answer = submit(client, auth, job_form(jid), {"a": "1"})
     assert answer.status_code == 503 and "docker" in answer.get_json()["message"]
-    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon-uploads"]
+    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
     assert not any((storebase / ".pfcon-uploads").iterdir())
-    for method in ("GET", "DELETE"):
-        answer = client.open(f"/api/v1/jobs/{jid}/", method=method, headers=auth)
-        assert answer.status_code == 503 and answer.is_json
+    # the store knows there is no such job; a DELETE must still ask the engine
+    assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
+    answer = client.delete(f"/api/v1/jobs/{jid}/", headers=auth)
+    assert answer.status_code == 503 and answer.is_json
 
 
 def test_plain_gunicorn_entry_point_serves_with_threaded_workers(docker_client, storebase, tmp_path) -> None:
@@ -170,6 +171,22 @@ def test_plain_gunicorn_entry_point_serves_with_threaded_workers(docker_client, 
         assert requests.get(url + "health/", timeout=5).json()["health"] == "OK"
     text = log.read_text()
     assert "Using worker: gthread" in text and text.count("Booting worker") == 2
+
+
+_APPS: list = []
+
+
+def _apps_on(storebase: Path) -> list:
+    found = [app for app in _APPS if app.extensions["pfcon"].storebase.root == storebase]
+    for app in found:
+        _APPS.remove(app)
+    return found
+
+
+def _app(settings: dict):
+    app = create_app(load_settings(settings))
+    _APPS.append(app)
+    return app
 
 
 @pytest.fixture
@@ -183,12 +200,13 @@ def tiny_storebase(tmp_path: Path):
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root?)")
     yield mount_point
+    for app in _apps_on(mount_point):
+        app.extensions["pfcon"].close()  # its job store is open on the tmpfs
     subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
-    app = create_app(load_settings({"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase)}))
-    client = app.test_client()
+    client = _app({"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase)}).test_client()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("big.bin", os.urandom(5 * 1024 * 1024))
@@ -197,14 +215,14 @@ def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, 
         "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
     )
     assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
-    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon-uploads"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
     assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
 
 
 def test_storebase_full_while_extracting_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
     """A small upload whose files do not fit: the disk fills while extracting, not receiving."""
     settings = {"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase), "MAX_ZIP_RATIO": "5000"}
-    client = create_app(load_settings(settings)).test_client()
+    client = _app(settings).test_client()
     upload = make_zip({"zeros.bin": bytes(5 * 1024 * 1024)})
     assert len(upload) < 64 * 1024  # the upload itself fits many times over
     form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}
@@ -212,5 +230,5 @@ def test_storebase_full_while_extracting_is_507_and_keeps_nothing(docker_client,
         "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
     )
     assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
-    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon-uploads"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
     assert not any((tiny_storebase / ".pfcon-uploads").iterdir())

@@ -159,3 +159,32 @@ def test_settings_an_engine_cannot_honour_stop_the_service() -> None:
             check_capabilities(load_settings({**PROD, variable: value}), backend)
         assert error.value.variable == variable
     check_capabilities(load_settings(PROD), backend)
+
+
+def test_the_job_store_defaults_to_sqlite_in_storebase() -> None:
+    settings = load_settings(
+        {"APPLICATION_MODE": "development", "STOREBASE": "/data", "STOREBASE_MOUNT": "/sb"}
+    )
+    assert settings.database_url == "sqlite:////sb/.pfcon/pfcon.db" and settings.history_days == 30
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("postgresql://u:p@db:5432/pfcon", "postgresql+psycopg://u:p@db:5432/pfcon"),
+        ("postgresql+psycopg://u:p@db/pfcon", "postgresql+psycopg://u:p@db/pfcon"),
+        ("sqlite:////var/lib/pfcon.db", "sqlite:////var/lib/pfcon.db"),
+    ],
+)
+def test_database_urls_are_accepted(value: str, expected: str) -> None:
+    env = {"APPLICATION_MODE": "development", "STOREBASE": "/data", "PFCON_DATABASE_URL": value}
+    assert load_settings(env).database_url == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["mysql://u@db/pfcon", "pfcon.db", "sqlite:///relative.db", "postgresql:///pfcon"]
+)
+def test_bad_database_urls_name_the_variable(value: str) -> None:
+    env = {"APPLICATION_MODE": "development", "STOREBASE": "/data", "PFCON_DATABASE_URL": value}
+    with pytest.raises(SettingsError, match="PFCON_DATABASE_URL"):
+        load_settings(env)

@@ -25,6 +25,7 @@ from pfcon.errors import InsufficientStorage, JobExists, StoreUnavailable
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_MS = 15_000
+SQLITE_CONNECTIONS = 4
 PG_CONNECT_TIMEOUT_S = 5
 WRITE = "pfcon_write"  # execution option: this transaction writes
 
@@ -48,7 +49,15 @@ def create(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+        # a few connections are plenty (SQLite has one writer at a time) and keep the
+        # process's file descriptors bounded (each holds the database, its WAL and its index)
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_MS / 1000},
+            pool_size=SQLITE_CONNECTIONS,
+            max_overflow=0,
+            pool_timeout=SQLITE_BUSY_MS / 1000,
+        )
         _sqlite_setup(engine)
         return engine
     return sa.create_engine(
