@@ -9,7 +9,8 @@ service that stopped is simply still queued when the next one boots.
 An engine that does not answer is not the job's fault: its start goes back to the queue with
 a time to retry (a growing pause) and a message saying why, and only after ``retry_seconds``
 does the job fail. The waits live in the store, not in threads: 500 jobs waiting for an
-engine cost 500 rows, and the same one scheduler thread per process.
+engine cost 500 rows, and the same one scheduler thread per process. The same thread hands
+back the claims of processes that died and prunes history past ``PFCON_HISTORY_DAYS``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_PAUSE_SECONDS = 30.0
 POLL_SECONDS = 1.0
-STALE_CHECK_SECONDS = 60.0
+STALE_CHECK_SECONDS = 10.0  # claims of a process that died go back to the queue this soon
+PRUNE_SECONDS = 3600.0
 
 
 class JobStarter:
@@ -41,12 +43,14 @@ class JobStarter:
         store: JobStore,
         workers: int,
         retry_seconds: float = 600,
+        history_days: int = 30,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.backend = backend
         self.store = store
         self.workers = workers
         self.retry_seconds = retry_seconds
+        self.history = timedelta(days=history_days)
         self.poll_seconds = poll_seconds
         self.owner = process_owner()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-start")
@@ -57,6 +61,7 @@ class JobStarter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._next_stale_check = 0.0
+        self._next_prune = 0.0
 
     # -- control --------------------------------------------------------------------------
     def resume(self) -> None:
@@ -113,15 +118,27 @@ class JobStarter:
                 log.exception("scheduler: unexpected error")
 
     def _dispatch(self) -> None:
-        if time.monotonic() >= self._next_stale_check:
-            self._next_stale_check = time.monotonic() + STALE_CHECK_SECONDS
+        now = time.monotonic()
+        if now >= self._next_stale_check:
+            self._next_stale_check = now + STALE_CHECK_SECONDS
             self.store.release_stale(CLAIM_LEASE)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_SECONDS
+            self._prune()
         with self._lock:
             free = self.workers - self._in_flight
         for row in self.store.claim(self.owner, free):
             with self._lock:
-                self._in_flight += 1
-            self._pool.submit(self._run, row)
+                if not self._closed:
+                    self._in_flight += 1
+                    self._pool.submit(self._run, row)
+                    continue
+            self.store.unclaim(row.id)  # shutting down: another process (or the next boot) starts it
+
+    def _prune(self) -> None:
+        pruned = self.store.prune(utc_now() - self.history)
+        if pruned:
+            log.info("pruned %d deleted jobs older than %s", pruned, self.history)
 
     def _run(self, row: JobRow) -> None:
         try:

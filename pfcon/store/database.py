@@ -105,6 +105,9 @@ def translated(what: str) -> Iterator[None]:
             raise InsufficientStorage(f"no space left for {what}; nothing was recorded") from None
         log.warning("the job database failed: %s", text)
         raise StoreUnavailable(f"{what} does not answer: {_first_line(text)}") from None
+    except sa.exc.SQLAlchemyError as error:  # e.g. no pooled connection came free in time
+        log.warning("the job database failed: %s", error)
+        raise StoreUnavailable(f"{what} does not answer: {_first_line(str(error))}") from None
 
 
 def _disk_full(error: sa.exc.DBAPIError, text: str) -> bool:
