@@ -20,8 +20,18 @@ from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
 from pfcon.settings import Settings
 from pfcon.starter import JobStarter
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Storage, ZipOutput
-from pfcon.store import JobRow, JobStore, NewJob
-from pfcon.store.repository import ACCEPTED, CLAIM_LEASE, FINISHED, QUEUED, owner_is_dead, rfc3339, wait_until
+from pfcon.store import HistoryPage, HistoryQuery, JobRow, JobStore, NewJob
+from pfcon.store.repository import (
+    ACCEPTED,
+    CLAIM_LEASE,
+    FINISHED,
+    QUEUED,
+    STARTED,
+    Event,
+    owner_is_dead,
+    rfc3339,
+    wait_until,
+)
 from pfcon.storebase import StoreBase, validate_jid
 
 INPUT_TARGET = "/share/incoming"
@@ -115,7 +125,9 @@ class JobService:
         self.backend = backend
         self.volumes = volumes
         self.store = store
-        self.starter = JobStarter(backend, store, settings.start_workers, settings.start_retry_seconds)
+        self.starter = JobStarter(
+            backend, store, settings.start_workers, settings.start_retry_seconds, settings.history_days
+        )
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -219,7 +231,7 @@ class JobService:
         if row.state == ACCEPTED and owner_is_dead(row.owner):
             self.store.fail_interrupted()
             row = self.store.live(jid) or row
-        if row.state != "started":
+        if row.state != STARTED:
             return JobState(_info_of(row), row.logs or "")
         try:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
@@ -264,7 +276,7 @@ class JobService:
         validate_jid(jid)
         row = self.store.tombstone(jid)
         if row is not None and row.claimed:
-            wait_until(lambda: not (self.store.get(row.id) or row).claimed, CLAIM_LEASE.total_seconds())
+            wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.info
         try:
             try:
@@ -280,6 +292,22 @@ class JobService:
         if row is None and not had_data and not in_engine:
             raise JobNotFound(f"job {jid!r} not found")
         log.info("[%s] deleted (engine: %s, data: %s)", jid, in_engine, had_data)
+
+    # -- history --------------------------------------------------------------------------
+    def history(self, query: HistoryQuery) -> HistoryPage:
+        return self.store.history(query)
+
+    def job_history(self, jid: str) -> tuple[JobRow, list[Event]]:
+        """The newest job of ``jid`` (its plugin job before its operations) and its events."""
+        validate_jid(jid)
+        row = self.store.latest(jid, kind="plugin") or self.store.latest(jid)
+        if row is None:
+            raise JobNotFound(f"no job {jid!r} in the history")
+        return row, self.store.events(row.id)
+
+    def _claimed(self, job_id: int) -> bool:
+        row = self.store.get(job_id)
+        return row is not None and row.claimed
 
     def close(self) -> None:
         self.starter.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from pfcon.api import schemas
+from pfcon.api import history, schemas
 from pfcon.api.auth import TokenAuth
 from pfcon.errors import InvalidInput, PfconError
 from pfcon.jobs import JobService
@@ -73,4 +73,5 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
             )
         return jsonify(result.body)
 
+    history.register(api, service)
     return api

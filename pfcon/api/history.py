@@ -1,0 +1,92 @@
+"""``GET history/`` and ``GET history/<jid>/``: what ran, what failed, how long jobs waited.
+
+Read from the job store only (never the engine), newest first, with cursor pagination: a
+page's ``next`` is the URL of the following page (its ``cursor`` names the last job seen, so
+pages stay stable while new jobs arrive), ``null`` on the last one. Auth as the rest of the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import Blueprint, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from marshmallow import RAISE, Schema, fields, validate
+
+from pfcon.api import schemas
+from pfcon.jobs import JobService
+from pfcon.store import HistoryQuery
+from pfcon.store.repository import KINDS, MAX_PAGE, STATES, STATUSES, rfc3339
+
+
+class HistoryQuerySchema(Schema):
+    """The query string of ``GET history/``; an unknown parameter is a 400, not ignored."""
+
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    state = fields.String(validate=validate.OneOf(STATES))
+    auid = fields.String(validate=validate.Length(min=1, max=256))
+    image = fields.String(validate=validate.Length(min=1, max=1024))
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    since = fields.AwareDateTime(default_timezone=UTC)
+    until = fields.AwareDateTime(default_timezone=UTC)
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE), load_default=50)
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+
+
+def _when(attribute: str) -> fields.Function:
+    return fields.Function(lambda row: rfc3339(getattr(row, attribute)) or None)
+
+
+class HistoryItemSchema(Schema):
+    """One job as history tells it: times, durations (seconds) and how it ended."""
+
+    jid = fields.String()
+    kind = fields.String()
+    api = fields.String()
+    image = fields.String()
+    auid = fields.String()
+    status = fields.String()
+    state = fields.String()
+    message = fields.String()
+    exit_code = fields.Integer(allow_none=True)
+    accepted = _when("accepted_at")
+    queued = _when("queued_at")
+    started = _when("started_at")
+    finished = _when("finished_at")
+    deleted = _when("deleted_at")
+    wait_seconds = fields.Float(allow_none=True)
+    run_seconds = fields.Float(allow_none=True)
+
+
+class EventSchema(Schema):
+    state = fields.String()
+    status = fields.String()
+    message = fields.String()
+    at = fields.Function(lambda event: rfc3339(event.at))
+
+
+QUERY = HistoryQuerySchema()
+ITEM = HistoryItemSchema()
+EVENTS = EventSchema(many=True)
+
+
+def register(api: Blueprint, service: JobService) -> None:
+    """Add the history routes to the API blueprint (behind its token check)."""
+
+    @api.get("/history/")
+    def history() -> ResponseReturnValue:
+        query = HistoryQuery(**schemas.load(QUERY, request.args.to_dict()))
+        page = service.history(query)
+        following = None
+        if page.next_cursor is not None:
+            args = {**request.args.to_dict(), "cursor": page.next_cursor}
+            following = url_for("api.history", _external=True, **args)
+        return jsonify(results=ITEM.dump(page.items, many=True), next=following)
+
+    @api.get("/history/<jid>/")
+    def job_history(jid: str) -> ResponseReturnValue:
+        row, events = service.job_history(jid)
+        return jsonify({**ITEM.dump(row), "events": EVENTS.dump(events)})
