@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import job_form, make_zip
+from tests.helpers import TEST_LABEL, job_form, make_zip
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,8 @@ def test_delete_racing_the_start_never_fails_or_blocks_the_jid(service_app, dock
     with ThreadPoolExecutor(4) as pool:
         assert set(pool.map(submit_then_delete, jids)) == {(201, 204)}
     service_app.extensions["pfcon"].starter.shutdown()  # every start that was in flight has ended
-    leftovers = [c.name for c in docker_client.containers.list(all=True) if c.name in jids]
+    listed = docker_client.api.containers(all=True, filters={"label": TEST_LABEL})  # no inspect: no race
+    leftovers = [name.lstrip("/") for c in listed for name in c["Names"] if name.lstrip("/") in jids]
     assert leftovers == []
     for one in jids:
         assert client.get(f"/api/v1/jobs/{one}/", headers=auth).status_code == 404

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_MS = 15_000
 SQLITE_CONNECTIONS = 4
+LOW_SPACE_BYTES = 256 * 1024  # below this, a failed SQLite write is taken as a full disk
 PG_CONNECT_TIMEOUT_S = 5
 WRITE = "pfcon_write"  # execution option: this transaction writes
 
@@ -89,9 +91,21 @@ def _sqlite_setup(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def sqlite_folder(url: URL | str) -> Path | None:
+    """Where an SQLite database lives (to tell a full disk from other failures)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).parent
+
+
 @contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Database failures as domain errors: 503 when it does not answer, 507 when it is full."""
+def translated(what: str, folder: Path | None = None) -> Iterator[None]:
+    """Database failures as domain errors: 503 when it does not answer, 507 when it is full.
+
+    SQLite on a full disk says ``database or disk is full`` or, writing its WAL or shared
+    memory file, ``disk I/O error``: ``folder``'s free space tells which.
+    """
     try:
         yield
     except sa.exc.IntegrityError as error:
@@ -100,7 +114,7 @@ def translated(what: str) -> Iterator[None]:
         ) from error
     except sa.exc.DBAPIError as error:
         text = str(error.orig) if error.orig is not None else str(error)
-        if _disk_full(error, text):
+        if _disk_full(error, text) or _no_space(folder):
             log.error("the job database is full: %s", text)
             raise InsufficientStorage(f"no space left for {what}; nothing was recorded") from None
         log.warning("the job database failed: %s", text)
@@ -115,6 +129,16 @@ def _disk_full(error: sa.exc.DBAPIError, text: str) -> bool:
     if isinstance(orig, OSError) and orig.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "database or disk is full" in text or "No space left on device" in text
+
+
+def _no_space(folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
 
 
 def _first_line(text: str) -> str:

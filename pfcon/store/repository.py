@@ -255,16 +255,17 @@ class JobStore:
         self.url = url
         self.name = database.describe(url)
         self.sqlite = database.is_sqlite(url)
+        self._folder = database.sqlite_folder(url)
 
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with database.translated(f"the job store ({self.name})"), self.engine.connect() as conn:
+        with database.translated(f"the job store ({self.name})", self._folder), self.engine.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with database.translated(f"the job store ({self.name})"), self.engine.connect() as conn:
+        with database.translated(f"the job store ({self.name})", self._folder), self.engine.connect() as conn:
             conn.execution_options(**{database.WRITE: True})
             with conn.begin():
                 yield conn
