@@ -14,6 +14,7 @@ def test_stream_round_trips_and_skips_links(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "sub/deeper").mkdir(parents=True)
     (out / "text.txt").write_text("hello " * 2000)
+    (out / "big.txt").write_text("hello " * 400_000)
     random_bytes = os.urandom(3 * 1024 * 1024 + 17)
     (out / "sub/deeper/random.bin").write_bytes(random_bytes)
     (out / "empty").write_bytes(b"")
@@ -27,10 +28,12 @@ def test_stream_round_trips_and_skips_links(tmp_path: Path) -> None:
     assert max(len(c) for c in chunks) <= 2 * 1024 * 1024
     with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as archive:
         assert archive.testzip() is None
-        assert sorted(archive.namelist()) == ["empty", "sub/deeper/random.bin", "text.txt"]
+        assert sorted(archive.namelist()) == ["big.txt", "empty", "sub/deeper/random.bin", "text.txt"]
         assert archive.read("sub/deeper/random.bin") == random_bytes
         assert archive.getinfo("sub/deeper/random.bin").compress_type == zipfile.ZIP_STORED
-        assert archive.getinfo("text.txt").compress_type == zipfile.ZIP_DEFLATED
+        assert archive.getinfo("big.txt").compress_type == zipfile.ZIP_DEFLATED
+        assert archive.getinfo("text.txt").compress_type == zipfile.ZIP_STORED  # small: never probed
+        assert archive.read("big.txt") == (out / "big.txt").read_bytes()
 
 
 def test_empty_output_is_a_valid_empty_zip(tmp_path: Path) -> None:
