@@ -84,10 +84,16 @@ def _kind(entry: os.DirEntry[str]) -> str:
     return FILE if entry.is_file(follow_symlinks=False) else OTHER
 
 
-def list_dir(fd: int, where: str = "") -> list[tuple[str, str, str]]:
-    """(display name, on-disk name, kind) of a folder's entries, sorted, one per display name."""
+def list_dir(fd: int, where: str = "", rename: bool = False) -> list[tuple[str, str, str]]:
+    """(display name, on-disk name, kind) of a folder's entries, sorted, one per display name.
+
+    With ``rename``, an entry whose name is not UTF-8 is renamed on disk to its display name
+    (never over an existing entry), so a path listed to a client is a path it can open.
+    """
     with os.scandir(fd) as scan:
         found = sorted((display_name(e.name), e.name, _kind(e)) for e in scan)
+    if rename:
+        found = [_renamed(fd, item, where) if item[0] != item[1] else item for item in found]
     unique: list[tuple[str, str, str]] = []
     for item in found:
         if unique and unique[-1][0] == item[0]:
@@ -98,6 +104,25 @@ def list_dir(fd: int, where: str = "") -> list[tuple[str, str, str]]:
             continue
         unique.append(item)
     return unique
+
+
+def _renamed(fd: int, item: tuple[str, str, str], where: str) -> tuple[str, str, str]:
+    shown, name, kind = item
+    try:
+        if kind == DIR:
+            try:
+                os.stat(shown, dir_fd=fd, follow_symlinks=False)
+                return item  # taken: list_dir drops this one with a logged reason
+            except FileNotFoundError:
+                os.rename(name, shown, src_dir_fd=fd, dst_dir_fd=fd)
+        else:  # a hard link never replaces an existing name
+            os.link(name, shown, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+            os.unlink(name, dir_fd=fd)
+    except OSError as error:
+        log.warning("could not rename %r in %r to %r: %s", name, where or ".", shown, error)
+        return item
+    log.info("renamed %r in %r to %r (not UTF-8; read as Latin-1)", name, where or ".", shown)
+    return shown, shown, kind
 
 
 def open_dir(name: str | os.PathLike[str], dir_fd: int | None = None) -> int:
@@ -128,16 +153,18 @@ def walk(
     root_fd: int,
     max_depth: int | None = MAX_DEPTH,
     on_error: Callable[[Entry, OSError], None] | None = None,
+    rename: bool = False,
 ) -> Iterator[Entry]:
     """Every entry under the open folder ``root_fd``, depth first, sorted, pre-order.
 
     A folder is yielded before its content. ``root_fd`` stays the caller's; the walk opens at
     most two more descriptors. A folder that cannot be opened (permissions, swapped for a
-    link) is reported to ``on_error`` (default: logged) and its content skipped.
+    link) is reported to ``on_error`` (default: logged) and its content skipped. ``rename``:
+    see :func:`list_dir`.
     """
     report = on_error or _log_skip
     ident = _ident(os.fstat(root_fd))
-    levels = [_Level(ident, (), (), iter(list_dir(root_fd)))]
+    levels = [_Level(ident, (), (), iter(list_dir(root_fd, rename=rename)))]
     cur = os.dup(root_fd)
     try:
         while levels:
@@ -166,7 +193,7 @@ def walk(
                 continue
             try:
                 info = os.fstat(child)
-                entries = list_dir(child, entry.path)
+                entries = list_dir(child, entry.path, rename)
             except OSError as error:
                 os.close(child)
                 report(entry, error)

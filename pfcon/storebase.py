@@ -13,8 +13,8 @@ import re
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
-from pfcon.settings import SettingsError
 from pfcon.safetree import DIR, Entry, open_dir, remove_tree, walk
+from pfcon.settings import SettingsError
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 INCOMING = "incoming"

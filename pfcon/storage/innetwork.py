@@ -9,12 +9,15 @@ other ``job_output_path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.safetree import FILE, Entry, open_root, walk
 from pfcon.storage.base import InputRequest, ListingOutput, Storage
 from pfcon.storage.links import LocalTree, is_link_file
 from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative
@@ -110,20 +113,31 @@ class InNetworkStorage(Storage):
 def output_files(root: Path) -> list[str]:
     """Relative paths of the regular files a job wrote under ``root``, sorted.
 
-    Symlinks are skipped, and link files are removed: a job may not plant a ``.chrislink``
-    that a later staging would follow (into data its owner cannot otherwise read).
+    Read through :mod:`pfcon.safetree` (no link followed, any depth up to its bound); a name
+    that is not UTF-8 is renamed on disk to its Latin-1 reading, so the listed path is the
+    path a client opens in storeBase.
     """
-    found: list[str] = []
-    for dirpath, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            if is_link_file(name):
-                log.warning("removing link file %s written by a job into its output", path)
-                os.unlink(path)
-                continue
-            found.append(os.path.relpath(path, root))
+    fd = open_root(root)
+    try:
+        found = [entry.path for entry in data_files(fd, rename=True)]
+    finally:
+        os.close(fd)
     found.sort()
     return found
+
+
+def data_files(root_fd: int, rename: bool = False) -> Iterator[Entry]:
+    """The regular files under an output's root, link files removed as they are met.
+
+    A job may not plant a ``.chrislink`` that a later staging would follow (into data its
+    owner cannot otherwise read). Shared by every in-network storage's listing and upload.
+    """
+    for entry in walk(root_fd, rename=rename):
+        if entry.kind != FILE:
+            continue
+        if is_link_file(entry.parts[-1]):
+            log.warning("removing link file %s written by a job into its output", entry.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=entry.dir_fd)
+            continue
+        yield entry

@@ -40,7 +40,27 @@ ZIP32_MAX = 0xFFFFFFFF
 STORED, DEFLATED = 0, 8
 DESCRIPTOR, UTF8 = 0x08, 0x800
 _ALREADY_COMPRESSED = frozenset(
-    ".gz .tgz .bz2 .xz .zst .zip .7z .png .jpg .jpeg .gif .webp .mp4 .mkv .mov .mp3 .npz .mgz .h5".split()
+    [
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".zst",
+        ".zip",
+        ".7z",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".webp",
+        ".mp4",
+        ".mkv",
+        ".mov",
+        ".mp3",
+        ".npz",
+        ".mgz",
+        ".h5",
+    ]
 )
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
@@ -250,10 +270,20 @@ class _Writer:
         count = self.count
         if count >= 0xFFFF or start >= ZIP32_MAX or size >= ZIP32_MAX:
             end64 = self.offset
-            yield from self._put(_END64.pack(0x06064B50, 44, (3 << 8) | 45, 45, 0, 0, count, count, size, start))
+            yield from self._put(
+                _END64.pack(0x06064B50, 44, (3 << 8) | 45, 45, 0, 0, count, count, size, start)
+            )
             yield from self._put(_LOCATOR64.pack(0x07064B50, 0, end64, 1))
         yield from self._put(
-            _END.pack(0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF), min(size, ZIP32_MAX),
-                      min(start, ZIP32_MAX), 0)
+            _END.pack(
+                0x06054B50,
+                0,
+                0,
+                min(count, 0xFFFF),
+                min(count, 0xFFFF),
+                min(size, ZIP32_MAX),
+                min(start, ZIP32_MAX),
+                0,
+            )
         )
         yield from self._flush()
