@@ -154,13 +154,15 @@ def walk(
     max_depth: int | None = MAX_DEPTH,
     on_error: Callable[[Entry, OSError], None] | None = None,
     rename: bool = False,
+    too_deep: Callable[[Entry], None] | None = None,
 ) -> Iterator[Entry]:
     """Every entry under the open folder ``root_fd``, depth first, sorted, pre-order.
 
     A folder is yielded before its content. ``root_fd`` stays the caller's; the walk opens at
     most two more descriptors. A folder that cannot be opened (permissions, swapped for a
     link) is reported to ``on_error`` (default: logged) and its content skipped. ``rename``:
-    see :func:`list_dir`.
+    see :func:`list_dir`. A folder deeper than ``max_depth`` goes to ``too_deep`` (default:
+    logged and skipped; it may raise to refuse the tree instead).
     """
     report = on_error or _log_skip
     ident = _ident(os.fstat(root_fd))
@@ -183,7 +185,7 @@ def walk(
                 yield entry
                 continue
             if max_depth is not None and len(entry.parts) > max_depth:
-                log.warning("skipping %s: deeper than %d folders", entry.path, max_depth)
+                (too_deep or _log_too_deep)(entry)
                 continue
             yield entry
             try:
@@ -238,6 +240,10 @@ def _reopen(root_fd: int, level: _Level) -> int:
         os.close(fd)
         raise TreeChanged("not the folder the walk left")
     return fd
+
+
+def _log_too_deep(entry: Entry) -> None:
+    log.warning("skipping %s...: deeper than %d folders", entry.path[:200], len(entry.parts) - 1)
 
 
 def _log_skip(entry: Entry, error: OSError) -> None:

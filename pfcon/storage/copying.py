@@ -9,15 +9,20 @@ bounded number in flight keeps memory flat whatever the tree size.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+from pfcon.errors import InvalidInput
+from pfcon.safetree import DIR, FILE, MAX_DEPTH, Entry, open_dir, open_regular, open_root, walk
 
 COPY_WORKERS = 8
 CHUNK = 8 * 1024 * 1024
@@ -72,16 +77,24 @@ def _hard_link(src: str | Path, dest: str | Path) -> bool:
 
 def _clone_or_copy(src: Path, dest: Path) -> None:
     try:
-        target = open(dest, "xb")  # noqa: SIM115 - closed below, with the source
+        target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except FileExistsError:
         return
-    with open(src, "rb") as source, target:
+    _clone_or_copy_fds(os.open(src, os.O_RDONLY | os.O_CLOEXEC), target)
+
+
+def _clone_or_copy_fds(src_fd: int, dest_fd: int) -> None:
+    """Clone, else stream, ``src_fd`` into ``dest_fd``; both are closed."""
+    try:
         try:
-            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            fcntl.ioctl(dest_fd, FICLONE, src_fd)
             return
         except OSError:
             pass
-        _stream(source.fileno(), target.fileno())
+        _stream(src_fd, dest_fd)
+    finally:
+        os.close(src_fd)
+        os.close(dest_fd)
 
 
 def _stream(src_fd: int, dest_fd: int) -> None:
@@ -123,23 +136,66 @@ def scan_files(root: str) -> Iterator[os.DirEntry[str]]:
 def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
     """Copy the regular files and folders of ``src`` into ``dest`` (merged if it exists).
 
-    The walk makes the folders and hard-links each file itself (one cheap syscall; a thread
-    hand-off would cost more); only files that must be copied byte by byte go to the pool.
+    Both sides are walked and written fd-relative without following links
+    (:mod:`pfcon.safetree`), so a folder swapped for a symlink while it is copied leads
+    nowhere. A source deeper than :data:`~pfcon.safetree.MAX_DEPTH` folders is refused
+    (:class:`InvalidInput`) rather than staged in part. The walk makes the folders and
+    hard-links each file itself (one cheap syscall; a thread hand-off would cost more); only
+    files that must be copied byte by byte go to the pool.
     """
-    source_root = os.fspath(src)
-    dest_root = os.fspath(dest)
-    skip = len(source_root) + 1
-    made: set[str] = set()
+    os.makedirs(dest, exist_ok=True)
+    src_fd = open_root(src)
+    stack = [open_root(dest)]  # stack[k]: the destination folder at depth k
 
-    def to_copy() -> Iterator[tuple[Path, Path]]:
-        os.makedirs(dest_root, exist_ok=True)
-        for entry in scan_files(source_root):
-            target = os.path.join(dest_root, entry.path[skip:])
-            folder = os.path.dirname(target)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            if not _hard_link(entry.path, target):
-                yield Path(entry.path), Path(target)
+    def refuse(entry: Entry) -> None:
+        raise InvalidInput(f"input: {src.name}/{entry.path[:200]}... is deeper than {MAX_DEPTH} folders")
 
-    bounded_each(lambda pair: _clone_or_copy(*pair), to_copy(), workers)
+    def to_copy() -> Iterator[tuple[int, int]]:
+        for entry in walk(src_fd, MAX_DEPTH, too_deep=refuse):
+            depth = len(entry.parts)
+            for fd in stack[depth:]:
+                os.close(fd)
+            del stack[depth:]
+            parent = stack[-1]
+            if entry.kind == DIR:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(entry.name, dir_fd=parent)
+                stack.append(open_dir(entry.name, dir_fd=parent))
+            elif entry.kind == FILE and not _hard_link_at(entry, parent):
+                pair = _open_pair(entry, parent)
+                if pair is not None:
+                    yield pair
+
+    try:
+        bounded_each(lambda pair: _clone_or_copy_fds(*pair), to_copy(), workers)
+    finally:
+        os.close(src_fd)
+        for fd in stack:
+            os.close(fd)
+
+
+def _hard_link_at(entry: Entry, dest_dir: int) -> bool:
+    """Like :func:`_hard_link`, fd-relative; a symlink is never followed (``linkat`` flags 0)."""
+    try:
+        os.link(entry.name, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=dest_dir, follow_symlinks=False)
+    except FileExistsError:
+        return True
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        return False
+    return True
+
+
+def _open_pair(entry: Entry, dest_dir: int) -> tuple[int, int] | None:
+    opened = open_regular(entry.dir_fd, entry.name)
+    if opened is None:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return opened[0], os.open(entry.name, flags, 0o666, dir_fd=dest_dir)
+    except BaseException:
+        os.close(opened[0])
+        if isinstance(sys.exc_info()[1], FileExistsError):
+            return None
+        raise

@@ -80,6 +80,15 @@ class InNetworkStorage(Storage):
             raise InvalidInput(f"{what}: {relative} exists and is not a folder")
         return resolved
 
+    @staticmethod
+    def make_output_dir(path: Path) -> bool:
+        """Create the job's output folder; False if the client named one that exists."""
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            return False
+        return True
+
     def remember_output(self, jid: str, output_dir: PurePosixPath) -> None:
         record = self.storebase.job_dir(jid) / RECORD_NAME
         record.write_text(json.dumps({"output_dir": output_dir.as_posix()}))
