@@ -213,15 +213,22 @@ def _ident(info: os.stat_result) -> tuple[int, int]:
 
 
 def _climb(cur: int, root_fd: int, parent: _Level) -> int:
-    """Descriptor of ``parent`` from its child ``cur`` (closed); -1 if the tree was changed."""
+    """Descriptor of ``parent`` from its child ``cur`` (closed); -1 if the tree was changed.
+
+    ``..`` is the cheap way up; it needs search permission on the child and must be the
+    folder the walk came from. Otherwise the parent is reached again from the root.
+    """
     try:
         up = open_dir("..", dir_fd=cur)
+    except OSError:
+        up = -1
     finally:
         os.close(cur)
-    if _ident(os.fstat(up)) == parent.ident:
+    if up >= 0 and _ident(os.fstat(up)) == parent.ident:
         return up
-    os.close(up)
-    try:  # moved away under us: reach the parent again from the root, component by component
+    if up >= 0:
+        os.close(up)
+    try:
         return _reopen(root_fd, parent)
     except OSError:
         log.warning("stopping the walk at %s: the folder was moved while it was read", parent.parts)

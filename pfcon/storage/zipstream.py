@@ -129,25 +129,26 @@ class _Writer:
     def __init__(self) -> None:
         self.offset = 0
         self.count = 0
-        self.parts: list[bytes] = []
-        self.buffered = 0
+        self.buffer = bytearray()
         self.central = tempfile.SpooledTemporaryFile(max_size=CENTRAL_IN_MEMORY)  # noqa: SIM115
 
     def close(self) -> None:
         self.central.close()
 
     def _put(self, data: bytes) -> Iterator[bytes]:
-        self.parts.append(data)
-        self.buffered += len(data)
         self.offset += len(data)
-        if self.buffered >= CHUNK:
+        if len(data) >= CHUNK:  # a chunk of a large file: passed on as it is
+            yield from self._flush()
+            yield data
+            return
+        self.buffer += data
+        if len(self.buffer) >= CHUNK:
             yield from self._flush()
 
     def _flush(self) -> Iterator[bytes]:
-        if self.parts:
-            data = b"".join(self.parts)
-            self.parts.clear()
-            self.buffered = 0
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
             yield data
 
     def add(self, fd: int, info: os.stat_result, name: bytes) -> Iterator[bytes]:
