@@ -10,7 +10,6 @@ storeBase, in a child process, which is what a non-root pfcon does.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import tempfile
 import zipfile
