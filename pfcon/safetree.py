@@ -28,7 +28,7 @@ import os
 import stat
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_DEPTH = 128
 """Folders below an output's root that are read; deeper entries are left out (logged)."""
@@ -75,7 +75,7 @@ class _Level:
     ident: tuple[int, int]
     names: tuple[str, ...]  # on-disk names from the root
     parts: tuple[str, ...]
-    entries: Iterator[tuple[str, str, str]] = field(default_factory=lambda: iter(()))
+    entries: Iterator[tuple[str, str, str]]
 
 
 def _kind(entry: os.DirEntry[str]) -> str:
@@ -95,14 +95,13 @@ def list_dir(fd: int, where: str = "", rename: bool = False) -> list[tuple[str, 
     if rename:
         found = [_renamed(fd, item, where) if item[0] != item[1] else item for item in found]
     unique: list[tuple[str, str, str]] = []
-    for item in found:
-        if unique and unique[-1][0] == item[0]:
-            kept = unique[-1] if unique[-1][0] == unique[-1][1] else item
-            dropped = item if kept is unique[-1] else unique[-1]
-            log.warning("skipping %r in %r: its name read as Latin-1 is taken", dropped[1], where or ".")
-            unique[-1] = kept
+    for item in found:  # sorted: a clash is two neighbours, one of them UTF-8 (kept)
+        if not unique or unique[-1][0] != item[0]:
+            unique.append(item)
             continue
-        unique.append(item)
+        dropped = item if unique[-1][0] == unique[-1][1] else unique[-1]
+        unique[-1] = item if dropped is unique[-1] else unique[-1]
+        log.warning("skipping %r in %r: its name read as Latin-1 is taken", dropped[1], where or ".")
     return unique
 
 

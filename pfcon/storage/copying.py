@@ -14,7 +14,6 @@ import errno
 import fcntl
 import os
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -188,14 +187,16 @@ def _hard_link_at(entry: Entry, dest_dir: int) -> bool:
 
 
 def _open_pair(entry: Entry, dest_dir: int) -> tuple[int, int] | None:
+    """(source, new destination) descriptors for a byte copy; None if either side is not to be."""
     opened = open_regular(entry.dir_fd, entry.name)
     if opened is None:
         return None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         return opened[0], os.open(entry.name, flags, 0o666, dir_fd=dest_dir)
+    except FileExistsError:
+        os.close(opened[0])
+        return None
     except BaseException:
         os.close(opened[0])
-        if isinstance(sys.exc_info()[1], FileExistsError):
-            return None
         raise
