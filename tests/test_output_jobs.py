@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,9 @@ import pytest
 from pfcon.safetree import MAX_DEPTH, remove_tree
 from pfcon.storebase import StoreBase
 from tests.api_helpers import login, submit, wait_terminal
-from tests.helpers import job_form
+from tests.helpers import as_user, job_form, shared_tmp_dir
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
-from tests.test_output_tree import UID, as_user
+from tests.test_output_tree import UID
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +48,9 @@ mkfifo fifo
 @pytest.fixture
 def storebase() -> Iterator[Path]:
     """storeBase where uid 1001 can reach it (pytest's own folders are private to root)."""
-    top = Path(tempfile.mkdtemp(prefix="pfcon-test-"))
-    top.chmod(0o755)
-    path = top / "storeBase"
-    path.mkdir()
-    yield path
-    subprocess.run(["rm", "-rf", str(top)], check=False)
+    with shared_tmp_dir() as top:
+        (top / "storeBase").mkdir()
+        yield top / "storeBase"
 
 
 def _hostile_form(jid: str, **extra) -> dict:
@@ -66,6 +62,15 @@ def _delete_as_pfcon_user(storebase: Path, jid: str) -> None:
     subprocess.run(["chown", "-R", "-h", f"{UID}:{UID}", str(storebase)], check=True)
     assert as_user(UID, lambda: 0 if StoreBase(storebase).remove_job(jid) else 5) == 0
     assert not (storebase / f"key-{jid}").exists()
+
+
+def _filesystem_client(make_app, storebase: Path):
+    """A filesystem-storage app whose jobs run as uid 1001, and an input folder ``home/in``."""
+    client = make_app(PFCON_INNETWORK="true", STORAGE_ENV="filesystem", CONTAINER_USER=f"{UID}:{UID}")
+    client = client.test_client()
+    (storebase / "home/in").mkdir(parents=True)
+    (storebase / "home/in/a.txt").write_text("a")
+    return client, login(client)
 
 
 def test_zip_download_and_delete_of_a_hostile_output(make_app, storebase: Path, jid: str) -> None:
@@ -91,11 +96,7 @@ def test_zip_download_and_delete_of_a_hostile_output(make_app, storebase: Path, 
 
 def test_innetwork_listing_and_staging_of_a_hostile_output(make_app, storebase: Path, jid: str) -> None:
     """filesystem lists it; fslink staging it as the next job's input is a 400, not a 500."""
-    client = make_app(PFCON_INNETWORK="true", STORAGE_ENV="filesystem", CONTAINER_USER=f"{UID}:{UID}")
-    client = client.test_client()
-    auth = login(client)
-    (storebase / "home/in").mkdir(parents=True)
-    (storebase / "home/in/a.txt").write_text("a")
+    client, auth = _filesystem_client(make_app, storebase)
     form = _hostile_form(jid, input_dirs=["home/in"], output_dir="home/out")
     assert submit(client, auth, form).status_code == 201
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
@@ -117,11 +118,7 @@ def test_innetwork_listing_and_staging_of_a_hostile_output(make_app, storebase: 
 
 
 def test_existing_output_dir_keeps_its_owner_and_mode(make_app, storebase: Path, jid: str) -> None:
-    client = make_app(PFCON_INNETWORK="true", STORAGE_ENV="filesystem", CONTAINER_USER=f"{UID}:{UID}")
-    client = client.test_client()
-    auth = login(client)
-    (storebase / "home/in").mkdir(parents=True)
-    (storebase / "home/in/a.txt").write_text("a")
+    client, auth = _filesystem_client(make_app, storebase)
     (storebase / "home/theirs").mkdir()
     (storebase / "home/theirs").chmod(0o750)
     form = job_form(jid, input_dirs=["home/in"], output_dir="home/theirs")

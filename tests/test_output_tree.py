@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 import threading
 import tracemalloc
 import zipfile
@@ -25,6 +24,7 @@ from pfcon.storage import zipstream
 from pfcon.storage.copying import copy_tree
 from pfcon.storage.innetwork import output_files
 from pfcon.storage.zipstream import stream_zip
+from tests.helpers import as_user, shared_tmp_dir
 
 DEPTH = 1_100
 UID = 1001
@@ -98,30 +98,8 @@ def test_names_that_are_not_utf8_are_read_as_latin1_everywhere(tmp_path: Path) -
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A folder another user can reach (pytest's own are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="pfcon-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-def as_user(uid: int, action) -> int:
-    """Run ``action`` in a child process as ``uid`` (the tests run as root); its exit code."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            code = action()
-        except BaseException as error:
-            import traceback
-
-            os.write(2, "".join(traceback.format_exception(error)).encode())
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    with shared_tmp_dir() as path:
+        yield path
 
 
 def write_hostile_tree(out: Path, outside: Path) -> None:

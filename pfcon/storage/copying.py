@@ -61,10 +61,15 @@ def copy_file(src: Path, dest: Path) -> None:
         _clone_or_copy(src, dest)
 
 
-def _hard_link(src: str | Path, dest: str | Path) -> bool:
-    """Whether ``dest`` is now there (linked, or already present); False: copy it instead."""
+def _hard_link(
+    src: str | Path, dest: str | Path, src_dir: int | None = None, dest_dir: int | None = None
+) -> bool:
+    """Whether ``dest`` is now there (linked, or already present); False: copy it instead.
+
+    ``linkat`` without ``AT_SYMLINK_FOLLOW``: a symlink at ``src`` is never followed.
+    """
     try:
-        os.link(src, dest)
+        os.link(src, dest, src_dir_fd=src_dir, dst_dir_fd=dest_dir, follow_symlinks=False)
     except FileExistsError:
         return True
     except OSError as error:
@@ -160,7 +165,7 @@ def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(entry.name, dir_fd=parent)
                 stack.append(open_dir(entry.name, dir_fd=parent))
-            elif entry.kind == FILE and not _hard_link_at(entry, parent):
+            elif entry.kind == FILE and not _hard_link(entry.name, entry.name, entry.dir_fd, parent):
                 pair = _open_pair(entry, parent)
                 if pair is not None:
                     yield pair
@@ -171,19 +176,6 @@ def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
         os.close(src_fd)
         for fd in stack:
             os.close(fd)
-
-
-def _hard_link_at(entry: Entry, dest_dir: int) -> bool:
-    """Like :func:`_hard_link`, fd-relative; a symlink is never followed (``linkat`` flags 0)."""
-    try:
-        os.link(entry.name, entry.name, src_dir_fd=entry.dir_fd, dst_dir_fd=dest_dir, follow_symlinks=False)
-    except FileExistsError:
-        return True
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        return False
-    return True
 
 
 def _open_pair(entry: Entry, dest_dir: int) -> tuple[int, int] | None:
