@@ -63,6 +63,7 @@ class Entry:
     name: str  # as on disk (undecodable bytes surrogate-escaped): for *at() calls
     parts: tuple[str, ...]  # display names from the root down to this entry
     kind: str  # FILE, DIR or OTHER (symlinks, FIFOs, sockets, devices)
+    names: tuple[str, ...] = ()  # on-disk names from the root down to this entry
 
     @property
     def path(self) -> str:
@@ -179,7 +180,7 @@ def walk(
                         return
                 continue
             shown, name, kind = item
-            entry = Entry(cur, name, (*level.parts, shown), kind)
+            entry = Entry(cur, name, (*level.parts, shown), kind, (*level.names, name))
             if kind != DIR:
                 yield entry
                 continue
@@ -201,7 +202,7 @@ def walk(
                 continue
             os.close(cur)
             cur = child
-            levels.append(_Level(_ident(info), (*level.names, name), entry.parts, iter(entries)))
+            levels.append(_Level(_ident(info), entry.names, entry.parts, iter(entries)))
     finally:
         if cur >= 0:
             os.close(cur)

@@ -23,6 +23,7 @@ from pfcon.safetree import MAX_DEPTH, open_root, remove_tree
 from pfcon.storage import zipstream
 from pfcon.storage.copying import copy_tree
 from pfcon.storage.innetwork import output_files
+from pfcon.storage.links import count_data_files, link_files
 from pfcon.storage.zipstream import stream_zip
 from tests.helpers import as_user, shared_tmp_dir
 
@@ -69,6 +70,21 @@ def test_deep_source_is_refused_by_fslink_copy(tmp_path: Path) -> None:
     _deep(tmp_path / "ok", MAX_DEPTH)
     copy_tree(tmp_path / "ok", tmp_path / "copy")
     assert output_files(tmp_path / "copy") == output_files(tmp_path / "ok")
+
+
+def test_counting_an_input_deeper_than_path_max(tmp_path: Path) -> None:
+    """filesystem mode counts a client-named input as it is: 40 levels of 200-byte names (8 KB paths)."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(40):
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+        os.mkdir("n" * 200, dir_fd=fd)
+        child = os.open("n" * 200, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("x.chrislink", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    assert count_data_files(tmp_path) == 40
+    assert [len(link.as_posix()) > 4096 for link in link_files(tmp_path)] == [True]
 
 
 def test_names_that_are_not_utf8_are_read_as_latin1_everywhere(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -118,23 +119,31 @@ def _stream(src_fd: int, dest_fd: int) -> None:
         offset += sent
 
 
-def scan_files(root: str) -> Iterator[os.DirEntry[str]]:
-    """Regular files under ``root``, depth first, from ``scandir`` alone (no extra ``stat``).
+@dataclass(frozen=True)
+class FoundFile:
+    """A regular file met by :func:`scan_files`."""
+
+    path: str  # root joined with the on-disk names (for reading a link file)
+    name: str
+
+
+def scan_files(root: str) -> Iterator[FoundFile]:
+    """Regular files under ``root``, any depth, walked fd-relative (:mod:`pfcon.safetree`).
 
     Symlinks and special files are neither followed nor listed: a tree in storeBase may hold
-    links planted by a job, and following one could read outside storeBase.
+    links planted by a job, and following one could read outside storeBase. A missing root
+    has no files.
     """
-    stack = [root]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False):
-                yield entry
+    try:
+        fd = open_root(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for entry in walk(fd, max_depth=None):
+            if entry.kind == FILE:
+                yield FoundFile(os.path.join(root, *entry.names), entry.name)
+    finally:
+        os.close(fd)
 
 
 def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
