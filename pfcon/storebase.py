@@ -151,7 +151,7 @@ def _undeletable_folder(root: Path) -> tuple[str, int] | None:
         return None
     found: list[tuple[str, int]] = []
 
-    def check(entry: Entry, _error: OSError | None = None) -> None:
+    def check(entry: Entry) -> None:
         info = os.stat(entry.name, dir_fd=entry.dir_fd, follow_symlinks=False)
         if info.st_uid == euid or found:
             return
@@ -161,7 +161,8 @@ def _undeletable_folder(root: Path) -> tuple[str, int] | None:
 
     fd = open_dir(root)
     try:
-        for entry in walk(fd, max_depth=None, on_error=check):
+        # every folder is checked when it is met, before the walk tries to open it
+        for entry in walk(fd, max_depth=None, on_error=lambda _entry, _error: None):
             if entry.kind == DIR:
                 check(entry)
             if found:

@@ -81,11 +81,15 @@ def _hard_link(
 
 
 def _clone_or_copy(src: Path, dest: Path) -> None:
+    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    except FileExistsError:
-        return
-    _clone_or_copy_fds(os.open(src, os.O_RDONLY | os.O_CLOEXEC), target)
+    except BaseException as error:
+        os.close(source)
+        if isinstance(error, FileExistsError):
+            return
+        raise
+    _clone_or_copy_fds(source, target)
 
 
 def _clone_or_copy_fds(src_fd: int, dest_fd: int) -> None:
