@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -40,3 +41,19 @@ def test_empty_output_is_a_valid_empty_zip(tmp_path: Path) -> None:
     data = b"".join(stream_zip(tmp_path))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == []
+
+
+def test_a_file_that_grows_after_its_stat_is_zipped_whole(tmp_path: Path, monkeypatch) -> None:
+    """A running job may append between the fstat and the read: nothing is cut off."""
+    (tmp_path / "growing.log").write_bytes(b"line\n" * 1000)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        fields = list(info)
+        fields[6] = 10 if stat.S_ISREG(info.st_mode) else fields[6]  # st_size as it was earlier
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    with zipfile.ZipFile(io.BytesIO(b"".join(stream_zip(tmp_path)))) as archive:
+        assert archive.read("growing.log") == b"line\n" * 1000 and archive.testzip() is None

@@ -104,6 +104,17 @@ def _stream(root_fd: int, max_depth: int) -> Iterator[bytes]:
         writer.close()
 
 
+def _read_upto(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes; fewer only at the end of the file."""
+    data = os.read(fd, size)
+    while 0 < len(data) < size:
+        more = os.read(fd, size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def _dos_time(mtime: float) -> tuple[int, int]:
     t = time.localtime(mtime)
     if t.tm_year < 1980:
@@ -153,11 +164,12 @@ class _Writer:
 
     def add(self, fd: int, info: os.stat_result, name: bytes) -> Iterator[bytes]:
         """One file: whole if small (sizes in the header), else streamed with a descriptor."""
-        head = os.read(fd, min(info.st_size, SMALL) + 1)
+        want = min(info.st_size, SMALL) + 1  # one byte more than expected: did it grow?
+        head = _read_upto(fd, want)
         mode = info.st_mode & 0xFFFF
         dos_time, dos_date = _dos_time(info.st_mtime)
         offset = self.offset
-        if len(head) <= SMALL:
+        if len(head) < want:  # the whole file: sizes and CRC go in the local header
             crc = zlib.crc32(head)
             size = len(head)
             yield from self._put(
