@@ -112,7 +112,7 @@ class InNetworkStorage(Storage):
         """List the job's output dir where it lies in storeBase (filesystem, fslink)."""
         target = self.listing_target(jid, job_output_path)
         folder = self.storebase.root / self.storebase_dir(target, "job_output_path", must_exist=False)
-        files = output_files(folder) if folder.is_dir() else []
+        files = output_files(folder)
         return self.listing(job_output_path or "", files)
 
     def listing(self, job_output_path: str, rel_file_paths: list[str]) -> ListingOutput:
@@ -126,7 +126,10 @@ def output_files(root: Path) -> list[str]:
     that is not UTF-8 is renamed on disk to its Latin-1 reading, so the listed path is the
     path a client opens in storeBase.
     """
-    fd = open_root(root)
+    try:
+        fd = open_root(root)
+    except FileNotFoundError:  # the job has not made it (yet)
+        return []
     try:
         found = [entry.path for entry in data_files(fd, rename=True)]
     finally:
