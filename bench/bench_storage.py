@@ -117,7 +117,7 @@ def local_staging(
 
 @contextmanager
 def no_hard_links() -> Iterator[None]:
-    def refuse(_src, _dest):
+    def refuse(*_args, **_kwargs):
         raise OSError(18, "Invalid cross-device link")
 
     with mock.patch.object(copying.os, "link", refuse):

@@ -17,6 +17,7 @@ from typing import Any
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
+from pfcon.safetree import chmod_dir, open_dir
 from pfcon.settings import Settings
 from pfcon.starter import JobStarter
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Storage, ZipOutput
@@ -163,7 +164,12 @@ class JobService:
             raise
         try:
             staged = self.storage.stage_input(jid, sub.data, dirs)
-            self._open_output(dirs, spec.user)
+            if staged.output_created:
+                self._open_output(dirs, spec.user)
+            else:
+                log.info(
+                    "[%s] output_dir %s existed: its owner and mode are left as they are", jid, dirs.output
+                )
             if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
                 raise JobNotFound(f"job {jid!r} was deleted while its input was being staged")
         except BaseException:
@@ -207,15 +213,21 @@ class JobService:
         )
 
     def _open_output(self, dirs: JobDirs, user: str | None) -> None:
-        """Let a job running as CONTAINER_USER write its output folder."""
+        """Let a job running as CONTAINER_USER write the output folder this job created.
+
+        Never through a symlink: the folder is changed relative to its parent, no-follow.
+        """
         if not user:
             return
-        outgoing = self.storebase.root / dirs.output
+        parent, name = os.path.split(self.storebase.root / dirs.output)
         uid, gid = (int(part) for part in user.split(":"))
+        parent_fd = open_dir(parent)
         try:
-            os.chown(outgoing, uid, gid)
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         except PermissionError:
-            outgoing.chmod(0o777)
+            chmod_dir(parent_fd, name, 0o777)
+        finally:
+            os.close(parent_fd)
 
     # -- status ---------------------------------------------------------------------------
     def status(self, jid: str) -> JobState:

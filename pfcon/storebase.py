@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
+from pfcon.safetree import DIR, Entry, open_dir, remove_tree, walk
 from pfcon.settings import SettingsError
 
 JID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -119,41 +119,65 @@ class StoreBase:
     def remove_job(self, jid: str) -> bool:
         """Delete the job folder; returns whether there was one.
 
-        A job running as another user can leave folders pfcon may neither write nor open up
-        (pfcon not root, the job root): then nothing is deleted and the error says why,
-        instead of a half-deleted folder and an I/O error.
+        Any tree a job running as pfcon's uid can write is removed (any depth, names,
+        permissions, links; see :func:`~pfcon.safetree.remove_tree`). A job running
+        as another user can leave folders pfcon may neither write nor open up (pfcon not
+        root, the job root): then nothing is deleted and the error says why, instead of a
+        half-deleted folder and an I/O error.
         """
         job_dir = self.job_dir(jid)
         if not job_dir.is_dir():
             return False
         blocker = _undeletable_folder(job_dir)
         if blocker is not None:
+            where, uid = blocker
             raise DataNotDeletable(
-                f"job {jid!r}: {self.relative(blocker)} belongs to uid {blocker.stat().st_uid}, whose files "
+                f"job {jid!r}: {self.job_key(jid)}/{where} belongs to uid {uid}, whose files "
                 f"pfcon (uid {os.geteuid()}) cannot remove; nothing was deleted. Run jobs as pfcon's "
                 "user (CONTAINER_USER) or remove the folder as its owner"
             )
-        shutil.rmtree(job_dir, ignore_errors=False, onerror=_make_writable_and_retry)
+        remove_tree(job_dir)
         return True
 
 
-def _undeletable_folder(root: Path) -> Path | None:
-    """The first non-empty folder under ``root`` whose entries pfcon cannot unlink.
+def _undeletable_folder(root: Path) -> tuple[str, int] | None:
+    """(path, owner) of the first non-empty folder under ``root`` whose entries pfcon cannot unlink.
 
     Unlinking needs write and search permission on the folder; pfcon can grant itself both
-    on folders it owns (``_make_writable_and_retry``), not on another user's.
+    on folders it owns, not on another user's. The walk is fd-relative and of any depth.
     """
-    if os.geteuid() == 0:
+    euid = os.geteuid()
+    if euid == 0:
         return None
-    unreadable: list[Path] = []
-    for folder, dirs, files in os.walk(root, onerror=lambda exc: unreadable.append(Path(exc.filename))):
-        path = Path(folder)
-        if (dirs or files) and not os.access(path, os.W_OK | os.X_OK) and path.stat().st_uid != os.geteuid():
-            return path
-    return next((path for path in unreadable if path.stat().st_uid != os.geteuid()), None)
+    found: list[tuple[str, int]] = []
+
+    def check(entry: Entry) -> None:
+        info = os.stat(entry.name, dir_fd=entry.dir_fd, follow_symlinks=False)
+        if info.st_uid == euid or found:
+            return
+        usable = os.access(entry.name, os.W_OK | os.X_OK, dir_fd=entry.dir_fd)
+        if not usable and not _is_empty(entry):
+            found.append((entry.path, info.st_uid))
+
+    fd = open_dir(root)
+    try:
+        # every folder is checked when it is met, before the walk tries to open it
+        for entry in walk(fd, max_depth=None, on_error=lambda _entry, _error: None):
+            if entry.kind == DIR:
+                check(entry)
+            if found:
+                return found[0]
+    finally:
+        os.close(fd)
+    return None
 
 
-def _make_writable_and_retry(func, path, _exc_info) -> None:
-    """rmtree helper: a job may leave read-only folders in its output; open the parent, retry."""
-    Path(path).parent.chmod(0o700)
-    func(path)
+def _is_empty(entry: Entry) -> bool:
+    try:
+        fd = open_dir(entry.name, dir_fd=entry.dir_fd)
+    except OSError:
+        return False  # cannot look inside: assume it holds something
+    try:
+        return not os.listdir(fd)
+    finally:
+        os.close(fd)

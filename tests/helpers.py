@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import tempfile
 import time
+import traceback
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +84,34 @@ def input_tree(root: Path) -> Path:
     (root / "one.txt").write_text("one")
     (root / "nested/two.txt").write_text("two")
     return root
+
+
+def as_user(uid: int, action: Callable[[], int]) -> int:
+    """Run ``action`` in a child process as ``uid`` (the tests run as root); its exit code.
+
+    The child's exception, if any, is printed to stderr (the test's captured output).
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            code = action()
+        except BaseException as error:
+            os.write(2, "".join(traceback.format_exception(error)).encode())
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@contextmanager
+def shared_tmp_dir() -> Iterator[Path]:
+    """A temporary folder another user can reach (pytest's own are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="pfcon-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", str(path)], check=False)  # any depth or mode a test left

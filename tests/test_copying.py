@@ -34,7 +34,7 @@ def test_copy_tree_hard_links_on_one_filesystem_and_skips_symlinks(tmp_path: Pat
 def test_copy_falls_back_to_a_streamed_copy_when_links_are_refused(tmp_path: Path, monkeypatch) -> None:
     """As across filesystems (EXDEV): the data is copied, in chunks, into a new inode."""
 
-    def cross_device(_src, _dest):
+    def cross_device(*_args, **_kwargs):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(copying.os, "link", cross_device)

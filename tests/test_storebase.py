@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
 from pfcon.storebase import StoreBase, resolve_inside, safe_relative, validate_jid
+from tests.helpers import as_user, shared_tmp_dir
 
 
 @pytest.mark.parametrize("jid", ["chris-jid-42", "a", "A.b_c-1", "x" * 128])
@@ -57,25 +56,8 @@ def test_claim_is_exclusive(tmp_path: Path) -> None:
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A temporary folder another user can reach (pytest's own are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="pfcon-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-def _as_user(uid: int, action) -> int:
-    """Run ``action`` in a child process with ``uid`` (tests run as root); its exit code."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            code = action()
-        finally:
-            os._exit(code)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    with shared_tmp_dir() as path:
+        yield path
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play two users")
@@ -101,9 +83,9 @@ def test_job_data_another_user_wrote_is_refused_whole(shared_tmp: Path) -> None:
             return 3 if "outgoing/nested belongs to uid 0" in error.message else 2
         return 0
 
-    assert _as_user(1001, delete) == 3
+    assert as_user(1001, delete) == 3
     assert (job / "incoming/a.txt").read_text() == "mine"  # nothing was deleted
     os.chown(job / "outgoing/nested", 1001, 1001)
     os.chown(job / "outgoing/nested/result.txt", 1001, 1001)
-    assert _as_user(1001, lambda: 0 if StoreBase(root).remove_job("j1") else 4) == 0
+    assert as_user(1001, lambda: 0 if StoreBase(root).remove_job("j1") else 4) == 0
     assert not job.exists()

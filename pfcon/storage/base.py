@@ -39,6 +39,7 @@ class StagedInput:
 
     nfiles: int
     path: str
+    output_created: bool = True  # False: the client named an existing folder; its mode is kept
 
 
 @dataclass(frozen=True)

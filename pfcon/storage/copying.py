@@ -9,6 +9,7 @@ bounded number in flight keeps memory flat whatever the tree size.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -16,8 +17,12 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from pfcon.errors import InvalidInput
+from pfcon.safetree import DIR, FILE, MAX_DEPTH, Entry, open_dir, open_regular, open_root, walk
 
 COPY_WORKERS = 8
 CHUNK = 8 * 1024 * 1024
@@ -57,10 +62,15 @@ def copy_file(src: Path, dest: Path) -> None:
         _clone_or_copy(src, dest)
 
 
-def _hard_link(src: str | Path, dest: str | Path) -> bool:
-    """Whether ``dest`` is now there (linked, or already present); False: copy it instead."""
+def _hard_link(
+    src: str | Path, dest: str | Path, src_dir: int | None = None, dest_dir: int | None = None
+) -> bool:
+    """Whether ``dest`` is now there (linked, or already present); False: copy it instead.
+
+    ``linkat`` without ``AT_SYMLINK_FOLLOW``: a symlink at ``src`` is never followed.
+    """
     try:
-        os.link(src, dest)
+        os.link(src, dest, src_dir_fd=src_dir, dst_dir_fd=dest_dir, follow_symlinks=False)
     except FileExistsError:
         return True
     except OSError as error:
@@ -71,17 +81,29 @@ def _hard_link(src: str | Path, dest: str | Path) -> bool:
 
 
 def _clone_or_copy(src: Path, dest: Path) -> None:
+    source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        target = open(dest, "xb")  # noqa: SIM115 - closed below, with the source
-    except FileExistsError:
-        return
-    with open(src, "rb") as source, target:
+        target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except BaseException as error:
+        os.close(source)
+        if isinstance(error, FileExistsError):
+            return
+        raise
+    _clone_or_copy_fds(source, target)
+
+
+def _clone_or_copy_fds(src_fd: int, dest_fd: int) -> None:
+    """Clone, else stream, ``src_fd`` into ``dest_fd``; both are closed."""
+    try:
         try:
-            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            fcntl.ioctl(dest_fd, FICLONE, src_fd)
             return
         except OSError:
             pass
-        _stream(source.fileno(), target.fileno())
+        _stream(src_fd, dest_fd)
+    finally:
+        os.close(src_fd)
+        os.close(dest_fd)
 
 
 def _stream(src_fd: int, dest_fd: int) -> None:
@@ -101,45 +123,85 @@ def _stream(src_fd: int, dest_fd: int) -> None:
         offset += sent
 
 
-def scan_files(root: str) -> Iterator[os.DirEntry[str]]:
-    """Regular files under ``root``, depth first, from ``scandir`` alone (no extra ``stat``).
+@dataclass(frozen=True)
+class FoundFile:
+    """A regular file met by :func:`scan_files`."""
+
+    path: str  # root joined with the on-disk names (for reading a link file)
+    name: str
+
+
+def scan_files(root: str) -> Iterator[FoundFile]:
+    """Regular files under ``root``, any depth, walked fd-relative (:mod:`pfcon.safetree`).
 
     Symlinks and special files are neither followed nor listed: a tree in storeBase may hold
-    links planted by a job, and following one could read outside storeBase.
+    links planted by a job, and following one could read outside storeBase. A missing root
+    has no files.
     """
-    stack = [root]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False):
-                yield entry
+    try:
+        fd = open_root(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for entry in walk(fd, max_depth=None):
+            if entry.kind == FILE:
+                yield FoundFile(os.path.join(root, *entry.names), entry.name)
+    finally:
+        os.close(fd)
 
 
 def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
     """Copy the regular files and folders of ``src`` into ``dest`` (merged if it exists).
 
-    The walk makes the folders and hard-links each file itself (one cheap syscall; a thread
-    hand-off would cost more); only files that must be copied byte by byte go to the pool.
+    Both sides are walked and written fd-relative without following links
+    (:mod:`pfcon.safetree`), so a folder swapped for a symlink while it is copied leads
+    nowhere. A source deeper than :data:`~pfcon.safetree.MAX_DEPTH` folders is refused
+    (:class:`InvalidInput`) rather than staged in part. The walk makes the folders and
+    hard-links each file itself (one cheap syscall; a thread hand-off would cost more); only
+    files that must be copied byte by byte go to the pool.
     """
-    source_root = os.fspath(src)
-    dest_root = os.fspath(dest)
-    skip = len(source_root) + 1
-    made: set[str] = set()
+    os.makedirs(dest, exist_ok=True)
+    src_fd = open_root(src)
+    stack = [open_root(dest)]  # stack[k]: the destination folder at depth k
 
-    def to_copy() -> Iterator[tuple[Path, Path]]:
-        os.makedirs(dest_root, exist_ok=True)
-        for entry in scan_files(source_root):
-            target = os.path.join(dest_root, entry.path[skip:])
-            folder = os.path.dirname(target)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            if not _hard_link(entry.path, target):
-                yield Path(entry.path), Path(target)
+    def refuse(entry: Entry) -> None:
+        raise InvalidInput(f"input: {src.name}/{entry.path[:200]}... is deeper than {MAX_DEPTH} folders")
 
-    bounded_each(lambda pair: _clone_or_copy(*pair), to_copy(), workers)
+    def to_copy() -> Iterator[tuple[int, int]]:
+        for entry in walk(src_fd, MAX_DEPTH, too_deep=refuse):
+            depth = len(entry.parts)
+            for fd in stack[depth:]:
+                os.close(fd)
+            del stack[depth:]
+            parent = stack[-1]
+            if entry.kind == DIR:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(entry.name, dir_fd=parent)
+                stack.append(open_dir(entry.name, dir_fd=parent))
+            elif entry.kind == FILE and not _hard_link(entry.name, entry.name, entry.dir_fd, parent):
+                pair = _open_pair(entry, parent)
+                if pair is not None:
+                    yield pair
+
+    try:
+        bounded_each(lambda pair: _clone_or_copy_fds(*pair), to_copy(), workers)
+    finally:
+        os.close(src_fd)
+        for fd in stack:
+            os.close(fd)
+
+
+def _open_pair(entry: Entry, dest_dir: int) -> tuple[int, int] | None:
+    """(source, new destination) descriptors for a byte copy; None if either side is not to be."""
+    opened = open_regular(entry.dir_fd, entry.name)
+    if opened is None:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return opened[0], os.open(entry.name, flags, 0o666, dir_fd=dest_dir)
+    except FileExistsError:
+        os.close(opened[0])
+        return None
+    except BaseException:
+        os.close(opened[0])
+        raise

@@ -30,9 +30,9 @@ class FilesystemStorage(InNetworkStorage):
 
     def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
         source = self.storebase.root / dirs.input
-        (self.storebase.root / dirs.output).mkdir(parents=True, exist_ok=True)
+        created = self.make_output_dir(self.storebase.root / dirs.output)
         self.remember_output(jid, self.requested_dirs(request)[1])
-        return StagedInput(nfiles=count_data_files(source), path=str(source))
+        return StagedInput(nfiles=count_data_files(source), path=str(source), output_created=created)
 
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
         return self.list_in_place(jid, job_output_path)

@@ -45,9 +45,9 @@ class FslinkStorage(InNetworkStorage):
         outgoing = root / dirs.output
         policy = LinkPolicy(source=StoreBaseTree(self.storebase), forbidden=(outgoing,))
         resolve_links(incoming, policy, origins=tuple(s.resolve() for s in sources))
-        outgoing.mkdir(parents=True, exist_ok=True)
+        created = self.make_output_dir(outgoing)
         self.remember_output(jid, output)
-        return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
+        return StagedInput(nfiles=count_data_files(incoming), path=str(incoming), output_created=created)
 
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
         return self.list_in_place(jid, job_output_path)

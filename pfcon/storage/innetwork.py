@@ -9,12 +9,15 @@ other ``job_output_path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.safetree import FILE, Entry, open_root, walk
 from pfcon.settings import STATE_DIR
 from pfcon.storage.base import InputRequest, ListingOutput, Storage
 from pfcon.storage.links import LocalTree, is_link_file
@@ -78,6 +81,15 @@ class InNetworkStorage(Storage):
             raise InvalidInput(f"{what}: {relative} exists and is not a folder")
         return resolved
 
+    @staticmethod
+    def make_output_dir(path: Path) -> bool:
+        """Create the job's output folder; False if the client named one that exists."""
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            return False
+        return True
+
     def remember_output(self, jid: str, output_dir: PurePosixPath) -> None:
         record = self.storebase.job_dir(jid) / RECORD_NAME
         record.write_text(json.dumps({"output_dir": output_dir.as_posix()}))
@@ -101,7 +113,7 @@ class InNetworkStorage(Storage):
         """List the job's output dir where it lies in storeBase (filesystem, fslink)."""
         target = self.listing_target(jid, job_output_path)
         folder = self.storebase.root / self.storebase_dir(target, "job_output_path", must_exist=False)
-        files = output_files(folder) if folder.is_dir() else []
+        files = output_files(folder)
         return self.listing(job_output_path or "", files)
 
     def listing(self, job_output_path: str, rel_file_paths: list[str]) -> ListingOutput:
@@ -111,20 +123,34 @@ class InNetworkStorage(Storage):
 def output_files(root: Path) -> list[str]:
     """Relative paths of the regular files a job wrote under ``root``, sorted.
 
-    Symlinks are skipped, and link files are removed: a job may not plant a ``.chrislink``
-    that a later staging would follow (into data its owner cannot otherwise read).
+    Read through :mod:`pfcon.safetree` (no link followed, any depth up to its bound); a name
+    that is not UTF-8 is renamed on disk to its Latin-1 reading, so the listed path is the
+    path a client opens in storeBase.
     """
-    found: list[str] = []
-    for dirpath, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(dirpath, d))]
-        for name in files:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            if is_link_file(name):
-                log.warning("removing link file %s written by a job into its output", path)
-                os.unlink(path)
-                continue
-            found.append(os.path.relpath(path, root))
+    try:
+        fd = open_root(root)
+    except FileNotFoundError:  # the job has not made it (yet)
+        return []
+    try:
+        found = [entry.path for entry in data_files(fd, rename=True)]
+    finally:
+        os.close(fd)
     found.sort()
     return found
+
+
+def data_files(root_fd: int, rename: bool = False) -> Iterator[Entry]:
+    """The regular files under an output's root, link files removed as they are met.
+
+    A job may not plant a ``.chrislink`` that a later staging would follow (into data its
+    owner cannot otherwise read). Shared by every in-network storage's listing and upload.
+    """
+    for entry in walk(root_fd, rename=rename):
+        if entry.kind != FILE:
+            continue
+        if is_link_file(entry.parts[-1]):
+            log.warning("removing link file %s written by a job into its output", entry.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=entry.dir_fd)
+            continue
+        yield entry

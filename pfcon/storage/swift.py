@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from pfcon.errors import InvalidInput
+from pfcon.safetree import open_regular, open_root
 from pfcon.settings import SwiftSettings
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
-from pfcon.storage.innetwork import InNetworkStorage, output_files
+from pfcon.storage.innetwork import InNetworkStorage, data_files
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storage.swiftstore import SwiftContainer
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
@@ -111,19 +113,43 @@ class SwiftStorage(InNetworkStorage):
         # racing would otherwise both see a file missing and both upload it.
         with open(self.storebase.job_dir(jid) / UPLOAD_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            files = output_files(outgoing)
-            self._upload_new(outgoing, target, files)
+            root_fd = open_root(outgoing)
+            try:
+                files = self._upload_new(root_fd, target)
+            finally:
+                os.close(root_fd)
         return self.listing(job_output_path or "", files)
 
-    def _upload_new(self, outgoing: Path, target: PurePosixPath, files: list[str]) -> None:
-        """Upload the files not already in Swift with the same size (nothing twice)."""
+    def _upload_new(self, root_fd: int, target: PurePosixPath) -> list[str]:
+        """Upload the files not already in Swift with the same size (nothing twice); list all.
+
+        Each file is opened fd-relative without following links while the walk is on it, and
+        uploaded from that descriptor by the thread pool.
+        """
         prefix = target.as_posix() + "/"
         present = {obj["name"]: obj["bytes"] for obj in self.swift.objects(prefix)}
-        todo = [rel for rel in files if present.get(prefix + rel) != os.stat(outgoing / rel).st_size]
-        if not todo:
-            return
-        self.swift.ensure_container()
-        bounded_each(lambda rel: self.swift.upload(prefix + rel, outgoing / rel), todo, COPY_WORKERS)
+        files: list[str] = []
+        container_ready = False
+
+        def todo() -> Iterator[tuple[str, BinaryIO, int]]:
+            nonlocal container_ready
+            for entry in data_files(root_fd):
+                opened = open_regular(entry.dir_fd, entry.name)
+                if opened is None:
+                    continue
+                fd, info = opened
+                files.append(entry.path)
+                if present.get(prefix + entry.path) == info.st_size:
+                    os.close(fd)
+                    continue
+                if not container_ready:
+                    self.swift.ensure_container()
+                    container_ready = True
+                yield prefix + entry.path, open(fd, "rb"), info.st_size  # noqa: SIM115 - closed by upload
+
+        bounded_each(lambda item: self.swift.upload(*item), todo(), COPY_WORKERS)
+        files.sort()
+        return files
 
     def info(self) -> dict[str, Any]:
         return {"swift_auth_url": self.settings.auth_url}

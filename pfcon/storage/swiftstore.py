@@ -14,7 +14,7 @@ import contextlib
 import queue
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from requests.exceptions import RequestException
 from swiftclient.client import ClientException, Connection
@@ -132,12 +132,10 @@ class SwiftContainer:
         with self.connection(f"create container {self.container!r}") as conn:
             conn.put_container(self.container)
 
-    def upload(self, key: str, path: Path) -> None:
-        """Stream one file to ``key``."""
-        with self.connection(f"upload {key!r}") as conn, path.open("rb") as data:
-            conn.put_object(
-                self.container, key, contents=data, content_length=path.stat().st_size, chunk_size=CHUNK
-            )
+    def upload(self, key: str, data: BinaryIO, size: int) -> None:
+        """Stream one open file of ``size`` bytes to ``key``; the file is closed."""
+        with data, self.connection(f"upload {key!r}") as conn:
+            conn.put_object(self.container, key, contents=data, content_length=size, chunk_size=CHUNK)
 
 
 def _short(error: ClientException) -> str:

@@ -48,7 +48,8 @@ class ZipFileStorage(Storage):
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput:
-        outgoing = self.storebase.outgoing(jid)
-        if not outgoing.is_dir():
-            raise JobNotFound(f"job {jid!r} has no output data")
-        return ZipOutput(filename=f"{jid}.zip", chunks=stream_zip(outgoing))
+        try:  # opened here, before the 200: a job deleted meanwhile is a 404
+            chunks = stream_zip(self.storebase.outgoing(jid))
+        except (FileNotFoundError, NotADirectoryError):
+            raise JobNotFound(f"job {jid!r} has no output data") from None
+        return ZipOutput(filename=f"{jid}.zip", chunks=chunks)
