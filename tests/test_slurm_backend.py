@@ -258,3 +258,37 @@ def test_unchecked_missing_image_fails_on_the_node_with_the_runtime_s_words(
     assert info.status is JobStatus.finishedWithError and info.message == "exited with code 125"
     assert "No such image" in backend.logs(jid, 5)
     backend.remove(jid)
+
+
+@pytest.mark.parametrize(
+    "image", ["--volume=/etc:/hostetc", "-v/etc:/hostetc", "--privileged"], ids=["volume", "short", "flag"]
+)
+def test_an_image_that_looks_like_an_option_never_becomes_one(
+    slurm_cluster,  # noqa: F811
+    slurm_root: Path,  # noqa: F811
+    jid: str,
+    tmp_path: Path,
+    image: str,
+) -> None:
+    """Even with the API's check bypassed and SLURM_CHECK_IMAGES=no, "--" keeps it an image name.
+
+    The command starts with a real image, as an attacker would write it: were the option taken,
+    that image would run with the host's /etc mounted and print its hostname file.
+    """
+    backend = slurm_backend(slurm_root, SLURM_CHECK_IMAGES="no")
+    command = ("localhost/pfcon-busybox:1", "cat", "/hostetc/hostname", "/etc/hostname")
+    spec = make_spec(jid, tmp_path, command, image=image)
+    backend.validate(spec)
+    backend.submit(spec)
+    info = finished(backend, jid)
+    logs = backend.logs(jid, 20)
+    assert info.status is JobStatus.finishedWithError, (info, logs)
+    assert "invalid reference format" in logs
+    assert Path("/etc/hostname").read_text().strip() not in logs
+    backend.remove(jid)
+
+
+def test_the_image_check_reads_an_option_like_image_as_a_name(slurm: BatchBackend, jid: str, tmp_path: Path) -> None:  # noqa: F811
+    spec = make_spec(jid, tmp_path, ("true",), image="--help")
+    with pytest.raises(InvalidJob, match="not present"):
+        slurm.validate(spec)

@@ -183,7 +183,7 @@ def test_docker_line_carries_mounts_env_user_limits_labels() -> None:
     assert argv[11:] == [
         "--user", "1000:2000", "--cpus", "1.5", "--memory=300m", "--memory-swap=300m", "--shm-size=64m",
         "--label", "site=bch", "--label", "org.chrisproject.pfcon.batch.jid=j-1",
-        "localhost/pfcon-busybox:1", "pl-copy", "/share/incoming", "/share/outgoing",
+        "--", "localhost/pfcon-busybox:1", "pl-copy", "/share/incoming", "/share/outgoing",
     ]  # fmt: skip
 
 
@@ -204,7 +204,7 @@ def test_apptainer_line_binds_and_leaves_limits_to_slurm() -> None:
         "exec", "--containall", "--cleanenv", "--pwd", "/",
         "--bind", "/sb/key-j-1/incoming:/share/incoming:ro", "--bind", "/sb/key-j-1/outgoing:/share/outgoing",
         "--env", "A=1", "--nv",
-        "docker-daemon:localhost/pfcon-busybox:1", "pl-copy", "/share/incoming", "/share/outgoing",
+        "--", "docker-daemon:localhost/pfcon-busybox:1", "pl-copy", "/share/incoming", "/share/outgoing",
     ]  # fmt: skip
     assert RUNTIMES["apptainer"].unsupported(spec(user="1:1"))
     assert RUNTIMES["apptainer"].unsupported(spec(shm_size_mib=8))

@@ -120,3 +120,31 @@ def test_api_answers_503_when_slurmctld_does_not(
     assert "slurm controller does not answer" in answer.get_json()["message"]
     assert not (storebase / f"key-{jid}").exists()
     app.extensions["pfcon"].starter.shutdown()
+
+
+OPTION_LIKE_IMAGES = [
+    "--volume=/etc:/hostetc",
+    "-v/etc:/hostetc",
+    "--privileged",
+    "localhost/pfcon-busybox:1 --privileged",
+    "localhost/pfcon-busybox:1\n--privileged",
+    "localhost/pfcon-busybox:1\t",
+    "localhost/pfcon-busybox:-x",
+    "docker://localhost/pfcon-busybox:1",
+    "/etc/passwd",
+    "localhost/pfcon-busybox:1\x00",
+]
+
+
+def test_api_refuses_every_image_that_is_not_a_reference_before_slurm_sees_it(
+    slurm_app, storebase: Path, jid: str
+) -> None:
+    client = slurm_app.test_client()
+    auth = login(client)
+    for image in OPTION_LIKE_IMAGES:
+        answer = submit(client, auth, job_form(jid, image=image), {"a.txt": "a"})
+        assert answer.status_code == 400, (image, answer.get_json())
+        assert "image" in answer.get_json()["message"]
+    assert not (storebase / f"key-{jid}").exists()
+    queued = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%j"], capture_output=True, text=True)
+    assert f"pfcon-{jid}" not in queued.stdout.split()

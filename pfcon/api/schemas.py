@@ -8,6 +8,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
 from pfcon.errors import InvalidInput
+from pfcon.imageref import check_image
 from pfcon.jobs import Submission
 from pfcon.storage.base import InputRequest
 
@@ -18,6 +19,13 @@ def _env_pair(value: str) -> None:
     key, sep, _ = value.partition("=")
     if not sep or not key:
         raise ValidationError('must be a "KEY=value" string')
+
+
+def _image_reference(value: str) -> None:
+    try:
+        check_image(value)
+    except InvalidInput as error:
+        raise ValidationError(error.message.removeprefix("image: ")) from None
 
 
 class SubmitSchema(Schema):
@@ -33,7 +41,7 @@ class SubmitSchema(Schema):
     cpu_limit = fields.Integer(required=True, validate=validate.Range(min=1))
     memory_limit = fields.Integer(required=True, validate=validate.Range(min=1))
     gpu_limit = fields.Integer(required=True, validate=validate.Range(min=0))
-    image = fields.String(required=True, validate=validate.Length(min=1))
+    image = fields.String(required=True, validate=_image_reference)
     type = fields.String(required=True, validate=validate.OneOf(("ds", "fs", "ts")))
     env = fields.List(fields.String(validate=_env_pair), load_default=list)
     input_dirs = fields.List(fields.String(), load_default=list)

@@ -58,7 +58,7 @@ class Runtime:
     status: str = 'echo "$code" false'
     #: removes the container; runs on every exit of the script
     cleanup: str = ":"
-    #: a local command (image name appended) that fails when the image is absent
+    #: a local command (image name appended, after its ``--``) that fails when the image is absent
     image_check: tuple[str, ...] | None = None
     min_memory_mib: int = 0
 
@@ -102,7 +102,7 @@ def _oci(binary: str, gpu_args: tuple[str, ...], oom_unreported: bool = False) -
         stop=f'{binary} kill "$container"',
         status=inspect,
         cleanup=f'{binary} rm -f "$container"',
-        image_check=(binary, "image", "inspect", "--format", "{{.Id}}"),
+        image_check=(binary, "image", "inspect", "--format", "{{.Id}}", "--"),
         min_memory_mib=6,
     )
 
@@ -157,7 +157,6 @@ def run_command(runtime: Runtime, spec: JobSpec, extra_labels: dict[str, str]) -
             words += [runtime.label_flag, f"{key}={value}"]
     if res.gpus:
         words += runtime.gpu_args
-    image = (
-        spec.image if "://" in spec.image or spec.image.startswith("/") else runtime.image_prefix + spec.image
-    )
-    return shell_join([*words, image, *spec.command])
+    # "--" ends the options: whatever the image is, it is never read as one (the API checks
+    # it too, see pfcon.imageref); docker, podman and apptainer's cobra CLIs all accept it
+    return shell_join([*words, "--", runtime.image_prefix + spec.image, *spec.command])
