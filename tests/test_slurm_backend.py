@@ -288,7 +288,11 @@ def test_an_image_that_looks_like_an_option_never_becomes_one(
     backend.remove(jid)
 
 
-def test_the_image_check_reads_an_option_like_image_as_a_name(slurm: BatchBackend, jid: str, tmp_path: Path) -> None:  # noqa: F811
+def test_the_image_check_reads_an_option_like_image_as_a_name(
+    slurm: BatchBackend,  # noqa: F811
+    jid: str,
+    tmp_path: Path,
+) -> None:
     spec = make_spec(jid, tmp_path, ("true",), image="--help")
     with pytest.raises(InvalidJob, match="not present"):
         slurm.validate(spec)
