@@ -74,6 +74,19 @@ class ZipLimits:
 
 
 @dataclass(frozen=True)
+class LinkLimits:
+    """Caps on what the ``.chrislink`` files of one job may copy (every storage).
+
+    Links to folders that hold links multiply (each level can double the copy), so the copies
+    are counted while the links are resolved, before anything is copied.
+    """
+
+    max_links: int = 10_000
+    max_entries: int = 200_000  # files and folders the copies make
+    max_bytes: int = 256 * GiB
+
+
+@dataclass(frozen=True)
 class SwiftSettings:
     """In-network Swift storage (STORAGE_ENV=swift): where to log in (tempauth v1) and which container.
 
@@ -156,6 +169,7 @@ class Settings:
     ignore_limits: bool = False
     remove_jobs: bool = True
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
+    link_limits: LinkLimits = field(default_factory=LinkLimits)
     start_workers: int = 4
     start_retry_seconds: int = 600
     database_url: str = ""
@@ -324,6 +338,15 @@ def _zip_limits(env: _Env) -> ZipLimits:
         max_unzipped_bytes=env.int("MAX_UNZIPPED_BYTES", defaults.max_unzipped_bytes, 1),
         max_entries=env.int("MAX_ZIP_ENTRIES", defaults.max_entries, 1),
         max_ratio=env.int("MAX_ZIP_RATIO", defaults.max_ratio, 1),
+    )
+
+
+def _link_limits(env: _Env) -> LinkLimits:
+    defaults = LinkLimits()
+    return LinkLimits(
+        max_links=env.int("MAX_JOB_LINKS", defaults.max_links, 0),
+        max_entries=env.int("MAX_LINKED_ENTRIES", defaults.max_entries, 0),
+        max_bytes=env.int("MAX_LINKED_BYTES", defaults.max_bytes, 0),
     )
 
 
@@ -590,6 +613,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ignore_limits=env.bool("IGNORE_LIMITS", False),
         remove_jobs=env.bool("REMOVE_JOBS", True),
         zip_limits=_zip_limits(env),
+        link_limits=_link_limits(env),
         start_workers=env.int("PFCON_START_WORKERS", 4, 1),
         start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
         database_url=_database_url(env, storebase_mount),

@@ -12,25 +12,25 @@ from pfcon.storebase import StoreBase
 def _zipfile(settings: Settings, storebase: StoreBase) -> Storage:
     from pfcon.storage.zipfile import ZipFileStorage
 
-    return ZipFileStorage(storebase, settings.zip_limits)
+    return ZipFileStorage(storebase, settings.zip_limits, settings.link_limits)
 
 
 def _filesystem(settings: Settings, storebase: StoreBase) -> Storage:
     from pfcon.storage.filesystem import FilesystemStorage
 
-    return FilesystemStorage(storebase)
+    return FilesystemStorage(storebase, settings.link_limits)
 
 
 def _fslink(settings: Settings, storebase: StoreBase) -> Storage:
     from pfcon.storage.fslink import FslinkStorage
 
-    return FslinkStorage(storebase)
+    return FslinkStorage(storebase, settings.link_limits)
 
 
 def _swift(settings: Settings, storebase: StoreBase) -> Storage:
     from pfcon.storage.swift import SwiftStorage
 
-    return SwiftStorage(storebase, settings.swift)
+    return SwiftStorage(storebase, settings.swift, settings.link_limits)
 
 
 REGISTRY: dict[str, Callable[[Settings, StoreBase], Storage]] = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pfcon.errors import StorageUnavailable
+from pfcon.settings import LinkLimits
 from pfcon.storebase import StoreBase
 
 
@@ -62,8 +63,9 @@ class Storage(ABC):
 
     name = "abstract"
 
-    def __init__(self, storebase: StoreBase) -> None:
+    def __init__(self, storebase: StoreBase, link_limits: LinkLimits | None = None) -> None:
         self.storebase = storebase
+        self.link_limits = link_limits or LinkLimits()
 
     @abstractmethod
     def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:

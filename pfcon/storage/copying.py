@@ -63,15 +63,22 @@ def copy_file(src: Path, dest: Path) -> None:
 
 
 def _hard_link(
-    src: str | Path, dest: str | Path, src_dir: int | None = None, dest_dir: int | None = None
+    src: str | Path,
+    dest: str | Path,
+    src_dir: int | None = None,
+    dest_dir: int | None = None,
+    exist_ok: bool = True,
 ) -> bool:
     """Whether ``dest`` is now there (linked, or already present); False: copy it instead.
 
-    ``linkat`` without ``AT_SYMLINK_FOLLOW``: a symlink at ``src`` is never followed.
+    ``linkat`` without ``AT_SYMLINK_FOLLOW``: a symlink at ``src`` is never followed. With
+    ``exist_ok=False`` a ``dest`` already there is :class:`FileExistsError`.
     """
     try:
         os.link(src, dest, src_dir_fd=src_dir, dst_dir_fd=dest_dir, follow_symlinks=False)
     except FileExistsError:
+        if not exist_ok:
+            raise
         return True
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -80,13 +87,13 @@ def _hard_link(
     return True
 
 
-def _clone_or_copy(src: Path, dest: Path) -> None:
+def _clone_or_copy(src: str | Path, dest: str | Path, exist_ok: bool = True) -> None:
     source = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         target = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except BaseException as error:
         os.close(source)
-        if isinstance(error, FileExistsError):
+        if isinstance(error, FileExistsError) and exist_ok:
             return
         raise
     _clone_or_copy_fds(source, target)
@@ -148,6 +155,27 @@ def scan_files(root: str) -> Iterator[FoundFile]:
                 yield FoundFile(os.path.join(root, *entry.names), entry.name)
     finally:
         os.close(fd)
+
+
+def copy_new_files(pairs: Iterable[tuple[str, str]], workers: int = COPY_WORKERS) -> None:
+    """Copy each ``(source, dest)`` file, making destination folders; never over an existing one.
+
+    A destination already there is :class:`FileExistsError` (the link resolver's "name
+    taken"). Sources are opened without following a symlink at their last component. The
+    loop makes the folders and hard-links each file itself; only byte copies go to the pool.
+    """
+    made: set[str] = set()
+
+    def to_copy() -> Iterator[tuple[str, str]]:
+        for source, target in pairs:
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            if not _hard_link(source, target, exist_ok=False):
+                yield source, target
+
+    bounded_each(lambda pair: _clone_or_copy(*pair, exist_ok=False), to_copy(), workers)
 
 
 def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:

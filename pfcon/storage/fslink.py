@@ -43,7 +43,9 @@ class FslinkStorage(InNetworkStorage):
                     f"input_dirs: {name} has a file where another input has a folder"
                 ) from None
         outgoing = root / dirs.output
-        policy = LinkPolicy(source=StoreBaseTree(self.storebase), forbidden=(outgoing,))
+        policy = LinkPolicy(
+            source=StoreBaseTree(self.storebase), forbidden=(outgoing,), limits=self.link_limits
+        )
         resolve_links(incoming, policy, origins=tuple(s.resolve() for s in sources))
         created = self.make_output_dir(outgoing)
         self.remember_output(jid, output)

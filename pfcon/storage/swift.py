@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
 from pfcon.errors import InvalidInput
 from pfcon.safetree import open_regular, open_root
-from pfcon.settings import SwiftSettings
+from pfcon.settings import LinkLimits, SwiftSettings
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
 from pfcon.storage.innetwork import InNetworkStorage, data_files
-from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
+from pfcon.storage.links import (
+    MAX_LINK_BYTES,
+    Found,
+    LinkPolicy,
+    SourceFile,
+    count_data_files,
+    decode_link,
+    resolve_links,
+)
 from pfcon.storage.swiftstore import SwiftContainer
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
 
@@ -38,17 +46,29 @@ class SwiftTree:
     def locate(self, relative: str, what: str) -> PurePosixPath:
         return safe_relative(relative, what)
 
-    def kind(self, target: PurePosixPath) -> str | None:
+    def look(self, target: PurePosixPath) -> Found | None:
         key = target.as_posix()
-        if self.swift.exists(key):
-            return "file"
-        return "dir" if self.swift.has_prefix(key + "/") else None
+        size = self.swift.size(key)
+        if size is not None:
+            return Found("file", size)
+        return Found("dir") if self.swift.has_prefix(key + "/") else None
 
-    def fetch_file(self, target: PurePosixPath, dest: Path) -> None:
-        self.swift.download(target.as_posix(), dest)
+    def files(self, folder: PurePosixPath) -> Iterator[SourceFile]:
+        start = folder.as_posix() + "/"
+        for obj in self.swift.objects(start):
+            name = obj["name"]
+            if not name.endswith("/"):  # a pseudo-folder marker, no data
+                relative = safe_relative(name[len(start) :], f"object {name!r}")
+                yield SourceFile(relative.as_posix(), int(obj["bytes"]))
 
-    def fetch_tree(self, target: PurePosixPath, dest: Path) -> None:
-        download_prefix(self.swift, target, dest)
+    def read_link(self, target: PurePosixPath) -> str:
+        return decode_link(self.swift.read_small(target.as_posix(), MAX_LINK_BYTES), target.name)
+
+    def fetch(self, pairs: Iterable[tuple[PurePath, Path]]) -> None:
+        def one(pair: tuple[PurePath, Path]) -> None:
+            self.swift.download(PurePosixPath(pair[0]).as_posix(), pair[1], exclusive=True)
+
+        bounded_each(one, pairs, COPY_WORKERS)
 
 
 def download_prefix(swift: SwiftContainer, prefix: PurePosixPath, dest: Path) -> int:
@@ -84,8 +104,10 @@ def _fetch(swift: SwiftContainer, name: str, dest: Path) -> None:
 class SwiftStorage(InNetworkStorage):
     name = "swift"
 
-    def __init__(self, storebase: StoreBase, settings: SwiftSettings) -> None:
-        super().__init__(storebase)
+    def __init__(
+        self, storebase: StoreBase, settings: SwiftSettings, link_limits: LinkLimits | None = None
+    ) -> None:
+        super().__init__(storebase, link_limits)
         self.settings = settings
         self.swift = SwiftContainer(settings)
 
@@ -101,7 +123,7 @@ class SwiftStorage(InNetworkStorage):
         (self.storebase.root / dirs.output).mkdir()
         for prefix in inputs:
             download_prefix(self.swift, prefix, incoming)
-        policy = LinkPolicy(source=SwiftTree(self.swift), forbidden=(output,))
+        policy = LinkPolicy(source=SwiftTree(self.swift), forbidden=(output,), limits=self.link_limits)
         resolve_links(incoming, policy, origins=inputs)
         self.remember_output(jid, output)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))

@@ -107,21 +107,37 @@ class SwiftContainer:
     def has_prefix(self, prefix: str) -> bool:
         return next(iter(self.objects(prefix)), None) is not None
 
-    def exists(self, key: str) -> bool:
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes; ``None`` when there is no such object."""
         try:
             with self.connection(f"look up {key!r}") as conn:
-                conn.head_object(self.container, key)
+                headers = conn.head_object(self.container, key)
         except ObjectMissing:
-            return False
-        return True
+            return None
+        return int(headers.get("content-length", 0))
 
-    def download(self, key: str, dest: Path) -> None:
-        """Stream one object to ``dest`` (its folder is created)."""
+    def read_small(self, key: str, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of an object (enough to tell it is over ``limit``)."""
+        data = b""
+        try:
+            with self.connection(f"download {key!r}") as conn:
+                _headers, body = conn.get_object(self.container, key, resp_chunk_size=limit + 1)
+                for chunk in body:
+                    data += chunk
+                    if len(data) > limit:
+                        break
+        except ObjectMissing:
+            raise InvalidInput(f"object {key!r} is not in Swift (deleted while staging?)") from None
+        return data[: limit + 1]
+
+    def download(self, key: str, dest: Path, exclusive: bool = False) -> None:
+        """Stream one object to ``dest`` (its folder is created); with ``exclusive`` an existing
+        ``dest`` is :class:`FileExistsError`, never overwritten."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.connection(f"download {key!r}") as conn:
                 _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
-                with dest.open("wb") as out:
+                with dest.open("xb" if exclusive else "wb") as out:
                     for chunk in body:
                         out.write(chunk)
         except ObjectMissing:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from pfcon.errors import InvalidInput, JobNotFound
-from pfcon.settings import ZipLimits
+from pfcon.settings import LinkLimits, ZipLimits
 from pfcon.storage.base import InputRequest, JobDirs, StagedInput, Storage, ZipOutput
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storage.unzip import StreamingUnzip
@@ -21,8 +21,10 @@ from pfcon.storebase import INCOMING, OUTGOING, StoreBase
 class ZipFileStorage(Storage):
     name = "zipfile"
 
-    def __init__(self, storebase: StoreBase, limits: ZipLimits) -> None:
-        super().__init__(storebase)
+    def __init__(
+        self, storebase: StoreBase, limits: ZipLimits, link_limits: LinkLimits | None = None
+    ) -> None:
+        super().__init__(storebase, link_limits)
         self.limits = limits
 
     def upload_sink(self) -> StreamingUnzip:
@@ -44,7 +46,8 @@ class ZipFileStorage(Storage):
         upload.finish()
         upload.move_to(incoming)
         outgoing.mkdir()
-        resolve_links(incoming, LinkPolicy(root=incoming, forbidden=(outgoing,)))
+        policy = LinkPolicy(root=incoming, forbidden=(outgoing,), limits=self.link_limits)
+        resolve_links(incoming, policy)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput:
