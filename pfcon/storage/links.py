@@ -229,6 +229,7 @@ class _Plan:
         self.copies: list[_Copy] = []
         self._dests: dict[Path, PurePath] = {}
         self._listings: dict[PurePath, _Listing] = {}
+        self._found: dict[PurePath, Found | None] = {}
 
     def add(
         self,
@@ -245,7 +246,7 @@ class _Plan:
         if target in chain or target in parents or depth >= MAX_DEPTH:
             log.warning("cutting link loop at %s -> %s", where / name, text)
             return
-        found = self.source.look(target)
+        found = self._look(target)
         if found is None:
             raise InvalidInput(f"link file {name!r} points at {text!r}, which does not exist")
         if found.kind == "file":
@@ -309,6 +310,12 @@ class _Plan:
             raise PayloadTooLarge(
                 f"input links: their copies would hold more than {limits.max_bytes} bytes (MAX_LINKED_BYTES)"
             )
+
+    def _look(self, target: PurePath) -> Found | None:
+        """What is at ``target``, asked of the source once per job (a round trip to Swift)."""
+        if target not in self._found:
+            self._found[target] = self.source.look(target)
+        return self._found[target]
 
     def _listing(self, folder: PurePath) -> _Listing:
         """List ``folder`` once per job, stopping as soon as it alone would break a cap."""
