@@ -12,7 +12,7 @@ import pytest
 
 from pfcon.compute.base import JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.batch import BatchBackend
-from pfcon.compute.jobfiles import JobFiles, tail_lines
+from pfcon.compute.jobfiles import JobFiles
 from pfcon.compute.outcome import decide, exit_outcome, from_table
 from pfcon.compute.runtimes import RUNTIMES, run_command
 from pfcon.compute.scheduler import BatchOptions, QueueState
@@ -308,17 +308,6 @@ def test_exit_outcomes() -> None:
     assert exit_outcome({"exit_code": "2"}, 64) == (JobStatus.finishedWithError, "exited with code 2")
     status, message = exit_outcome({"exit_code": "137", "oom": "true"}, 64)
     assert status is JobStatus.finishedWithError and message.endswith("memory limit of 64 MiB")
-
-
-# -- output tail ---------------------------------------------------------------------------
-def test_tail_reads_only_the_end(tmp_path: Path) -> None:
-    log = tmp_path / "out.log"
-    log.write_text("".join(f"line {n}\n" for n in range(100_000)))
-    assert tail_lines(log, 3) == "line 99997\nline 99998\nline 99999\n"
-    assert tail_lines(log, 0) == ""
-    log.write_text("a\nb")
-    assert tail_lines(log, 5) == "a\nb" and tail_lines(log, 1) == "b"
-    assert tail_lines(tmp_path / "missing.log", 5) == ""
 
 
 def test_hostile_image_and_args_stay_literal_in_the_script(tmp_path: Path) -> None:

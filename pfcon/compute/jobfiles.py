@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pfcon.compute.logtail import read_tail
 from pfcon.storebase import StoreBase
 
 JOB = "job.json"
@@ -27,7 +28,6 @@ OUTPUT = "output.log"
 STARTED = "started"
 STATUS = "status"
 FINAL = "final.json"
-TAIL_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,29 +83,7 @@ class JobFiles:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def tail(self, name: str, lines: int) -> str:
-        return tail_lines(self.path / name, lines)
-
-
-def tail_lines(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a file, read backwards in blocks (never the whole file)."""
-    if lines <= 0:
-        return ""
-    try:
-        handle = path.open("rb")
-    except (FileNotFoundError, NotADirectoryError):
-        return ""
-    with handle:
-        end = handle.seek(0, os.SEEK_END)
-        position, chunks, newlines = end, [], 0
-        while position > 0 and newlines <= lines:
-            step = min(TAIL_BLOCK, position)
-            position -= step
-            handle.seek(position)
-            chunk = handle.read(step)
-            chunks.append(chunk)
-            newlines += chunk.count(b"\n")
-    kept = b"".join(reversed(chunks)).splitlines(keepends=True)[-lines:]
-    return b"".join(kept).decode("utf-8", errors="replace")
+        return read_tail(self.path / name, lines)
 
 
 def is_node_path_safe(path: str) -> bool:

@@ -34,7 +34,7 @@ from pfcon.compute.cromwell.client import (
     CromwellUnavailable,
     WorkflowNotFound,
 )
-from pfcon.compute.cromwell.logs import read_tail
+from pfcon.compute.logtail import read_tail
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import BackendUnavailable, InvalidInput, InvalidJob, JobExists, JobNotFound
 from pfcon.storebase import StoreBase, resolve_inside
