@@ -278,7 +278,8 @@ class JobService:
 
     # -- delete ---------------------------------------------------------------------------
     def delete(self, jid: str) -> None:
-        """Mark the job deleted, remove it from the engine, then its data; 404 if none knew it.
+        """Mark the job deleted, remove it from the engine (with REMOVE_JOBS=no: stop it there),
+        then its data; 404 if none knew it.
 
         The record is tombstoned first, so a start racing this DELETE cannot follow it (the
         starter removes what it created); a start already in flight is waited for. The engine
@@ -289,7 +290,7 @@ class JobService:
         row = self.store.tombstone(jid)
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
-        engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.info
+        engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.stop
         try:
             try:
                 engine_step(jid)

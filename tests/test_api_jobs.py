@@ -161,6 +161,27 @@ def test_remove_jobs_no_keeps_the_container(make_app, jid: str, docker_client, s
     assert docker_client.containers.get(jid).status == "exited"
 
 
+def test_remove_jobs_no_stops_a_running_job_before_its_data_goes(
+    make_app, jid: str, docker_client, storebase
+) -> None:
+    client = make_app(REMOVE_JOBS="no").test_client()
+    auth = login(client)
+    form = job_form(
+        jid, entrypoint=["sh"], args=["-c", "while :; do date >> /share/outgoing/tick; sleep 0.1; done"]
+    )
+    form["type"] = "fs"
+    assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=30)
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    container = docker_client.containers.get(jid)
+    assert container.status == "exited"  # stopped before the data went, and kept
+    assert not (storebase / f"key-{jid}").exists()
+    assert (
+        client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+        == "finishedWithError"
+    )
+
+
 def test_ignore_limits(make_app, jid: str, docker_client) -> None:
     client = make_app(IGNORE_LIMITS="yes").test_client()
     auth = login(client)

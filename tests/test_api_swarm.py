@@ -206,3 +206,22 @@ def test_kubernetes_pvc_is_refused_with_swarm() -> None:
         SettingsError, match="COMPUTE_VOLUME_TYPE: 'kubernetes_pvc' does not work with CONTAINER_ENV=swarm"
     ):
         build_backend(settings)
+
+
+def test_remove_jobs_no_stops_the_task_and_keeps_the_service(
+    make_app, swarm_client, jid: str, storebase: Path
+) -> None:
+    client = make_app(CONTAINER_ENV="swarm", REMOVE_JOBS="no").test_client()
+    auth = login(client)
+    form = job_form(
+        jid, entrypoint=["sh"], args=["-c", "while :; do date >> /share/outgoing/tick; sleep 0.1; done"]
+    )
+    form["type"] = "fs"
+    assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=60)
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert not (storebase / f"key-{jid}").exists()
+    assert _service(swarm_client, jid)["Mode"]["Replicated"]["Replicas"] == 0  # kept, scaled down
+    running = {"label": f"com.docker.swarm.service.name={jid}", "status": "running"}
+    wait_for(lambda: not swarm_client.containers.list(filters=running), timeout=30)
+    remove_test_services(swarm_client)

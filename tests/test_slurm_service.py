@@ -148,3 +148,28 @@ def test_api_refuses_every_image_that_is_not_a_reference_before_slurm_sees_it(
     assert not (storebase / f"key-{jid}").exists()
     queued = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%j"], capture_output=True, text=True)
     assert f"pfcon-{jid}" not in queued.stdout.split()
+
+
+def test_remove_jobs_no_cancels_a_running_slurm_job_before_its_data_goes(
+    slurm_cluster,  # noqa: F811
+    docker_client,
+    make_settings,
+    storebase: Path,
+    jid: str,
+) -> None:
+    app = create_app(make_settings(**SLURM_ENV, REMOVE_JOBS="no"))
+    client = app.test_client()
+    auth = login(client)
+    form = job_form(jid, entrypoint=["sh"], args=["-c", "echo working; sleep 300"], type="fs")
+    assert submit(client, auth, form, {"x.txt": "x"}).status_code == 201
+    wait_for(lambda: (storebase / f"key-{jid}/slurm/started").exists(), timeout=60)
+    slurm_id = json.loads((storebase / f"key-{jid}/slurm/job.json").read_text())["job_id"]
+    assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    state = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%T", "-j", slurm_id], capture_output=True, text=True
+    )
+    assert state.stdout.strip() == "CANCELLED"
+    assert not docker_client.containers.list(filters={"label": f"org.chrisproject.pfcon.batch.jid={jid}"})
+    assert not (storebase / f"key-{jid}").exists()
+    app.extensions["pfcon"].starter.shutdown()
+    remove_slurm_containers(docker_client)

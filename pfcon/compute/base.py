@@ -165,6 +165,14 @@ class ComputeBackend(ABC):
         """Stop and remove the job; :class:`~pfcon.errors.JobNotFound` if there is none."""
 
     @abstractmethod
+    def stop(self, jid: str) -> None:
+        """Stop the job if it runs, keeping what the engine knows of it (``REMOVE_JOBS=no``).
+
+        DELETE calls it before the job's data goes, so a running job never writes into a
+        folder being deleted; :class:`~pfcon.errors.JobNotFound` if there is no such job.
+        """
+
+    @abstractmethod
     def ping(self) -> str:
         """Raise :class:`~pfcon.errors.BackendUnavailable` unless the engine answers.
 

@@ -201,16 +201,19 @@ class BatchBackend(ComputeBackend):
 
     def remove(self, jid: str) -> None:
         """Cancel the job, wait until its script (and so its container) is gone, forget it."""
-        files = self._files(jid)
-        job_id = self._record(files, jid)["job_id"]
+        self.stop(jid)
+        self._files(jid).remove()
+        log.info("[%s] removed from %s", jid, self.name)
+
+    def stop(self, jid: str) -> None:
+        """Cancel the job and wait until its script (and so its container) is gone."""
+        job_id = self._record(self._files(jid), jid)["job_id"]
         if self.scheduler.is_active(self._queue_state(job_id)):
             try:
                 self._run([*self.scheduler.cancel, job_id])
             except CommandFailed as failure:
                 log.info("[%s] cancel of %s job %s: %s", jid, self.name, job_id, failure)
             self._wait_until_gone(jid, job_id)
-        files.remove()
-        log.info("[%s] removed from %s", jid, self.name)
 
     # -- helpers --------------------------------------------------------------------------
     def render(self, spec: JobSpec, files: JobFiles) -> str:

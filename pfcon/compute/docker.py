@@ -33,6 +33,7 @@ API_VERSION = "1.41"  # dockerd 20.10 and Podman 4; fixed so start-up needs no e
 NEVER = "0001-01-01T00:00:00Z"
 POOL_SIZE = 64
 MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
+STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: How long the engine's start time is reused before it is asked again (one call per poll of
@@ -122,6 +123,14 @@ class DockerBackend(DockerApiBackend):
     def remove(self, jid: str) -> None:
         with self._engine("remove the job", jid):
             self._container(jid).remove(force=True)
+
+    def stop(self, jid: str) -> None:
+        with self._engine("stop the job", jid):
+            container = self._container(jid)
+            if container.status in ("created", "running", "paused", "restarting"):
+                with contextlib.suppress(docker.errors.APIError):  # ended meanwhile: 409
+                    container.kill()
+                container.wait(timeout=STOP_WAIT_SECONDS)
 
     def close(self) -> None:
         self.client.close()

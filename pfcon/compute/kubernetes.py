@@ -168,6 +168,14 @@ class KubernetesBackend(ComputeBackend):
                 jid, self.namespace, propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT
             )
 
+    def stop(self, jid: str) -> None:
+        """Suspend the Job: Kubernetes ends its running pods and keeps the Job."""
+        with self._api("stop the job", jid):
+            self._job(jid)
+            self.batch.patch_namespaced_job(
+                jid, self.namespace, {"spec": {"suspend": True}}, _request_timeout=REQUEST_TIMEOUT
+            )
+
     def close(self) -> None:
         self.api.close()
 

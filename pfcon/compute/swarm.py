@@ -126,6 +126,11 @@ class SwarmBackend(DockerApiBackend):
         with self._engine("remove the job", jid):
             self.client.api.remove_service(self._inspect(jid)["ID"])
 
+    def stop(self, jid: str) -> None:
+        """Scale the service to no replica: Swarm shuts its task down, the service stays."""
+        with self._engine("stop the job", jid):
+            self.client.services.get(self._inspect(jid)["ID"]).scale(0)
+
     def close(self) -> None:
         self.client.close()
 

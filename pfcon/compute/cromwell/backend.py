@@ -151,6 +151,16 @@ class CromwellBackend(ComputeBackend):
         return info, self._logs(metadata, tail) if tail > 0 else ""
 
     def remove(self, jid: str) -> None:
+        ref = self._abort(jid)
+        with self._cromwell("relabel the workflow", jid):
+            self.client.update_labels(ref.workflow_id, {JOB_LABEL: REMOVED, REMOVED_LABEL: jid})
+        self._forget(jid)
+        log.info("[%s] workflow %s aborted and relabelled", jid, ref.workflow_id)
+
+    def stop(self, jid: str) -> None:
+        self._abort(jid)
+
+    def _abort(self, jid: str) -> WorkflowRef:
         ref = self._ref(jid)
         with self._cromwell("abort the workflow", jid):
             try:
@@ -158,10 +168,8 @@ class CromwellBackend(ComputeBackend):
             except CromwellRefused as exc:
                 if exc.status != 403:  # 403: already in a terminal state, nothing to stop
                     raise
-                log.info("[%s] abort of %s refused (%s); relabelling it", jid, ref.workflow_id, exc.message)
-            self.client.update_labels(ref.workflow_id, {JOB_LABEL: REMOVED, REMOVED_LABEL: jid})
-        self._forget(jid)
-        log.info("[%s] workflow %s aborted and relabelled", jid, ref.workflow_id)
+                log.info("[%s] abort of %s refused: %s", jid, ref.workflow_id, exc.message)
+        return ref
 
     def close(self) -> None:
         self.client.close()
