@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from tests.helpers import TERMINAL, make_zip, wait_for
+from tests.helpers import TERMINAL, job_form, make_zip, wait_for
 
 
 def login(client) -> dict[str, str]:
@@ -36,3 +36,11 @@ def wait_terminal(client, auth, jid: str, timeout: float = 60) -> dict:
         return body if body["compute"]["status"] in TERMINAL else None
 
     return wait_for(poll, timeout=timeout)
+
+
+def submit_ticking_job(client, auth, jid: str, storebase, timeout: float = 60) -> None:
+    """Submit a job that writes into its output until stopped, and wait until it does."""
+    script = "while :; do date >> /share/outgoing/tick; sleep 0.1; done"
+    form = job_form(jid, entrypoint=["sh"], args=["-c", script], type="fs")
+    assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=timeout)

@@ -115,3 +115,14 @@ def shared_tmp_dir() -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["rm", "-rf", str(path)], check=False)  # any depth or mode a test left
+
+
+def doubling_chain(base: str, levels: int) -> dict[str, str]:
+    """Folder L<i> holds a file and two links to L<i+1>: a link to L0 asks for 2**levels copies."""
+    files = {}
+    for level in range(levels + 1):
+        files[f"{base}/L{level}/f{level}.txt"] = str(level)
+        if level < levels:
+            files[f"{base}/L{level}/a.chrislink"] = f"{base}/L{level + 1}"
+            files[f"{base}/L{level}/sub/b.chrislink"] = f"{base}/L{level + 1}"
+    return files

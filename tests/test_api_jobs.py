@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.api_helpers import login, submit, wait_started, wait_terminal
+from tests.api_helpers import login, submit, submit_ticking_job, wait_started, wait_terminal
 from tests.helpers import job_form
 
 pytestmark = pytest.mark.integration
@@ -166,12 +166,7 @@ def test_remove_jobs_no_stops_a_running_job_before_its_data_goes(
 ) -> None:
     client = make_app(REMOVE_JOBS="no").test_client()
     auth = login(client)
-    form = job_form(
-        jid, entrypoint=["sh"], args=["-c", "while :; do date >> /share/outgoing/tick; sleep 0.1; done"]
-    )
-    form["type"] = "fs"
-    assert submit(client, auth, form, {"a": "1"}).status_code == 201
-    wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=30)
+    submit_ticking_job(client, auth, jid, storebase)
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     container = docker_client.containers.get(jid)
     assert container.status == "exited"  # stopped before the data went, and kept

@@ -13,7 +13,7 @@ from pfconclient.client import Client
 from pfcon.app import create_app
 from pfcon.compute import build_backend
 from pfcon.settings import SettingsError, load_settings
-from tests.api_helpers import login, submit, wait_terminal
+from tests.api_helpers import login, submit, submit_ticking_job, wait_terminal
 from tests.helpers import TEST_LABEL, TEST_LABELS, client_descriptors, job_form, wait_for
 from tests.live import live_pfcon
 from tests.swarm_fixtures import (  # noqa: F401 - fixtures
@@ -213,12 +213,7 @@ def test_remove_jobs_no_stops_the_task_and_keeps_the_service(
 ) -> None:
     client = make_app(CONTAINER_ENV="swarm", REMOVE_JOBS="no").test_client()
     auth = login(client)
-    form = job_form(
-        jid, entrypoint=["sh"], args=["-c", "while :; do date >> /share/outgoing/tick; sleep 0.1; done"]
-    )
-    form["type"] = "fs"
-    assert submit(client, auth, form, {"a": "1"}).status_code == 201
-    wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=60)
+    submit_ticking_job(client, auth, jid, storebase)
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     assert not (storebase / f"key-{jid}").exists()
     assert _service(swarm_client, jid)["Mode"]["Replicated"]["Replicas"] == 0  # kept, scaled down

@@ -13,24 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.api_helpers import login, submit
-from tests.helpers import job_form, make_zip
+from tests.helpers import doubling_chain, job_form, make_zip
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
 from tests.test_innetwork import innetwork  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 LEVELS = 24  # 2**24 copies of the deepest folder, were nothing counted
-
-
-def doubling_chain(base: str, levels: int) -> dict[str, str]:
-    """Folder L<i> holds a file and two links to L<i+1>: a link to L0 asks for 2**levels copies."""
-    files = {}
-    for level in range(levels + 1):
-        files[f"{base}/L{level}/f.txt"] = str(level)
-        if level < levels:
-            files[f"{base}/L{level}/a.chrislink"] = f"{base}/L{level + 1}"
-            files[f"{base}/L{level}/deeper/b.chrislink"] = f"{base}/L{level + 1}"
-    return files
 
 
 def _left_behind(storebase: Path) -> list[str]:

@@ -10,6 +10,7 @@ import pytest
 from pfcon.errors import InvalidInput, PayloadTooLarge
 from pfcon.settings import LinkLimits
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
+from tests.helpers import doubling_chain
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -77,19 +78,8 @@ def test_links_may_not_point_at_the_output_or_its_ancestors(tmp_path: Path, targ
         resolve_links(tmp_path / "job/in", LinkPolicy(root=tmp_path, forbidden=(tmp_path / "job/out",)))
 
 
-def _doubling_chain(root: Path, levels: int, prefix: str = "data") -> dict[str, str]:
-    """Folder L<i> holds a file and two links to L<i+1>: resolving L0 asks for 2**levels copies."""
-    files = {}
-    for level in range(levels + 1):
-        files[f"{prefix}/L{level}/f{level}.txt"] = str(level)
-        if level < levels:
-            files[f"{prefix}/L{level}/a.chrislink"] = f"{prefix}/L{level + 1}"
-            files[f"{prefix}/L{level}/sub/b.chrislink"] = f"{prefix}/L{level + 1}"
-    return files
-
-
 def test_links_to_folders_of_links_are_copied_from_the_original_and_counted(tmp_path: Path) -> None:
-    _write(tmp_path, {**_doubling_chain(tmp_path, 3), "job/in/start.chrislink": "data/L0"})
+    _write(tmp_path, {**doubling_chain("data", 3), "job/in/start.chrislink": "data/L0"})
     resolve_links(tmp_path / "job/in", LinkPolicy(root=tmp_path))
     assert count_data_files(tmp_path / "job/in") == 1 + 2 + 4 + 8
     assert (tmp_path / "job/in/data_L0/sub/data_L1/data_L2/sub/data_L3/f3.txt").read_text() == "3"
@@ -108,7 +98,7 @@ def test_links_to_folders_of_links_are_copied_from_the_original_and_counted(tmp_
 def test_amplification_is_refused_before_anything_is_copied(
     tmp_path: Path, limits: LinkLimits, message: str
 ) -> None:
-    _write(tmp_path, {**_doubling_chain(tmp_path, 20), "job/in/start.chrislink": "data/L0"})
+    _write(tmp_path, {**doubling_chain("data", 20), "job/in/start.chrislink": "data/L0"})
     started = time.monotonic()
     with pytest.raises(PayloadTooLarge, match=message):
         resolve_links(tmp_path / "job/in", LinkPolicy(root=tmp_path, limits=limits))
@@ -119,7 +109,7 @@ def test_amplification_is_refused_before_anything_is_copied(
 def test_a_zip_s_own_links_never_copy_resolved_copies(tmp_path: Path) -> None:
     """In a zip, targets lie in the tree being resolved: copies come from what was uploaded."""
     tree = tmp_path / "in"
-    _write(tree, {**_doubling_chain(tree, 6, prefix="d"), "top.chrislink": "d/L0"})
+    _write(tree, {**doubling_chain("d", 6), "top.chrislink": "d/L0"})
     uploaded = count_data_files(tree)
     exact = LinkLimits(max_entries=10_000)
     resolve_links(tree, LinkPolicy(root=tree, limits=exact))
