@@ -15,6 +15,8 @@ from pfcon.errors import InvalidInput
 
 #: distribution/reference's NameTotalLengthMax (the name, without tag and digest)
 MAX_NAME_LENGTH = 255
+#: a whole reference: the name, a 128-character tag and a long digest fit well within it
+MAX_REFERENCE_LENGTH = 1024
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
@@ -30,7 +32,7 @@ REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?", re.ASCI
 
 def check_image(image: str) -> str:
     """Return ``image`` if it is a container reference; else :class:`InvalidInput` saying why."""
-    match = REFERENCE.fullmatch(image)
+    match = REFERENCE.fullmatch(image) if len(image) <= MAX_REFERENCE_LENGTH else None
     if match is None:
         raise InvalidInput(
             f"image: {image[:300]!r} is not a container image reference "

@@ -188,3 +188,11 @@ def test_bad_database_urls_name_the_variable(value: str) -> None:
     env = {"APPLICATION_MODE": "development", "STOREBASE": "/data", "PFCON_DATABASE_URL": value}
     with pytest.raises(SettingsError, match="PFCON_DATABASE_URL"):
         load_settings(env)
+
+
+def test_link_limits_are_read_and_checked() -> None:
+    env = {"APPLICATION_MODE": "development", "STOREBASE": "/x"}
+    limits = load_settings({**env, "MAX_JOB_LINKS": "5", "MAX_LINKED_ENTRIES": "0"}).link_limits
+    assert (limits.max_links, limits.max_entries, limits.max_bytes) == (5, 0, 256 * 1024**3)
+    with pytest.raises(SettingsError, match="MAX_LINKED_BYTES"):
+        load_settings({**env, "MAX_LINKED_BYTES": "-1"})

@@ -192,7 +192,7 @@ def resolve_links(tree: Path, policy: LinkPolicy, origins: tuple[PurePath, ...] 
     try:
         source.fetch(plan.pairs())
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as error:
-        taken = os.path.relpath(error.filename or "?", tree)
+        taken = os.path.relpath(error.filename2 or error.filename or tree, tree)  # link(src, dest)
         raise InvalidInput(
             f"link copies: {taken!r} is already taken by another file or folder of the job's input"
         ) from None
