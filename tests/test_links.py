@@ -121,7 +121,7 @@ def test_a_zip_s_own_links_never_copy_resolved_copies(tmp_path: Path) -> None:
 
 def test_a_copy_whose_name_is_taken_by_a_file_is_refused(tmp_path: Path) -> None:
     _write(tmp_path, {"data/f.txt": "new", "job/in/f.txt": "mine", "job/in/f.chrislink": "data/f.txt"})
-    with pytest.raises(InvalidInput, match="'f.txt' is already taken"):
+    with pytest.raises(InvalidInput, match=r"'f\.txt' is already taken"):
         resolve_links(tmp_path / "job/in", LinkPolicy(root=tmp_path))
     assert (tmp_path / "job/in/f.txt").read_text() == "mine"
 
