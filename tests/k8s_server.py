@@ -190,6 +190,8 @@ class FakeCluster:
                     return 200, self._read_job(match["ns"], match["name"])
                 if request.method == "DELETE":
                     return 200, self._delete_job(match["ns"], match["name"], request)
+                if request.method == "PATCH":
+                    return 200, self._patch_job(match["ns"], match["name"], request.body or {})
             if (match := _PODS.match(path)) and request.method == "GET":
                 return 200, self._list_pods(match["ns"], request.query)
             if (match := _POD_LOG.match(path)) and request.method == "GET":
@@ -282,6 +284,21 @@ class FakeCluster:
             "metadata": {"resourceVersion": "1"},
             "items": items[:limit],
         }
+
+    def _patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of ``spec.suspend`` only; suspending ends the Job's pods, as the Job
+        controller does, and keeps the Job."""
+        job = self._read_job(namespace, name)
+        if set(patch) != {"spec"} or set(patch["spec"]) != {"suspend"}:
+            raise ApiError(422, "Invalid", f"this fake server patches spec.suspend only, got {patch}")
+        job["spec"]["suspend"] = bool(patch["spec"]["suspend"])
+        if job["spec"]["suspend"]:
+            for pod in self.pods_of(name, namespace):
+                del self.pods[(namespace, pod["metadata"]["name"])]
+            job["status"].pop("active", None)
+            job["status"]["ready"] = 0
+            job["status"]["conditions"] = [_condition("Suspended", "JobSuspended")]
+        return job
 
     def _delete_job(self, namespace: str, name: str, request: Request) -> dict[str, Any]:
         job = self._read_job(namespace, name)
@@ -427,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_DELETE = _serve
+    do_GET = do_POST = do_DELETE = do_PATCH = _serve
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet under pytest
         pass

@@ -265,6 +265,18 @@ def test_a_running_job_is_aborted(cromwell: FakeCromwell, storebase: Path, jid: 
     assert wait_for(lambda: workflow.status(time.time()) == "Aborted", timeout=5)
 
 
+def test_stop_aborts_and_keeps_the_workflow_the_jid_s(
+    cromwell: FakeCromwell, storebase: Path, jid: str
+) -> None:
+    """REMOVE_JOBS=no: the workflow is aborted but keeps its label, so the job stays known."""
+    backend = make_backend(cromwell, storebase)
+    backend.submit(job_spec(jid, storebase))
+    workflow = cromwell.by_jid(jid)
+    backend.stop(jid)
+    assert workflow.aborted_at is not None and workflow.labels[JOB_LABEL] == jid
+    assert backend.info(jid).jid == jid
+
+
 def test_a_submission_not_yet_visible_reads_not_started(
     cromwell: FakeCromwell, storebase: Path, jid: str
 ) -> None:
