@@ -75,6 +75,17 @@ class BackendContract:
         assert wait_for(lambda: backend.info(jid).status is JobStatus.started, timeout=20)
         backend.remove(jid)
 
+    def test_stop_ends_a_running_job_and_keeps_it(
+        self, backend: ComputeBackend, jid: str, tmp_path: Path
+    ) -> None:
+        """What DELETE does with REMOVE_JOBS=no before the job's data goes."""
+        backend.submit(make_spec(jid, tmp_path, ("sleep", "300")))
+        assert wait_for(lambda: backend.info(jid).status is JobStatus.started, timeout=30)
+        backend.stop(jid)
+        assert finished(backend, jid, timeout=30).status is JobStatus.finishedWithError
+        backend.stop(jid)  # a stopped job stops again without fuss
+        backend.remove(jid)
+
     def test_env_reaches_the_job(self, backend: ComputeBackend, jid: str, tmp_path: Path) -> None:
         backend.submit(make_spec(jid, tmp_path, ("sh", "-c", 'echo "$GREETING"')))
         finished(backend, jid)
@@ -122,7 +133,7 @@ class BackendContract:
         backend.remove(jid)
 
     def test_unknown_job(self, backend: ComputeBackend, jid: str) -> None:
-        for call in (backend.info, backend.remove, lambda j: backend.logs(j, 10)):
+        for call in (backend.info, backend.remove, backend.stop, lambda j: backend.logs(j, 10)):
             with pytest.raises(JobNotFound):
                 call(jid)
 

@@ -297,7 +297,7 @@ class FakeCluster:
                 del self.pods[(namespace, pod["metadata"]["name"])]
             job["status"].pop("active", None)
             job["status"]["ready"] = 0
-            job["status"]["conditions"] = [_condition("Suspended", "JobSuspended")]
+            job["status"]["conditions"] = [_condition("Suspended", "JobSuspended", "Job suspended")]
         return job
 
     def _delete_job(self, namespace: str, name: str, request: Request) -> dict[str, Any]:

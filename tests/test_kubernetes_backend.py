@@ -111,6 +111,19 @@ class TestKubernetesContract(BackendContract):
         assert backend.logs(jid, tail=10) == ""  # the log endpoint says "waiting to start": no log
         backend.remove(jid)
 
+    def test_stop_ends_a_running_job_and_keeps_it(self, backend, cluster, jid: str, tmp_path: Path) -> None:
+        """REMOVE_JOBS=no: the Job is suspended (its pods end), and stays for inspection."""
+        backend.submit(make_spec(jid, tmp_path, COPY))
+        cluster.run(jid)
+        assert backend.info(jid).status is JobStatus.started
+        backend.stop(jid)
+        patch = [r for r in cluster.requests if r.method == "PATCH"][-1]
+        assert patch.body == {"spec": {"suspend": True}}
+        assert cluster.job(jid)["spec"]["suspend"] is True and cluster.pods_of(jid) == []
+        info = backend.info(jid)
+        assert info.status is JobStatus.finishedWithError and "suspended" in info.message
+        backend.remove(jid)
+
 
 @pytest.fixture
 def backend(k8s_backend):
@@ -340,18 +353,3 @@ def test_an_answer_the_client_cannot_read_is_unavailable(backend, cluster, jid: 
     del cluster.job(jid)["spec"]["template"]  # a Job without its (required) template
     with pytest.raises(BackendUnavailable, match="cannot read"):
         backend.info(jid)
-
-
-def test_stop_suspends_the_job_and_keeps_it(backend, cluster, jid: str, tmp_path: Path) -> None:
-    """REMOVE_JOBS=no: DELETE stops the job (its pods end) but the Job stays for inspection."""
-    backend.submit(make_spec(jid, tmp_path, COPY))
-    cluster.run(jid)
-    assert backend.info(jid).status is JobStatus.started
-    backend.stop(jid)
-    patch = [r for r in cluster.requests if r.method == "PATCH"][-1]
-    assert patch.body == {"spec": {"suspend": True}}
-    assert cluster.job(jid)["spec"]["suspend"] is True and cluster.pods_of(jid) == []
-    assert backend.info(jid).jid == jid  # still known to the engine
-    backend.remove(jid)
-    with pytest.raises(JobNotFound):
-        backend.stop(jid)

@@ -54,7 +54,7 @@ STATE_TABLE: Mapping[str, JobStatus] = {
     "pod:Failed": JobStatus.started,  # likewise; the Failed condition follows
     "pod:Pending": JobStatus.notStarted,
     "job:NoPods": JobStatus.notStarted,
-    "job:Suspended": JobStatus.notStarted,
+    "job:Suspended": JobStatus.finishedWithError,  # pfcon suspends a Job only to stop it
 }
 
 
