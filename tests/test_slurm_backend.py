@@ -46,7 +46,8 @@ def _slurm_id(backend: BatchBackend, jid: str) -> str:
 
 def _containers(client: docker.DockerClient, jid: str) -> list:
     filters = {"label": [TEST_LABEL, f"org.chrisproject.pfcon.batch.jid={jid}"]}
-    return client.containers.list(all=True, filters=filters)
+    # sparse: no inspect per container, which races the script removing one (404)
+    return client.containers.list(all=True, filters=filters, sparse=True)
 
 
 def _squeue_state(job_id: str) -> str:
@@ -76,7 +77,7 @@ def test_limits_user_env_labels_and_mounts_reach_the_container(
     slurm.submit(spec)
     container = wait_for(lambda: _containers(docker_client, jid), timeout=30)[0]
     wait_for(lambda: len(slurm.logs(jid, 10).split("\n")) > 3, timeout=20)
-    attrs = container.attrs
+    attrs = docker_client.containers.get(container.id).attrs
     host = attrs["HostConfig"]
     assert host["NanoCpus"] == 1_500_000_000
     assert host["Memory"] == host["MemorySwap"] == 96 * 1024 * 1024
@@ -126,7 +127,7 @@ def test_job_cancelled_in_slurm_is_an_error_and_its_container_goes(
     info = finished(slurm, jid, timeout=30)
     assert info.status is JobStatus.finishedWithError
     assert info.message.startswith("cancelled")
-    assert not _containers(docker_client, jid)
+    wait_for(lambda: not _containers(docker_client, jid), timeout=30)  # Slurm may tell first
     status = (slurm.pfcon_root / f"key-{jid}/slurm/status").read_text()
     assert "signal=TERM" in status
 
