@@ -159,7 +159,9 @@ def count_data_files(tree: Path) -> int:
 
 
 def link_files(tree: Path) -> list[Path]:
-    return [Path(entry.path) for entry in scan_files(os.fspath(tree)) if is_link_file(entry.name)]
+    """The link files under ``tree``, sorted: resolution (and which error comes first) is
+    the same whatever order the folder was read in."""
+    return sorted(Path(entry.path) for entry in scan_files(os.fspath(tree)) if is_link_file(entry.name))
 
 
 def read_link(link: Path) -> str:
