@@ -44,3 +44,4 @@ def submit_ticking_job(client, auth, jid: str, storebase, timeout: float = 60) -
     form = job_form(jid, entrypoint=["sh"], args=["-c", script], type="fs")
     assert submit(client, auth, form, {"a": "1"}).status_code == 201
     wait_for(lambda: (storebase / f"key-{jid}/outgoing/tick").exists(), timeout=timeout)
+    wait_started(client, auth, jid, timeout)  # recorded as started: a DELETE is not racing the start

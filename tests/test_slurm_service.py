@@ -11,7 +11,7 @@ import pytest
 from pfconclient.client import Client
 
 from pfcon.app import create_app
-from tests.api_helpers import login, submit
+from tests.api_helpers import login, submit, wait_started
 from tests.helpers import TEST_IMAGE, TEST_LABEL, client_descriptors, input_tree, job_form, wait_for
 from tests.live import live_pfcon
 from tests.slurm_fixtures import cancel_all, remove_slurm_containers, slurm_cluster  # noqa: F401
@@ -163,6 +163,7 @@ def test_remove_jobs_no_cancels_a_running_slurm_job_before_its_data_goes(
     form = job_form(jid, entrypoint=["sh"], args=["-c", "echo working; sleep 300"], type="fs")
     assert submit(client, auth, form, {"x.txt": "x"}).status_code == 201
     wait_for(lambda: (storebase / f"key-{jid}/slurm/started").exists(), timeout=60)
+    wait_started(client, auth, jid)
     slurm_id = json.loads((storebase / f"key-{jid}/slurm/job.json").read_text())["job_id"]
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     state = subprocess.run(
