@@ -127,7 +127,7 @@ def test_job_cancelled_in_slurm_is_an_error_and_its_container_goes(
     info = finished(slurm, jid, timeout=30)
     assert info.status is JobStatus.finishedWithError
     assert info.message.startswith("cancelled")
-    wait_for(lambda: not _containers(docker_client, jid), timeout=30)  # Slurm may tell first
+    wait_for(lambda: not _containers(docker_client, jid), timeout=60)  # Slurm may tell first
     status = (slurm.pfcon_root / f"key-{jid}/slurm/status").read_text()
     assert "signal=TERM" in status
 
