@@ -10,11 +10,12 @@ from flask import Flask
 from pfcon.api import errors
 from pfcon.api.auth import TokenAuth
 from pfcon.api.routes import blueprint
-from pfcon.api.uploads import streaming_request_class
+from pfcon.api.uploads import RuledRequest
 from pfcon.compute import build_backend
 from pfcon.jobs import JobService
 from pfcon.settings import Settings, load_settings
 from pfcon.storage import build_storage
+from pfcon.storage.staging import Sweeper
 from pfcon.store import open_store, prepare
 from pfcon.storebase import StoreBase
 
@@ -34,15 +35,14 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     settings = settings or load_settings()
     service = service or build_service(settings)
     app = Flask("pfcon")
-    app.config["MAX_CONTENT_LENGTH"] = settings.zip_limits.max_upload_bytes
-    app.config["MAX_FORM_MEMORY_SIZE"] = errors.FORM_FIELD_LIMIT
-    app.config["MAX_FORM_PARTS"] = errors.FORM_PARTS_LIMIT
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
-    app.request_class = streaming_request_class(service.storage.upload_sink)
+    app.request_class = RuledRequest  # each view declares its body (pfcon.api.uploads.accepts)
     app.extensions["pfcon"] = service
     app.register_blueprint(blueprint(service, TokenAuth(settings)))
-    errors.register(app, settings.zip_limits.max_upload_bytes)
+    errors.register(app)
     service.starter.resume()  # the scheduler: also starts what a stopped service left queued
+    sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died
+    atexit.register(sweeper.stop)
     atexit.register(service.close)
     log.info(
         "pfcon %s: storage=%s engine=%s storeBase=%s",

@@ -22,6 +22,7 @@ DEV_USER = "pfcon"
 DEV_PASSWORD = "pfcon1234"
 DEV_SECRET_KEY = "pfcon-development-secret-key-not-for-production"
 DEFAULT_STOREBASE_MOUNT = "/var/local/storeBase"
+MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 GiB = 1024**3
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -299,7 +300,15 @@ def _credentials(env: _Env, mode: str) -> tuple[str, str, str]:
             env.str("PFCON_USER", DEV_USER),
             env.str("PFCON_PASSWORD", DEV_PASSWORD),
         )
-    return env.required("SECRET_KEY"), env.required("PFCON_USER"), env.required("PFCON_PASSWORD")
+    secret_key = env.required("SECRET_KEY")
+    if len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+        raise SettingsError(
+            "SECRET_KEY",
+            f"must be at least {MIN_SECRET_KEY_BYTES} bytes in production (HS256 tokens signed with a "
+            f"shorter key can be brute-forced); got {len(secret_key.encode())}. "
+            "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
+        )
+    return secret_key, env.required("PFCON_USER"), env.required("PFCON_PASSWORD")
 
 
 def _storage_env(env: _Env, innetwork: bool) -> str:

@@ -139,7 +139,7 @@ def test_the_deployment_configures_a_valid_kubernetes_pfcon() -> None:
     settings = load_settings(
         {
             **plain,
-            "SECRET_KEY": "k",
+            "SECRET_KEY": "k" * 32,
             "PFCON_USER": "u",
             "PFCON_PASSWORD": "p",
             "JOB_NAMESPACE": "pfcon",

@@ -16,7 +16,7 @@ from pfcon.settings import (
 )
 from pfcon.storebase import StoreBase
 
-PROD = {"SECRET_KEY": "s3cret", "PFCON_USER": "u", "PFCON_PASSWORD": "p", "STOREBASE": "/data/sb"}
+PROD = {"SECRET_KEY": "s3cret-" + "x" * 32, "PFCON_USER": "u", "PFCON_PASSWORD": "p", "STOREBASE": "/data/sb"}
 
 
 def test_development_mode_gives_dev_credentials() -> None:

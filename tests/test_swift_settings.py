@@ -9,7 +9,7 @@ import pytest
 from pfcon.settings import SettingsError, SwiftSettings, load_settings
 
 PROD = {
-    "SECRET_KEY": "s3cret",
+    "SECRET_KEY": "s3cret-" + "x" * 32,
     "PFCON_USER": "u",
     "PFCON_PASSWORD": "p",
     "STOREBASE": "/data/sb",

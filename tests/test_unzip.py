@@ -6,7 +6,9 @@ import io
 import os
 import stat
 import struct
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,123 @@ def test_extra_field_cut_short_is_ignored_not_a_crash(tmp_path: Path) -> None:
     data[30 + 5 : 30 + 5] = struct.pack("<HH", 0x0001, 200) + b"\0" * 4  # ... a zip64 tag claiming 200
     assert _extract(bytes(data), tmp_path) == 1
     assert (tmp_path / "in/a.txt").read_text() == "x" * 100
+
+
+# -- crafted archives: what zipfile cannot write ----------------------------------------------
+def _crafted(
+    name: bytes, data: bytes, method: int = 0, descriptor: bytes | None = None, crc: int | None = None
+) -> bytes:
+    """One entry (with ``descriptor`` after its data, flag 8 set, sizes 0 in its header), then
+    a central directory that lists it and an end record."""
+    crc = zlib.crc32(data) if crc is None else crc
+    stored = zlib.compress(data)[2:-4] if method == 8 else data
+    flags = 0x8 if descriptor is not None else 0
+    sizes = (0, 0, 0) if descriptor is not None else (crc, len(stored), len(data))
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, flags, method, 0, 0, *sizes, len(name), 0)
+    body = local + name + stored + (descriptor or b"")
+    big = len(stored) > 0xFFFFFFFE
+    extra = struct.pack("<HHQQ", 1, 16, len(data), len(stored)) if big else b""
+    csize, usize = (0xFFFFFFFF, 0xFFFFFFFF) if big else (len(stored), len(data))
+    central = (
+        struct.pack(
+            "<4s4B4HL2L5H2L",
+            b"PK\x01\x02",
+            20,
+            3,
+            20,
+            0,
+            flags,
+            method,
+            0,
+            0,
+            crc,
+            csize,
+            usize,
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            0o100644 << 16,
+            0,
+        )
+        + name
+        + extra
+    )
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(body), 0)
+    return body + central + end
+
+
+def test_corrupt_deflate_data_is_bad_input(tmp_path: Path) -> None:
+    """zlib.error used to escape as a 500."""
+    data = bytearray(make_zip({"a.txt": os.urandom(2000).hex()}))
+    data[40:60] = b"\xff" * 20  # inside the deflate stream
+    with pytest.raises(InvalidInput, match="corrupt"):
+        _extract(bytes(data), tmp_path)
+    assert _tree(tmp_path) == []
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 1 << 20])
+def test_java_zip64_descriptor_with_8_byte_sizes(tmp_path: Path, chunk: int) -> None:
+    """ZipOutputStream writes 8-byte sizes in the descriptor only, with no zip64 extra in the header."""
+    content = b"java " * 4000
+    stored = zlib.compress(content)[2:-4]
+    descriptor = struct.pack("<4sIQQ", b"PK\x07\x08", zlib.crc32(content), len(stored), len(content))
+    assert _extract(_crafted(b"big.txt", content, 8, descriptor), tmp_path, chunk=chunk) == 1
+    assert (tmp_path / "in/big.txt").read_bytes() == content
+
+
+def test_unsigned_32_bit_descriptor(tmp_path: Path) -> None:
+    content = b"plain " * 100
+    stored = zlib.compress(content)[2:-4]
+    descriptor = struct.pack("<III", zlib.crc32(content), len(stored), len(content))
+    assert _extract(_crafted(b"a.txt", content, 8, descriptor), tmp_path, chunk=7) == 1
+    assert (tmp_path / "in/a.txt").read_bytes() == content
+
+
+def test_a_descriptor_that_lies_is_refused(tmp_path: Path) -> None:
+    content = b"liar " * 100
+    stored = zlib.compress(content)[2:-4]
+    descriptor = struct.pack("<4sIII", b"PK\x07\x08", zlib.crc32(content), len(stored), len(content) + 1)
+    with pytest.raises(InvalidInput, match="descriptor"):
+        _extract(_crafted(b"a.txt", content, 8, descriptor), tmp_path)
+    assert _tree(tmp_path) == []
+
+
+def test_false_descriptor_signatures_cost_linear_time(tmp_path: Path) -> None:
+    """A stored entry of unknown size full of descriptor signatures once cost a CRC of the whole
+    buffer per candidate (9 s of CPU for 4 MiB); each byte is now hashed once."""
+    content = b"PK\x07\x08" * (2 * 1024 * 1024)  # 8 MiB, 2 M false candidates
+    descriptor = struct.pack("<4sIII", b"PK\x07\x08", zlib.crc32(content), len(content), len(content))
+    data = _crafted(b"sigs.bin", content, 0, descriptor)
+    started = time.process_time()
+    assert _extract(data, tmp_path, chunk=1 << 20) == 1
+    assert time.process_time() - started < 5  # quadratic: hours; linear: about a second
+    assert (tmp_path / "in/sigs.bin").stat().st_size == len(content)
+
+
+def test_deep_names_are_refused_and_cleanup_works(tmp_path: Path) -> None:
+    """A 1 100-folder-deep entry once made cleanup raise RecursionError and left data behind."""
+    with pytest.raises(InvalidInput, match="deep"):
+        _extract(make_zip({"a/" * 1100 + "f": "x"}), tmp_path)
+    with pytest.raises(InvalidInput, match="bytes"):
+        _extract(make_zip({"b" * 5000: "x"}), tmp_path)
+    assert _tree(tmp_path) == []
+
+
+def test_a_central_directory_with_more_records_than_entries_is_refused(tmp_path: Path) -> None:
+    data = make_zip({"a": "1"})
+    cd = data.index(b"PK\x01\x02")
+    end = data.index(b"PK\x05\x06")
+    forged = data[:end] + data[cd:end] * 1000 + data[end:]
+    with pytest.raises(InvalidInput, match="central directory"):
+        _extract(forged, tmp_path)
+    assert _tree(tmp_path) == []
+
+
+def test_junk_after_the_central_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="after the zip"):
+        _extract(make_zip({"a": "1"}) + b"\0" * (1 << 20), tmp_path)
+    with pytest.raises(InvalidInput, match="central directory"):
+        _extract(make_zip({"a": "1"})[:-22] + b"garbage!" * 10, tmp_path)
+    assert _tree(tmp_path) == []

@@ -26,8 +26,12 @@ class TokenAuth:
 
     def issue(self, user: str, password: str) -> str:
         """A token for the right credentials; wrong ones are a 400 as in pfcon 5.3."""
-        user_ok = hmac.compare_digest(user.encode(), self._user)
-        password_ok = hmac.compare_digest(password.encode(), self._password)
+        try:
+            user_bytes, password_bytes = user.encode(), password.encode()
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no valid credential
+            raise InvalidInput("pfcon_user and pfcon_password must be valid Unicode text") from None
+        user_ok = hmac.compare_digest(user_bytes, self._user)
+        password_ok = hmac.compare_digest(password_bytes, self._password)
         if not (user_ok & password_ok):
             raise InvalidInput("Unable to log in with provided credentials.")
         now = datetime.now(UTC)
@@ -37,8 +41,8 @@ class TokenAuth:
     def verify(self, authorization: str | None) -> None:
         if not authorization:
             raise Unauthorized("Missing authorization header.")
-        scheme, _, token = authorization.partition(" ")
-        if scheme != "Bearer" or not token.strip():
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():  # schemes are case-insensitive (RFC 9110)
             raise Unauthorized("Invalid authorization header.")
         try:
             jwt.decode(token.strip(), self._key, algorithms=[ALGORITHM], options={"require": ["exp"]})

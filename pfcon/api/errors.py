@@ -8,6 +8,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from pfcon.api.uploads import FIELDS_LIMIT, PARTS_LIMIT
 from pfcon.errors import (
     NO_SPACE_ERRNOS,
     BackendUnavailable,
@@ -37,8 +38,6 @@ STATUS_OF: dict[type[PfconError], int] = {
     StoreUnavailable: 503,
     InsufficientStorage: 507,
 }
-FORM_FIELD_LIMIT = 4 * 1024 * 1024  # bytes of one non-file field
-FORM_PARTS_LIMIT = 1000  # werkzeug's default, well above what ChRIS sends
 
 
 def status_of(error: PfconError) -> int:
@@ -52,7 +51,7 @@ def error_response(message: str, status: int, **extra: object) -> ResponseReturn
     return jsonify(message=message, **extra), status
 
 
-def register(app: Flask, max_upload_bytes: int) -> None:
+def register(app: Flask) -> None:
     @app.errorhandler(PfconError)
     def domain_error(error: PfconError) -> ResponseReturnValue:
         details = getattr(error, "details", None)
@@ -60,10 +59,12 @@ def register(app: Flask, max_upload_bytes: int) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_error: RequestEntityTooLarge) -> ResponseReturnValue:
-        if (request.content_length or 0) > max_upload_bytes:
-            return error_response(f"request body is over the limit of {max_upload_bytes} bytes", 413)
+        limit = request.max_content_length
+        if limit is not None and (request.content_length or 0) > limit:
+            return error_response(f"request body is over the limit of {limit} bytes for this path", 413)
         return error_response(
-            f"form too large: a field over {FORM_FIELD_LIMIT} bytes or more than {FORM_PARTS_LIMIT} parts",
+            f"form too large: over {limit} bytes in all, over {FIELDS_LIMIT} bytes of fields, "
+            f"or more than {PARTS_LIMIT} parts",
             413,
         )
 
@@ -73,6 +74,8 @@ def register(app: Flask, max_upload_bytes: int) -> None:
 
     @app.errorhandler(OSError)
     def os_error(error: OSError) -> ResponseReturnValue:
+        if isinstance(error, TimeoutError):  # the client stopped sending (pfcon.serving)
+            return error_response("the request body stalled; the connection was dropped", 408)
         if error.errno in NO_SPACE_ERRNOS:
             log.error("storeBase is full: %s", error)
             return error_response("no space left in storeBase; the upload was discarded", 507)

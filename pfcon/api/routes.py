@@ -7,11 +7,13 @@ from flask.typing import ResponseReturnValue
 
 from pfcon.api import history, schemas
 from pfcon.api.auth import TokenAuth
+from pfcon.api.uploads import accepts
 from pfcon.errors import InvalidInput, PfconError
 from pfcon.jobs import JobService
 from pfcon.storage.base import ZipOutput
 
 OPEN_ENDPOINTS = frozenset({"api.health", "api.auth_token"})
+AUTH_BODY_LIMIT = 8 * 1024  # a login is a few hundred bytes; no login may cost more
 SERVER_INFO = schemas.ServerInfoSchema()
 SUBMIT_ANSWER = schemas.SubmitAnswerSchema()
 STATUS_ANSWER = schemas.StatusAnswerSchema()
@@ -26,6 +28,7 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
             auth.verify(request.headers.get("Authorization"))
 
     @api.post("/auth-token/")
+    @accepts(AUTH_BODY_LIMIT)
     def auth_token() -> ResponseReturnValue:
         body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
         if not isinstance(body, dict):
@@ -47,6 +50,7 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
         return jsonify(SERVER_INFO.dump(service.server_info()))
 
     @api.post("/jobs/")
+    @accepts(service.settings.zip_limits.max_upload_bytes, files={"data_file": service.storage.upload_sink})
     def submit() -> ResponseReturnValue:
         upload = request.files.get("data_file")
         sub = schemas.submission(request.form, upload.stream if upload else None)

@@ -1,38 +1,180 @@
-"""Uploaded file parts go where the storage says while they arrive, never into memory.
+"""What each route accepts in its request body, enforced while the body is read.
 
-Werkzeug's multipart parser is incremental; we only choose the object each file part is
-written into: the storage's upload sink (for zip storage, an extractor that unpacks the
-zip as it streams in, on the storeBase disk). Every sink is closed when the request ends,
-however it ends (even a part cut off mid-body), which removes anything the job did not take.
+Werkzeug reads a body lazily, when a view first asks for ``request.form``, ``request.files``
+or ``request.get_json()`` (so always after the blueprint's token check). Each view declares
+its body with :func:`accepts`: a size limit, and the file parts it takes, each with the sink
+it is written into while it arrives (for zip storage an extractor on the storeBase disk) or
+:data:`IGNORED` (read and dropped, e.g. the stray ``data_file`` python-pfconclient 4's CLI
+sends with every pfcon 6 request). A view that declares nothing takes a small body without
+file parts. Any other file part is a 400 before a byte of it is stored; all non-file fields
+of a form together are capped, and so is the number of parts. Every sink is closed when the
+request ends, however it ends, which removes anything the job did not take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import parse_qsl
 
-from flask import Request
+from flask import Request, current_app
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from pfcon.errors import InvalidInput
+
+KiB, MiB = 1024, 1024 * 1024
+SMALL_BODY = 64 * KiB  # what a view that declares nothing accepts
+FIELDS_LIMIT = 4 * MiB  # all non-file fields of one form together
+PARTS_LIMIT = 500  # parts of one form (ChRIS sends under 100)
+READ_CHUNK = 1 * MiB  # large reads: fewer Python round trips per uploaded byte
+
+SinkFactory = Callable[[], IO[bytes]]
+IGNORED = None  # a file part that is read and dropped
 
 
-def streaming_request_class(sink_factory: Callable[[], IO[bytes]]) -> type[Request]:
-    class StreamingRequest(Request):
-        def _get_file_stream(
-            self,
-            total_content_length: int | None,
-            content_type: str | None,
-            filename: str | None = None,
-            content_length: int | None = None,
-        ) -> IO[bytes]:
-            sink = sink_factory()
-            self.__dict__.setdefault("_pfcon_sinks", []).append(sink)
-            return sink
+@dataclass(frozen=True)
+class BodyRules:
+    """A view's body: at most ``max_bytes``, and only the file parts named in ``files``."""
 
-        def close(self) -> None:
-            """Also close file parts werkzeug never finished (a truncated body) and so never listed."""
-            try:
-                super().close()
-            finally:
-                for sink in self.__dict__.get("_pfcon_sinks", ()):
-                    sink.close()
+    max_bytes: int = SMALL_BODY
+    files: Mapping[str, SinkFactory | None] = field(default_factory=dict)
 
-    return StreamingRequest
+
+DEFAULT_RULES = BodyRules()
+
+
+def accepts(max_bytes: int | Callable[[], int], files: Mapping[str, SinkFactory | None] | None = None):
+    """Declare a view's body rules (``max_bytes`` may be a callable read per request)."""
+
+    def mark(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.body_rules = (max_bytes, dict(files or {}))  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def rules_of(view: Callable[..., Any] | None) -> BodyRules:
+    declared = getattr(view, "body_rules", None)
+    if declared is None:
+        return DEFAULT_RULES
+    max_bytes, files = declared
+    return BodyRules(max_bytes() if callable(max_bytes) else max_bytes, files)
+
+
+class _Discard:
+    """The sink of an ignored file part."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def seek(self, *_args: object) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[bytes | None]:
+    while data := stream.read(READ_CHUNK):
+        yield data
+    yield None
+
+
+def parse_multipart(
+    stream: IO[bytes], boundary: bytes, rules: BodyRules, opened: list[IO[bytes]]
+) -> tuple[MultiDict, MultiDict]:
+    """Fields and completed file parts of a multipart body; each sink is appended to ``opened``."""
+    decoder = MultipartDecoder(boundary, max_form_memory_size=FIELDS_LIMIT, max_parts=PARTS_LIMIT)
+    fields: list[tuple[str, str]] = []
+    files: list[tuple[str, FileStorage]] = []
+    field_bytes = 0
+    part: Field | File | None = None
+    sink: IO[bytes] | None = None
+    values: list[bytes] = []
+    for data in _chunks(stream):
+        decoder.receive_data(data)
+        while not isinstance(event := decoder.next_event(), NeedData | Epilogue):
+            if isinstance(event, File):
+                part, sink = event, _open_file_part(event, rules)
+                opened.append(sink)
+            elif isinstance(event, Field):
+                part, sink, values = event, None, []
+            elif isinstance(event, Data):
+                if sink is not None:
+                    sink.write(event.data)
+                else:
+                    field_bytes += len(event.data)
+                    if field_bytes > FIELDS_LIMIT:
+                        raise RequestEntityTooLarge()
+                    values.append(event.data)
+                if not event.more_data:
+                    if isinstance(part, File) and not isinstance(sink, _Discard):
+                        upload = FileStorage(sink, part.filename, part.name, headers=part.headers)
+                        files.append((part.name, upload))
+                    elif isinstance(part, Field):
+                        fields.append((part.name, b"".join(values).decode("utf-8", "replace")))
+    return MultiDict(fields), MultiDict(files)
+
+
+def _open_file_part(event: File, rules: BodyRules) -> IO[bytes]:
+    if event.name not in rules.files:
+        raise InvalidInput(
+            f"{event.name}: file parts are not accepted here"
+            + (f" (only {', '.join(sorted(rules.files))})" if rules.files else "")
+        )
+    factory = rules.files[event.name]
+    return _Discard() if factory is IGNORED else factory()
+
+
+class _RuledFormParser(FormDataParser):
+    def __init__(self, request: RuledRequest) -> None:
+        super().__init__(max_content_length=request.max_content_length, cls=MultiDict)
+        self.request = request
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):  # type: ignore[override]
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parse_multipart(stream, boundary, self.request.body_rules, self.request.sinks)
+        return stream, form, files
+
+    def _parse_urlencoded(self, stream, mimetype, content_length, options):  # type: ignore[override]
+        data = stream.read(FIELDS_LIMIT + 1)
+        if len(data) > FIELDS_LIMIT:
+            raise RequestEntityTooLarge()
+        items = parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True)
+        return stream, MultiDict(items), MultiDict()
+
+
+class RuledRequest(Request):
+    """A request whose body obeys the rules its view declared with :func:`accepts`."""
+
+    @property
+    def body_rules(self) -> BodyRules:
+        if "_body_rules" not in self.__dict__:
+            view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
+            self.__dict__["_body_rules"] = rules_of(view)
+        return self.__dict__["_body_rules"]
+
+    @property
+    def max_content_length(self) -> int:  # type: ignore[override]
+        return self.body_rules.max_bytes
+
+    @property
+    def sinks(self) -> list[IO[bytes]]:
+        return self.__dict__.setdefault("_pfcon_sinks", [])
+
+    def make_form_data_parser(self) -> FormDataParser:
+        return _RuledFormParser(self)
+
+    def close(self) -> None:
+        """Also close file parts the parser never finished (a truncated body) and so never listed."""
+        try:
+            super().close()
+        finally:
+            for sink in self.sinks:
+                sink.close()

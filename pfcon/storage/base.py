@@ -6,9 +6,8 @@ storage hands back are storeBase-relative (what the compute side turns into moun
 
 from __future__ import annotations
 
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -79,9 +78,9 @@ class Storage(ABC):
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput | ListingOutput:
         """Deliver the job's output; :class:`~pfcon.errors.JobNotFound` if its data is gone."""
 
-    def upload_sink(self) -> IO[bytes]:
-        """Where an uploaded file part is written while it arrives (on the storeBase disk)."""
-        return tempfile.TemporaryFile(dir=self.storebase.uploads_dir)
+    #: where an uploaded ``data_file`` is written while it arrives; ``None``: the part is read
+    #: and dropped (in-network storages take no upload)
+    upload_sink: Callable[[], IO[bytes]] | None = None
 
     def delete(self, jid: str) -> bool:
         """Remove the job's data under storeBase; returns whether there was any."""

@@ -3,11 +3,27 @@
 The multipart parser hands each chunk of ``data_file`` to :meth:`StreamingUnzip.write`;
 entries are read from their local headers in order and written straight to disk, so an
 upload is written once, never spooled whole and never held in memory. Safety is checked as
-bytes arrive (names confined to the folder, entry count, total size, compression ratio,
-CRC of every entry) and once more at the end against the central directory (same entries
-at the same offsets, so overlapping-entry bombs and ambiguous archives are refused, and no
-symlink entries). Errors are kept and raised by :meth:`finish`, when the upload is used;
+bytes arrive (names confined to the folder and bounded in length and depth, entry count,
+total size, compression ratio, CRC of every entry) and on the central directory, which is
+read record by record as it streams past and must list exactly the entries extracted, at
+their offsets, with no symlinks (so ambiguous archives are refused) and is capped by the
+entry count. Every byte is looked at a bounded number of times: stored entries of unknown
+size are scanned for their data descriptor with one running CRC, never re-hashed per
+candidate. Errors are kept and raised by :meth:`finish`, when the upload is used;
 :meth:`close` removes whatever was not taken.
+
+Why our own parser and not a library such as ``stream-unzip`` (PyPI, well kept; it reads
+zip64 and data descriptors, including Java's 8-byte ones): it cannot stream a *stored*
+entry whose size is only in its data descriptor (``NotStreamUnzippable``), which is what
+Python's ``zipfile`` writes to an unseekable stream, hence what our own output download
+(:mod:`pfcon.storage.zipstream`) and ``zip`` writing to a pipe produce; a round trip of a
+job's output into the next job must work. It also does not read the central directory
+(we would still parse it, from a buffer we would have to keep ourselves, for symlinks and
+for the ambiguity check), cannot be told to refuse bzip2, deflate64 (pure Python, slow)
+or encryption before it starts decoding, and pulls chunks from an iterator while werkzeug
+pushes them, which needs a thread per upload. With it we would keep the descriptor scan,
+the central-directory reader and the caps, and add the glue: more code of ours, not less.
+What is ours stays small and is fuzzed (``tests/test_unzip_fuzz.py``).
 """
 
 from __future__ import annotations
@@ -23,25 +39,34 @@ from pathlib import Path
 
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.settings import ZipLimits
+from pfcon.storage.staging import hold_staging
 from pfcon.storebase import safe_relative
 
 LOCAL = b"PK\x03\x04"
 CENTRAL = b"PK\x01\x02"
 DESCRIPTOR = b"PK\x07\x08"
-ENDS = (CENTRAL, b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x08")
+END_SIGNATURES = (b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07")
 LOCAL_FORMAT = struct.Struct("<4sHHHHHIIIHH")
 CENTRAL_FORMAT = struct.Struct("<4s4B4HL2L5H2L")
 STORED, DEFLATED = 0, 8
 ZIP64_TAG = 0x0001
 DESCRIPTOR32 = struct.Struct("<III")
 DESCRIPTOR64 = struct.Struct("<IQQ")
-MAX_CENTRAL_BYTES = 64 * 1024 * 1024
+#: descriptor forms, longest first (what follows a descriptor decides between them)
+DESCRIPTOR_FORMS = ((True, DESCRIPTOR64), (False, DESCRIPTOR64), (True, DESCRIPTOR32), (False, DESCRIPTOR32))
+DESCRIPTOR_WINDOW = 4 + DESCRIPTOR64.size + 4  # longest descriptor and the signature after it
 INFLATE_CHUNK = 1024 * 1024
 RATIO_FLOOR = 1024 * 1024  # small members may compress well without being bombs
+MAX_NAME_BYTES = 4096  # PATH_MAX
+MAX_NAME_DEPTH = 128  # folders in an entry name; real input trees are a few dozen deep at most
+MAX_RECORD_EXTRAS = 4096  # extra field + comment of one central record
+MAX_END_BYTES = 64 * 1024 + 128  # zip64 end record, locator and end record with its comment
+MAX_CENTRAL_BYTES = 64 * 1024 * 1024  # absolute cap, whatever the entry count
 UTF8_FLAG, DESCRIPTOR_FLAG, ENCRYPTED_FLAG = 0x800, 0x8, 0x1
+NEED_MORE = -1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """One local entry as read from the stream."""
 
@@ -56,11 +81,6 @@ class _Entry:
     written: int = 0
     consumed: int = 0
     crc_so_far: int = 0
-
-    @property
-    def descriptor(self) -> struct.Struct:
-        """crc, compressed and uncompressed size after the data (8-byte sizes for zip64)."""
-        return DESCRIPTOR64 if self.zip64 else DESCRIPTOR32
 
 
 def _zip64_values(extra: bytes) -> tuple[int, ...]:
@@ -80,6 +100,31 @@ def _decode_name(raw: bytes, flags: int) -> str:
     return raw.decode("utf-8" if flags & UTF8_FLAG else "cp437", errors="replace")
 
 
+def match_descriptor(
+    buf: bytearray, at: int, crc: int, compressed: int, size: int, zip64: bool, signed_only: bool
+) -> int | None:
+    """Length of the data descriptor at ``buf[at:]`` that matches the entry, ``None`` if none does.
+
+    A descriptor may or may not start with its signature and holds 4- or 8-byte sizes; the
+    8-byte form is used by zip64 entries, also by those (Java's ``ZipOutputStream``, 4 GiB and
+    more) whose local header did not say so. As in Info-ZIP's unzip, the longest form whose
+    CRC and sizes match and that is followed by a header signature wins. Returns
+    :data:`NEED_MORE` until enough bytes are there to decide.
+    """
+    if len(buf) - at < DESCRIPTOR_WINDOW:
+        return NEED_MORE
+    for signed, form in DESCRIPTOR_FORMS:
+        if (signed_only and not signed) or (zip64 and form is DESCRIPTOR32):
+            continue
+        start = at + (4 if signed else 0)
+        if signed and buf[at : at + 4] != DESCRIPTOR:
+            continue
+        end = start + form.size
+        if form.unpack_from(buf, start) == (crc, compressed, size) and buf[end : end + 4] in (LOCAL, CENTRAL):
+            return end - at
+    return None
+
+
 class StreamingUnzip:
     """A write-only file that unpacks the zip written into it."""
 
@@ -87,6 +132,9 @@ class StreamingUnzip:
         self.staging = staging
         self.limits = limits
         staging.mkdir()
+        self._lock = hold_staging(staging)  # tells the sweeper this upload is alive
+        self._root = str(staging)
+        self._dirs: set[str] = {self._root}
         self._buf = bytearray()
         self._received = 0  # bytes of the archive seen so far (== offset of _buf[0])
         self._state: Callable[[], bool] = self._local_header
@@ -94,7 +142,9 @@ class StreamingUnzip:
         self._out: int | None = None  # fd of the file being written
         self._inflater: zlib._Decompress | None = None
         self._entries: list[_Entry] = []
-        self._central = bytearray()
+        self._listed = 0  # central records checked so far
+        self._central_bytes = 0
+        self._end_bytes = 0
         self._total_out = 0
         self._error: PfconError | None = None
 
@@ -107,6 +157,9 @@ class StreamingUnzip:
                     pass
             except PfconError as error:
                 self._fail(error)
+            except zlib.error:
+                name = self._entry.name if self._entry else "?"
+                self._fail(InvalidInput(f"data_file: entry {name!r} has corrupt compressed data"))
             except OSError as error:
                 if error.errno in NO_SPACE_ERRNOS:  # let the API answer 507
                     self._close_output()
@@ -123,16 +176,19 @@ class StreamingUnzip:
     def close(self) -> None:
         """Remove whatever was extracted unless :meth:`move_to` took it."""
         self._close_output()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)  # depth-bounded: MAX_NAME_DEPTH
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # -- results --------------------------------------------------------------------------
     def finish(self) -> int:
         """Check the end of the archive; returns the number of files, or raises the first error."""
         if self._error is None:
             try:
-                if self._state != self._central_directory:
+                complete = self._state == self._end_records and self._listed == len(self._entries)
+                if not complete:
                     raise InvalidInput("data_file: not a complete zip file (truncated, or not a zip)")
-                self._check_central_directory()
             except PfconError as error:
                 self._fail(error)
         if self._error is not None:
@@ -148,8 +204,8 @@ class StreamingUnzip:
         if len(self._buf) < 4:
             return False
         signature = bytes(self._buf[:4])
-        if signature in ENDS:
-            self._state = self._central_directory
+        if signature == CENTRAL or signature in END_SIGNATURES:
+            self._state = self._central_record
             return True
         if signature != LOCAL:
             raise InvalidInput("data_file: not a valid zip file (no local file header where one should be)")
@@ -181,18 +237,37 @@ class StreamingUnzip:
             raise InvalidInput(
                 f"data_file: entry {name!r} uses compression method {method}; use deflate or none"
             )
-        target = self.staging / safe_relative(name, "data_file entry")
+        relative = self._checked_name(name, raw_name)
         self._entries.append(entry)
         self._entry = entry
+        target = os.path.join(self._root, relative)
         if name.endswith("/"):
-            target.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(target, name)
         else:
             self._open_output(target, name)
         self._inflater = zlib.decompressobj(-15) if method == DEFLATED else None
         self._state = self._entry_data
 
-    def _open_output(self, target: Path, name: str) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def _checked_name(name: str, raw_name: bytes) -> str:
+        if len(raw_name) > MAX_NAME_BYTES:
+            raise InvalidInput(f"data_file: an entry name is over {MAX_NAME_BYTES} bytes")
+        relative = safe_relative(name, "data_file entry")
+        if len(relative.parts) > MAX_NAME_DEPTH:
+            raise InvalidInput(f"data_file: entry {name[:200]!r}... is over {MAX_NAME_DEPTH} folders deep")
+        return relative.as_posix()
+
+    def _make_dirs(self, path: str, name: str) -> None:
+        if path in self._dirs:
+            return
+        try:
+            os.makedirs(path, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InvalidInput(f"data_file: entry {name!r} clashes with another entry") from None
+        self._dirs.add(path)
+
+    def _open_output(self, target: str, name: str) -> None:
+        self._make_dirs(os.path.dirname(target), name)
         try:
             self._out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
@@ -220,29 +295,34 @@ class StreamingUnzip:
         return False
 
     def _copy_stored_until_descriptor(self, entry: _Entry) -> bool:
-        """A stored entry of unknown size (streamed zips): find the descriptor that matches."""
-        start = 0
-        descriptor = entry.descriptor
-        while (pos := self._buf.find(DESCRIPTOR, start)) != -1:
-            if len(self._buf) < pos + 4 + descriptor.size:
+        """A stored entry of unknown size (streamed zips): find the descriptor that matches.
+
+        One running CRC over the data before each candidate signature: each byte is hashed
+        once however many false signatures the data holds.
+        """
+        buf = self._buf
+        view = memoryview(buf)
+        crc, hashed, start, length = entry.crc_so_far, 0, 0, None
+        while (pos := buf.find(DESCRIPTOR, start)) != -1:
+            crc = zlib.crc32(view[hashed:pos], crc)
+            hashed = pos
+            size = entry.written + pos
+            length = match_descriptor(buf, pos, crc, size, size, entry.zip64, signed_only=True)
+            if length is not None:
                 break
-            crc = zlib.crc32(memoryview(self._buf)[:pos], entry.crc_so_far)
-            d_crc, d_comp, d_size = descriptor.unpack_from(self._buf, pos + 4)
-            if d_crc == crc and d_size == d_comp == entry.written + pos:
-                entry.crc, entry.compressed, entry.size = d_crc, d_comp, d_size
-                entry.consumed += pos
-                self._emit(entry, memoryview(self._buf)[:pos])
-                self._consume(pos + 4 + descriptor.size)
-                self._finish_entry(entry)
-                return True
             start = pos + 1
-        keep = 4 + DESCRIPTOR64.size if pos == -1 else len(self._buf) - pos
-        safe = max(0, len(self._buf) - keep)
-        if safe:
-            entry.consumed += safe
-            self._emit(entry, memoryview(self._buf)[:safe])
-            self._consume(safe)
-        return False
+        else:  # no candidate: keep what could be the start of a signature
+            pos = max(0, len(buf) - 3)
+            crc = zlib.crc32(view[hashed:pos], crc)
+        entry.consumed += pos
+        self._emit(entry, view[:pos], crc)
+        view.release()
+        if length is None or length == NEED_MORE:
+            self._consume(pos)
+            return False
+        self._consume(pos)
+        self._take_descriptor(entry, length)
+        return True
 
     def _inflate(self, entry: _Entry) -> bool:
         inflater = self._inflater
@@ -275,38 +355,86 @@ class StreamingUnzip:
     def _descriptor(self) -> bool:
         entry = self._entry
         assert entry is not None
-        has_signature = self._buf[:4] == DESCRIPTOR
-        needed = (4 if has_signature else 0) + entry.descriptor.size
-        if len(self._buf) < needed:
-            return False
-        entry.crc, entry.compressed, entry.size = entry.descriptor.unpack_from(
-            self._buf, 4 if has_signature else 0
+        length = match_descriptor(
+            self._buf, 0, entry.crc_so_far, entry.consumed, entry.written, entry.zip64, signed_only=False
         )
-        self._consume(needed)
-        self._finish_entry(entry)
+        if length == NEED_MORE:
+            return False
+        if length is None:
+            raise InvalidInput(f"data_file: entry {entry.name!r} is corrupt (no data descriptor matches it)")
+        self._take_descriptor(entry, length)
         return True
+
+    def _take_descriptor(self, entry: _Entry, length: int) -> None:
+        """The descriptor matched what was read: it gives the entry's CRC and sizes."""
+        entry.crc, entry.compressed, entry.size = entry.crc_so_far, entry.consumed, entry.written
+        self._consume(length)
+        self._finish_entry(entry)
 
     def _finish_entry(self, entry: _Entry) -> None:
         self._close_output()
-        if entry.crc_so_far != entry.crc or entry.written != entry.size:
+        if (entry.crc_so_far, entry.written, entry.consumed) != (entry.crc, entry.size, entry.compressed):
             raise InvalidInput(f"data_file: entry {entry.name!r} is corrupt (size or CRC mismatch)")
         self._entry = None
         self._state = self._local_header
 
-    def _central_directory(self) -> bool:
-        if len(self._central) + len(self._buf) > MAX_CENTRAL_BYTES:
-            raise PayloadTooLarge("data_file: the zip's central directory is too large")
-        self._central += self._buf
+    # -- the central directory, one record at a time ---------------------------------------
+    def _central_record(self) -> bool:
+        buf = self._buf
+        if len(buf) < 4:
+            return False
+        if buf[:4] != CENTRAL:
+            self._state = self._end_records
+            return True
+        if len(buf) < CENTRAL_FORMAT.size:
+            return False
+        fields = CENTRAL_FORMAT.unpack_from(buf)
+        name_len, extra_len, comment_len = fields[12], fields[13], fields[14]
+        if extra_len + comment_len > MAX_RECORD_EXTRAS:
+            raise PayloadTooLarge("data_file: a central directory record is too large")
+        length = CENTRAL_FORMAT.size + name_len + extra_len + comment_len
+        if len(buf) < length:
+            return False
+        self._central_bytes += length
+        if self._central_bytes > MAX_CENTRAL_BYTES:
+            raise PayloadTooLarge(f"data_file: the zip's central directory is over {MAX_CENTRAL_BYTES} bytes")
+        start = CENTRAL_FORMAT.size
+        raw_name = bytes(buf[start : start + name_len])
+        extra = bytes(buf[start + name_len : start + name_len + extra_len])
+        self._check_record(fields, raw_name, extra)
+        self._consume(length)
+        return True
+
+    def _check_record(self, fields: tuple, raw_name: bytes, extra: bytes) -> None:
+        """The next central record must describe the next extracted entry, and not as a symlink."""
+        if self._listed >= len(self._entries):
+            raise _mismatch()
+        entry = self._entries[self._listed]
+        self._listed += 1
+        name = _decode_name(raw_name, entry.flags)
+        if (name, _central_offset(fields, extra), fields[9]) != (entry.name, entry.offset, entry.crc):
+            raise _mismatch()
+        if stat.S_ISLNK(fields[17] >> 16):
+            raise InvalidInput(f"data_file: entry {name!r} is a symbolic link, which is not allowed")
+
+    def _end_records(self) -> bool:
+        """What follows the records (zip64 end, locator, end with its comment): bounded, skipped."""
+        if self._end_bytes == 0 and len(self._buf) >= 4 and bytes(self._buf[:4]) not in END_SIGNATURES:
+            raise InvalidInput("data_file: not a valid zip file (no end of central directory)")
+        self._end_bytes += len(self._buf)
+        if self._end_bytes > MAX_END_BYTES:
+            raise InvalidInput("data_file: unexpected data after the zip's central directory")
         self._consume(len(self._buf))
         return False
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _emit(self, entry: _Entry, data: bytes | memoryview) -> None:
+    def _emit(self, entry: _Entry, data: bytes | memoryview, crc: int | None = None) -> None:
+        """Write ``data`` of ``entry``; ``crc`` is the entry's CRC with it, if already computed."""
         if not data:
             return
         entry.written += len(data)
         self._total_out += len(data)
-        entry.crc_so_far = zlib.crc32(data, entry.crc_so_far)
+        entry.crc_so_far = zlib.crc32(data, entry.crc_so_far) if crc is None else crc
         limits = self.limits
         if self._total_out > limits.max_unzipped_bytes:
             raise PayloadTooLarge(
@@ -335,33 +463,9 @@ class StreamingUnzip:
         self._buf = bytearray()  # (views of the old one may live on in the traceback)
         self.close()
 
-    def _check_central_directory(self) -> None:
-        """The central directory must list exactly the entries we extracted, at their offsets."""
-        listed = []
-        pos = 0
-        data = self._central
-        while data[pos : pos + 4] == CENTRAL:
-            if pos + CENTRAL_FORMAT.size > len(data):
-                raise InvalidInput("data_file: truncated central directory")
-            fields = CENTRAL_FORMAT.unpack_from(data, pos)
-            name_len, extra_len, comment_len = fields[12], fields[13], fields[14]
-            start = pos + CENTRAL_FORMAT.size
-            extra = bytes(data[start + name_len : start + name_len + extra_len])
-            offset = _central_offset(fields, extra)
-            attrs = fields[17]
-            listed.append((bytes(data[start : start + name_len]), offset, fields[9], attrs))
-            pos = start + name_len + extra_len + comment_len
-        mismatch = InvalidInput(
-            "data_file: the central directory does not match the entries (overlap or damage)"
-        )
-        if len(listed) != len(self._entries):
-            raise mismatch
-        for (raw_name, offset, crc, attrs), entry in zip(listed, self._entries, strict=True):
-            name = _decode_name(raw_name, entry.flags)
-            if (name, offset, crc) != (entry.name, entry.offset, entry.crc):
-                raise mismatch
-            if stat.S_ISLNK(attrs >> 16):
-                raise InvalidInput(f"data_file: entry {name!r} is a symbolic link, which is not allowed")
+
+def _mismatch() -> InvalidInput:
+    return InvalidInput("data_file: the central directory does not match the entries (overlap or damage)")
 
 
 def _central_offset(fields: tuple, extra: bytes) -> int:
