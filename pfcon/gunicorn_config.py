@@ -1,4 +1,4 @@
-"""gunicorn settings: threaded workers so slow uploads never block status polls.
+"""gunicorn settings: threaded workers, guarded so slow clients never block status polls.
 
 Use with ``gunicorn -c python:pfcon.gunicorn_config pfcon.wsgi:application``. The settings
 (and the storeBase volume, which may need one engine call) are validated in the master
@@ -16,7 +16,7 @@ except SettingsError as _error:
     sys.exit(2)
 
 bind = _serving.bind
-worker_class = "gthread"
+worker_class = "pfcon.serving.GuardedThreadWorker"  # gthread + time limits (pfcon.serving)
 workers = _serving.workers
 threads = _serving.threads
 keepalive = 30

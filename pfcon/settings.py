@@ -193,6 +193,13 @@ class ServingSettings:
     workers: int = 2
     threads: int = 16
     log_level: str = "info"
+    client_timeout: int = 30  # a read may wait this long; a body must bring 1 KiB/s per period
+    header_timeout: int = 20  # request line and headers complete within this
+    upload_slots: int | None = None  # requests per worker reading a body at once; None: threads // 2
+
+    @property
+    def body_slots(self) -> int:
+        return self.upload_slots or max(1, self.threads // 2)
 
 
 class _Env:
@@ -583,6 +590,9 @@ def load_serving_settings(environ: Mapping[str, str] | None = None) -> ServingSe
         workers=env.int("PFCON_WORKERS", 2, 1),
         threads=env.int("PFCON_THREADS", 16, 1),
         log_level=env.choice("PFCON_LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info"),
+        client_timeout=env.int("PFCON_CLIENT_TIMEOUT", 30, 1),
+        header_timeout=env.int("PFCON_HEADER_TIMEOUT", 20, 1),
+        upload_slots=env.int("PFCON_UPLOAD_SLOTS", None, 1),
     )
 
 

@@ -8,8 +8,10 @@ refuses absolute paths, ``..`` and anything that resolves outside its allowed ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from pfcon.errors import DataNotDeletable, InvalidInput, JobExists
@@ -46,6 +48,20 @@ def safe_relative(path: str, what: str) -> PurePosixPath:
     if not parts:
         raise InvalidInput(f"{what}: {path!r} names no file or folder")
     return PurePosixPath(*parts)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a small state file so a reader in any process sees the old or the new one, whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # as a plain write would leave it (mkstemp makes 0600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def resolve_inside(root: Path, relative: str, what: str) -> Path:

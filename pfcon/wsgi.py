@@ -3,10 +3,11 @@
 import sys
 
 from pfcon.app import create_app
-from pfcon.settings import SettingsError
+from pfcon.serving import BodySlots
+from pfcon.settings import SettingsError, load_serving_settings
 
 try:
-    application = create_app()
+    application = BodySlots(create_app(), load_serving_settings().body_slots)
 except SettingsError as error:
     print(f"pfcon: configuration error: {error}", file=sys.stderr)
     sys.exit(3)  # gunicorn's "worker failed to boot": the master stops instead of retrying

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from pfcon.api.uploads import FIELDS_LIMIT, PARTS_LIMIT
 from pfcon.errors import (
@@ -68,6 +68,12 @@ def register(app: Flask) -> None:
             413,
         )
 
+    @app.errorhandler(ClientDisconnected)
+    def body_cut(error: ClientDisconnected) -> ResponseReturnValue:
+        if isinstance(error.__context__, TimeoutError):  # stalled or trickling (pfcon.serving)
+            return error_response(f"the request body stalled or came too slowly: {error.__context__}", 408)
+        return error_response("the request body ended before its announced length", 400)
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> ResponseReturnValue:
         return error_response(error.description or error.name, error.code or 500)
@@ -75,7 +81,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(OSError)
     def os_error(error: OSError) -> ResponseReturnValue:
         if isinstance(error, TimeoutError):  # the client stopped sending (pfcon.serving)
-            return error_response("the request body stalled; the connection was dropped", 408)
+            return error_response(f"the request body stalled or came too slowly: {error}", 408)
         if error.errno in NO_SPACE_ERRNOS:
             log.error("storeBase is full: %s", error)
             return error_response("no space left in storeBase; the upload was discarded", 507)

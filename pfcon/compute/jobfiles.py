@@ -11,16 +11,14 @@ and goes away with the job's data.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pfcon.compute.logtail import read_tail
-from pfcon.storebase import StoreBase
+from pfcon.storebase import StoreBase, write_atomically
 
 JOB = "job.json"
 SCRIPT = "job.sh"
@@ -52,10 +50,7 @@ class JobFiles:
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         """Atomically, so a reader in another process never sees half a file."""
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}-", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, self.path / name)
+        write_atomically(self.path / name, json.dumps(data))
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         try:
@@ -76,7 +71,7 @@ class JobFiles:
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name
-        target.write_text(text)
+        write_atomically(target, text)
         return target
 
     def remove(self) -> None:

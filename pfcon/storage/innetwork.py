@@ -21,7 +21,7 @@ from pfcon.safetree import FILE, Entry, open_root, walk
 from pfcon.settings import STATE_DIR
 from pfcon.storage.base import InputRequest, ListingOutput, Storage
 from pfcon.storage.links import LocalTree, is_link_file
-from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative
+from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative, write_atomically
 
 RECORD_NAME = "innetwork.json"
 
@@ -34,9 +34,12 @@ def overlaps(a: PurePosixPath, b: PurePosixPath) -> bool:
 
 
 def is_reserved(relative: PurePosixPath) -> bool:
-    """pfcon's own folders in storeBase (job folders, uploads in progress, the job store)."""
-    first = relative.parts[0] if relative.parts else ""
-    return first in (UPLOADS_DIR, STATE_DIR) or first.startswith("key-")
+    """pfcon's own folders in storeBase (job folders, uploads in progress, the job store).
+
+    Compared case-insensitively: on a case-insensitive filesystem ``KEY-x`` is ``key-x``.
+    """
+    first = relative.parts[0].casefold() if relative.parts else ""
+    return first in (UPLOADS_DIR.casefold(), STATE_DIR.casefold()) or first.startswith("key-")
 
 
 class StoreBaseTree(LocalTree):
@@ -62,7 +65,8 @@ class InNetworkStorage(Storage):
             raise InvalidInput("input_dirs: at least one is required with PFCON_INNETWORK=true")
         if not request.output_dir:
             raise InvalidInput("output_dir: field is required with PFCON_INNETWORK=true")
-        inputs = tuple(safe_relative(d, "input_dirs") for d in request.input_dirs)
+        # a folder named twice is staged once (dict: ordered, unique)
+        inputs = tuple(dict.fromkeys(safe_relative(d, "input_dirs") for d in request.input_dirs))
         output = safe_relative(request.output_dir, "output_dir")
         for name in inputs:
             if overlaps(name, output):
@@ -91,8 +95,9 @@ class InNetworkStorage(Storage):
         return True
 
     def remember_output(self, jid: str, output_dir: PurePosixPath) -> None:
-        record = self.storebase.job_dir(jid) / RECORD_NAME
-        record.write_text(json.dumps({"output_dir": output_dir.as_posix()}))
+        write_atomically(
+            self.storebase.job_dir(jid) / RECORD_NAME, json.dumps({"output_dir": output_dir.as_posix()})
+        )
 
     # -- the output -------------------------------------------------------------------------
     def listing_target(self, jid: str, job_output_path: str | None) -> PurePosixPath:

@@ -1,0 +1,172 @@
+"""Slow or stalled clients cannot take the service down (gunicorn's threaded worker).
+
+A gthread worker has a fixed pool of threads, and a request holds one from its first header
+byte to its answer, including while its body arrives. Forty clients trickling a body one
+byte every five seconds once held every thread and left ``GET health/`` unanswered for
+minutes. Three rules keep threads free for health and status polls, however many clients
+send slowly:
+
+- the request line and headers must be in within ``PFCON_HEADER_TIMEOUT`` seconds, or the
+  connection is closed;
+- no read waits more than ``PFCON_CLIENT_TIMEOUT`` seconds, and a body must bring at least
+  :data:`MIN_BODY_RATE` bytes/s over each such period: a stalled or trickling body is
+  answered 408 and its connection closed (its staged upload is removed with the request);
+- at most ``PFCON_UPLOAD_SLOTS`` requests per worker (half its threads by default) may be
+  reading a body at once; one more is answered 503 at once, its body unread and its
+  connection closed, so the other half of the threads always serves bodiless requests.
+
+gunicorn itself waits for a new connection's first byte without a thread and drains an
+unread body for at most 5 s; :class:`GuardedSocket` (through :class:`GuardedThreadWorker`)
+and :class:`BodySlots` add the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from pfcon.settings import load_serving_settings
+
+MIN_BODY_RATE = 1024  # bytes/s, averaged over each PFCON_CLIENT_TIMEOUT period
+
+
+class GuardedSocket:
+    """A client socket as gunicorn's threads use it, with pfcon's time limits.
+
+    gunicorn makes the socket blocking before each request (``setblocking(True)``); here that
+    means "blocking, for at most the idle timeout". Reads during the headers end at their
+    deadline (as an end of stream: gunicorn then closes quietly); reads of a body raise
+    :class:`TimeoutError` when it stalls or trickles. :meth:`refuse_rest` makes the rest of
+    the stream read as ended, so gunicorn closes instead of draining a body nobody wants.
+    """
+
+    __slots__ = ("_sock", "header_deadline", "idle", "refused", "window_bytes", "window_start")
+
+    def __init__(self, sock: Any, idle: float) -> None:
+        self._sock = sock
+        self.idle = idle
+        self.header_deadline: float | None = None
+        self.refused = False
+        self.window_start = 0.0
+        self.window_bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.settimeout(self.idle if flag else 0.0)
+
+    def settimeout(self, value: float | None) -> None:
+        self._sock.settimeout(self.idle if value is None else value)
+
+    def start_headers(self, header_seconds: float) -> None:
+        self.header_deadline = time.monotonic() + header_seconds
+
+    def start_body(self) -> None:
+        self.header_deadline = None
+        self.window_start, self.window_bytes = time.monotonic(), 0
+        self._sock.settimeout(self.idle)
+
+    def refuse_rest(self) -> None:
+        self.refused = True
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.refused:
+            return b""
+        if self.header_deadline is not None:
+            return self._recv_header(size, *flags)
+        data = self._sock.recv(size, *flags)
+        self._check_rate(len(data))
+        return data
+
+    def _recv_header(self, size: int, *flags: int) -> bytes:
+        remaining = self.header_deadline - time.monotonic()
+        if remaining <= 0:
+            return b""
+        self._sock.settimeout(min(self.idle, remaining))
+        try:
+            return self._sock.recv(size, *flags)
+        except TimeoutError:
+            return b""
+
+    def _check_rate(self, received: int) -> None:
+        now = time.monotonic()
+        self.window_bytes += received
+        if now - self.window_start >= self.idle:
+            if self.window_bytes < MIN_BODY_RATE * self.idle:
+                raise TimeoutError(f"the request body came slower than {MIN_BODY_RATE} bytes/s")
+            self.window_start, self.window_bytes = now, 0
+
+
+class GuardedThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker over :class:`GuardedSocket` connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        serving = load_serving_settings()
+        self.client_timeout = serving.client_timeout
+        self.header_timeout = serving.header_timeout
+
+    def handle(self, conn: Any) -> Any:
+        if not isinstance(conn.sock, GuardedSocket):
+            conn.sock = GuardedSocket(conn.sock, self.client_timeout)
+        conn.sock.start_headers(self.header_timeout)
+        return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        conn.sock.start_body()
+        return super().handle_request(req, conn)
+
+
+def has_body(environ: dict[str, Any]) -> bool:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return chunked or (length.isdigit() and int(length) > 0)
+
+
+def refuse_rest(environ: dict[str, Any]) -> None:
+    """Close the connection after the answer instead of reading what is left of the body."""
+    sock = environ.get("gunicorn.socket")
+    if isinstance(sock, GuardedSocket):
+        sock.refuse_rest()
+
+
+StartResponse = Callable[..., Any]
+
+
+class BodySlots:
+    """WSGI middleware: at most ``slots`` requests of this process read a body at once."""
+
+    def __init__(self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]], slots: int) -> None:
+        self.app = app
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not has_body(environ):
+            return self.app(environ, start_response)
+        if not self._free.acquire(blocking=False):
+            refuse_rest(environ)
+            message = f"{self.slots} uploads are already being received by this worker; retry shortly"
+            body = json.dumps({"message": message}).encode()
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            start_response("503 SERVICE UNAVAILABLE", [*headers, ("Retry-After", "5")])
+            return [body]
+        failed = False
+
+        def recording(status: str, headers: list, exc_info: Any = None) -> Any:
+            nonlocal failed
+            failed = int(status[:3]) >= 400
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, recording)
+        finally:
+            self._free.release()
+            if failed:  # the body may be unread: do not drain it
+                refuse_rest(environ)
