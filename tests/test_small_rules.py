@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.settings import SettingsError, ZipLimits, load_settings
+from pfcon.settings import SettingsError, ZipLimits, load_serving_settings, load_settings
 from pfcon.storage.staging import SETTLE_SECONDS, Sweeper, sweep
 from pfcon.storage.unzip import StreamingUnzip
 from pfcon.storebase import write_atomically
@@ -121,3 +121,13 @@ def test_an_input_folder_named_twice_is_staged_once(make_app, storebase, jid) ->
     )
     assert answer.status_code == 201, answer.get_json()
     assert answer.get_json()["data"]["nfiles"] == 3
+
+
+def test_slow_client_settings() -> None:
+    defaults = load_serving_settings({})
+    assert (defaults.client_timeout, defaults.header_timeout, defaults.body_slots) == (30, 20, 8)
+    assert load_serving_settings({"PFCON_THREADS": "3"}).body_slots == 1
+    assert load_serving_settings({"PFCON_UPLOAD_SLOTS": "5"}).body_slots == 5
+    for variable in ("PFCON_CLIENT_TIMEOUT", "PFCON_HEADER_TIMEOUT", "PFCON_UPLOAD_SLOTS"):
+        with pytest.raises(SettingsError, match=variable):
+            load_serving_settings({variable: "0"})

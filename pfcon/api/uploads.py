@@ -47,22 +47,14 @@ class BodyRules:
 DEFAULT_RULES = BodyRules()
 
 
-def accepts(max_bytes: int | Callable[[], int], files: Mapping[str, SinkFactory | None] | None = None):
-    """Declare a view's body rules (``max_bytes`` may be a callable read per request)."""
+def accepts(max_bytes: int, files: Mapping[str, SinkFactory | None] | None = None):
+    """Declare a view's body: at most ``max_bytes``, and the file parts it takes."""
 
     def mark(view: Callable[..., Any]) -> Callable[..., Any]:
-        view.body_rules = (max_bytes, dict(files or {}))  # type: ignore[attr-defined]
+        view.body_rules = BodyRules(max_bytes, dict(files or {}))  # type: ignore[attr-defined]
         return view
 
     return mark
-
-
-def rules_of(view: Callable[..., Any] | None) -> BodyRules:
-    declared = getattr(view, "body_rules", None)
-    if declared is None:
-        return DEFAULT_RULES
-    max_bytes, files = declared
-    return BodyRules(max_bytes() if callable(max_bytes) else max_bytes, files)
 
 
 class _Discard:
@@ -157,7 +149,7 @@ class RuledRequest(Request):
     def body_rules(self) -> BodyRules:
         if "_body_rules" not in self.__dict__:
             view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
-            self.__dict__["_body_rules"] = rules_of(view)
+            self.__dict__["_body_rules"] = getattr(view, "body_rules", DEFAULT_RULES)
         return self.__dict__["_body_rules"]
 
     @property
