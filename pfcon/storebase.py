@@ -39,15 +39,19 @@ def safe_relative(path: str, what: str) -> PurePosixPath:
 
     Returns the normalised relative path (``a//b/./c`` -> ``a/b/c``).
     """
+    return PurePosixPath(safe_relative_text(path, what))
+
+
+def safe_relative_text(path: str, what: str) -> str:
+    """:func:`safe_relative` as a string, without building a path object (one per zip entry)."""
     if not path or "\x00" in path or "\\" in path:
         raise InvalidInput(f"{what}: {path!r} is not a valid relative path")
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or any(part == ".." for part in pure.parts):
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if path.startswith("/") or ".." in parts:
         raise InvalidInput(f"{what}: {path!r} must be a relative path that stays inside its root")
-    parts = [p for p in pure.parts if p not in ("", ".")]
     if not parts:
         raise InvalidInput(f"{what}: {path!r} names no file or folder")
-    return PurePosixPath(*parts)
+    return "/".join(parts)
 
 
 def write_atomically(path: Path, text: str) -> None:

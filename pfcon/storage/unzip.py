@@ -40,7 +40,7 @@ from pathlib import Path
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.settings import ZipLimits
 from pfcon.storage.staging import hold_staging
-from pfcon.storebase import safe_relative
+from pfcon.storebase import safe_relative_text
 
 LOCAL = b"PK\x03\x04"
 CENTRAL = b"PK\x01\x02"
@@ -55,7 +55,8 @@ DESCRIPTOR64 = struct.Struct("<IQQ")
 #: descriptor forms, longest first (what follows a descriptor decides between them)
 DESCRIPTOR_FORMS = ((True, DESCRIPTOR64), (False, DESCRIPTOR64), (True, DESCRIPTOR32), (False, DESCRIPTOR32))
 DESCRIPTOR_WINDOW = 4 + DESCRIPTOR64.size + 4  # longest descriptor and the signature after it
-INFLATE_CHUNK = 1024 * 1024
+INFLATE_CHUNK = 1024 * 1024  # output of one inflate step
+INFLATE_FEED = 256 * 1024  # input of one inflate step
 RATIO_FLOOR = 1024 * 1024  # small members may compress well without being bombs
 MAX_NAME_BYTES = 4096  # PATH_MAX
 MAX_NAME_DEPTH = 128  # folders in an entry name; real input trees are a few dozen deep at most
@@ -252,10 +253,10 @@ class StreamingUnzip:
     def _checked_name(name: str, raw_name: bytes) -> str:
         if len(raw_name) > MAX_NAME_BYTES:
             raise InvalidInput(f"data_file: an entry name is over {MAX_NAME_BYTES} bytes")
-        relative = safe_relative(name, "data_file entry")
-        if len(relative.parts) > MAX_NAME_DEPTH:
+        relative = safe_relative_text(name, "data_file entry")
+        if relative.count("/") >= MAX_NAME_DEPTH:
             raise InvalidInput(f"data_file: entry {name[:200]!r}... is over {MAX_NAME_DEPTH} folders deep")
-        return relative.as_posix()
+        return relative
 
     def _make_dirs(self, path: str, name: str) -> None:
         if path in self._dirs:
@@ -325,24 +326,26 @@ class StreamingUnzip:
         return True
 
     def _inflate(self, entry: _Entry) -> bool:
+        """Inflate from the front of the buffer, in bounded feeds read in place (no copies of
+        the buffer per entry: a megabyte chunk holding hundreds of small entries)."""
         inflater = self._inflater
-        if not self._buf:
-            return False
-        data = bytes(self._buf)
-        self._consume(len(data))
-        while not inflater.eof:
-            out = inflater.decompress(data, INFLATE_CHUNK)  # bounded output: bombs stop early
-            entry.consumed += len(data) - len(inflater.unconsumed_tail)
-            data = inflater.unconsumed_tail
+        known = not entry.flags & DESCRIPTOR_FLAG
+        while self._buf and not inflater.eof:
+            limit = min(INFLATE_FEED, entry.compressed - entry.consumed) if known else INFLATE_FEED
+            if limit <= 0:
+                raise InvalidInput(
+                    f"data_file: entry {entry.name!r} is corrupt (longer than its header says)"
+                )
+            with memoryview(self._buf) as whole, whole[:limit] as feed:
+                out = inflater.decompress(feed, INFLATE_CHUNK)  # bounded output: bombs stop early
+                used = len(feed) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+            entry.consumed += used
+            self._consume(used)
             self._emit(entry, out)
-            if not data and len(out) < INFLATE_CHUNK:
+            if not used and not out:
                 break
         if not inflater.eof:
             return False
-        leftover = inflater.unused_data
-        entry.consumed -= len(leftover)
-        self._buf[:0] = leftover
-        self._received -= len(leftover)
         self._end_entry(entry)
         return True
 
