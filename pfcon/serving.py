@@ -12,8 +12,9 @@ send slowly:
   :data:`MIN_BODY_RATE` bytes/s over each such period: a stalled or trickling body is
   answered 408 and its connection closed (its staged upload is removed with the request);
 - at most ``PFCON_UPLOAD_SLOTS`` requests per worker (half its threads by default) may be
-  reading a body at once; one more is answered 503 at once, its body unread and its
-  connection closed, so the other half of the threads always serves bodiless requests.
+  reading a body at once; a quarter of the threads more may wait for a slot (up to
+  ``PFCON_CLIENT_TIMEOUT``); beyond that a body is answered 503 at once, unread, and its
+  connection closed. A quarter of the threads always serves requests without a body.
 
 gunicorn itself waits for a new connection's first byte without a thread and drains an
 unread body for at most 5 s; :class:`GuardedSocket` (through :class:`GuardedThreadWorker`)
@@ -41,17 +42,18 @@ class GuardedSocket:
     gunicorn makes the socket blocking before each request (``setblocking(True)``); here that
     means "blocking, for at most the idle timeout". Reads during the headers end at their
     deadline (as an end of stream: gunicorn then closes quietly); reads of a body raise
-    :class:`TimeoutError` when it stalls or trickles. :meth:`refuse_rest` makes the rest of
-    the stream read as ended, so gunicorn closes instead of draining a body nobody wants.
+    :class:`TimeoutError` when it stalls or trickles. :meth:`refuse_rest` makes gunicorn
+    answer ``Connection: close`` and close at once, without draining a body nobody wants.
     """
 
-    __slots__ = ("_sock", "header_deadline", "idle", "refused", "window_bytes", "window_start")
+    __slots__ = ("_sock", "header_deadline", "idle", "refused", "request", "window_bytes", "window_start")
 
     def __init__(self, sock: Any, idle: float) -> None:
         self._sock = sock
         self.idle = idle
         self.header_deadline: float | None = None
         self.refused = False
+        self.request: Any = None  # gunicorn's request being served
         self.window_start = 0.0
         self.window_bytes = 0
 
@@ -67,13 +69,17 @@ class GuardedSocket:
     def start_headers(self, header_seconds: float) -> None:
         self.header_deadline = time.monotonic() + header_seconds
 
-    def start_body(self) -> None:
+    def start_body(self, request: Any) -> None:
+        self.request = request
         self.header_deadline = None
         self.window_start, self.window_bytes = time.monotonic(), 0
         self._sock.settimeout(self.idle)
 
     def refuse_rest(self) -> None:
+        """Answer with ``Connection: close``, then close without reading the rest."""
         self.refused = True
+        if self.request is not None:
+            self.request.must_close = True
 
     def recv(self, size: int, *flags: int) -> bytes:
         if self.refused:
@@ -119,7 +125,7 @@ class GuardedThreadWorker(ThreadWorker):
         return super().handle(conn)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
-        conn.sock.start_body()
+        conn.sock.start_body(req)
         return super().handle_request(req, conn)
 
 
@@ -140,17 +146,40 @@ StartResponse = Callable[..., Any]
 
 
 class BodySlots:
-    """WSGI middleware: at most ``slots`` requests of this process read a body at once."""
+    """WSGI middleware: at most ``slots`` requests of this process read a body at once.
 
-    def __init__(self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]], slots: int) -> None:
+    One more waits for a slot for up to ``wait_seconds`` (a burst of submissions is queued,
+    not refused), but only ``waiting`` of them at a time: the remaining threads of the
+    worker always serve requests without a body. Beyond that: 503 at once.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+        slots: int,
+        waiting: int,
+        wait_seconds: float,
+    ) -> None:
         self.app = app
         self.slots = slots
+        self.wait_seconds = wait_seconds
         self._free = threading.BoundedSemaphore(slots)
+        self._queue = threading.BoundedSemaphore(waiting) if waiting else None
+
+    def _take_slot(self) -> bool:
+        if self._free.acquire(blocking=False):
+            return True
+        if self._queue is None or not self._queue.acquire(blocking=False):
+            return False
+        try:
+            return self._free.acquire(timeout=self.wait_seconds)
+        finally:
+            self._queue.release()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if not has_body(environ):
             return self.app(environ, start_response)
-        if not self._free.acquire(blocking=False):
+        if not self._take_slot():
             refuse_rest(environ)
             message = f"{self.slots} uploads are already being received by this worker; retry shortly"
             body = json.dumps({"message": message}).encode()

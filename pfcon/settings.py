@@ -201,6 +201,11 @@ class ServingSettings:
     def body_slots(self) -> int:
         return self.upload_slots or max(1, self.threads // 2)
 
+    @property
+    def body_waiters(self) -> int:
+        """Requests per worker that may wait for a body slot (holding a thread meanwhile)."""
+        return self.threads // 4
+
 
 class _Env:
     """Typed readers over an environment mapping; every error names its variable."""

@@ -7,7 +7,8 @@ from pfcon.serving import BodySlots
 from pfcon.settings import SettingsError, load_serving_settings
 
 try:
-    application = BodySlots(create_app(), load_serving_settings().body_slots)
+    serving = load_serving_settings()
+    application = BodySlots(create_app(), serving.body_slots, serving.body_waiters, serving.client_timeout)
 except SettingsError as error:
     print(f"pfcon: configuration error: {error}", file=sys.stderr)
     sys.exit(3)  # gunicorn's "worker failed to boot": the master stops instead of retrying

@@ -164,13 +164,15 @@ def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatc
     assert answer.status_code == 503 and answer.is_json
 
 
-def test_plain_gunicorn_entry_point_serves_with_threaded_workers(docker_client, storebase, tmp_path) -> None:
+def test_plain_gunicorn_entry_point_serves_with_guarded_threaded_workers(
+    docker_client, storebase, tmp_path
+) -> None:
     """``gunicorn pfcon.wsgi:application`` (pfcon's entry point) picks up gunicorn.conf.py."""
     log = tmp_path / "gunicorn.log"
     with live_pfcon(storebase, log, command=("-m", "gunicorn", "pfcon.wsgi:application")) as url:
         assert requests.get(url + "health/", timeout=5).json()["health"] == "OK"
     text = log.read_text()
-    assert "Using worker: gthread" in text and text.count("Booting worker") == 2
+    assert "Using worker: pfcon.serving.GuardedThreadWorker" in text and text.count("Booting worker") == 2
 
 
 _APPS: list = []

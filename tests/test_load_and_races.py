@@ -21,7 +21,13 @@ CLIENTS = 8
 BURST = 200
 #: small pools, so the bound on threads is tight: a worker holds at most its main thread, its
 #: request threads, its starter threads and a couple of helpers, however many jobs it served
-SERVING = {"JOB_LABELS": TEST_LABEL, "PFCON_THREADS": "6", "PFCON_START_WORKERS": "3"}
+# few threads to see leaks; upload slots for every client (slow clients: test_slow_clients.py)
+SERVING = {
+    "JOB_LABELS": TEST_LABEL,
+    "PFCON_THREADS": "6",
+    "PFCON_START_WORKERS": "3",
+    "PFCON_UPLOAD_SLOTS": "8",
+}
 MAX_THREADS = 1 + 6 + 3 + 2
 
 
