@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from pfcon.errors import InvalidInput, PayloadTooLarge
 from pfcon.settings import ZipLimits
-from pfcon.storage.unzip import StreamingUnzip
+from tests.test_unzip import _extract
 
 CORPUS = Path(__file__).parent / "corpus" / "unzip"
 SEEDS = sorted(CORPUS.glob("*.zip"))
@@ -47,18 +47,12 @@ def check_extraction(data: bytes, chunk: int, work: Path) -> None:
     outside_before = sorted(p.name for p in work.iterdir())
     started = time.monotonic()
     tracemalloc.start()
-    sink = StreamingUnzip(job / "staging", LIMITS)
     try:
-        for start in range(0, len(data), chunk):
-            sink.write(data[start : start + chunk])
-        files = sink.finish()
-        sink.move_to(job / "in")
-        extracted = [p for p in _files(job / "in") if p.is_file()]
-        assert files == len(extracted)
+        files = _extract(data, job, LIMITS, chunk)
+        assert files == len([p for p in _files(job / "in") if p.is_file()])
     except (InvalidInput, PayloadTooLarge):
-        assert not (job / "staging").exists() or _files(job / "staging") == []
+        assert not (job / "staging").exists()
     finally:
-        sink.close()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak < MAX_PEAK_BYTES, f"peak memory {peak}"
