@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from pfcon.safetree import remove_tree
+
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_SECONDS = 600.0
@@ -28,27 +30,6 @@ def hold_staging(folder: Path) -> int:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fd
-
-
-def remove_tree(root: str) -> None:
-    """Remove ``root`` and everything under it without recursion (a tree of any depth)."""
-    stack = [root]
-    while stack:
-        folder = stack[-1]
-        try:
-            entries = list(os.scandir(folder))
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        subfolders = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
-        if subfolders:
-            stack.extend(subfolders)
-        else:
-            os.rmdir(folder)
-            stack.pop()
 
 
 def _abandoned(path: Path, now: float) -> bool:
@@ -81,7 +62,7 @@ def sweep(uploads_dir: Path) -> int:
             continue
         try:
             if path.is_dir() and not path.is_symlink():
-                remove_tree(str(path))
+                remove_tree(path)
             else:
                 path.unlink()
             removed += 1

@@ -28,8 +28,8 @@ What is ours stays small and is fuzzed (``tests/test_unzip_fuzz.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 import struct
 import zlib
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
+from pfcon.safetree import remove_tree
 from pfcon.settings import ZipLimits
 from pfcon.storage.staging import hold_staging
 from pfcon.storebase import safe_relative_text
@@ -177,7 +178,8 @@ class StreamingUnzip:
     def close(self) -> None:
         """Remove whatever was extracted unless :meth:`move_to` took it."""
         self._close_output()
-        shutil.rmtree(self.staging, ignore_errors=True)  # depth-bounded: MAX_NAME_DEPTH
+        with contextlib.suppress(OSError):  # gone already; or left to the sweeper (staging.py)
+            remove_tree(self.staging)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
