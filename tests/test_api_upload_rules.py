@@ -9,14 +9,11 @@ import json
 import pytest
 
 from tests.helpers import job_form, make_zip
+from tests.test_api_hostile import _leftovers  # everything in storeBase but the job store
 
 pytestmark = pytest.mark.integration
 
 LOGIN = {"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
-
-
-def _leftovers(storebase) -> list[str]:
-    return sorted(p.relative_to(storebase).as_posix() for p in storebase.rglob("*"))
 
 
 def _multipart(parts: list[tuple[str, bytes, str | None]]) -> tuple[bytes, str]:
