@@ -19,6 +19,7 @@ deletes its jobs and removes its files. Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ from bench_api import (  # the folder is not a package: imported from sys.path
     job_form,
     login,
     service,
+    tree_cpu,
 )
 from bench_storage import make_tree
 
@@ -51,6 +53,30 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = action()
     return time.perf_counter() - start, result
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children (unzip, cp)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds used meanwhile by the service (its process tree) and by our children.
+
+    On a shared machine wall time follows the load; CPU time much less, so both are shown.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __enter__(self) -> CpuMeter:
+        self.service, self.children = tree_cpu(self.pid), children_cpu()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.service = tree_cpu(self.pid) - self.service
+        self.children = children_cpu() - self.children
 
 
 def zip_tree(tree: Path, target: Path) -> int:
@@ -87,6 +113,14 @@ class Uploader:
         self.session.delete(f"{self.base}jobs/{self.last}/", timeout=60)
 
 
+def compare_cpu(ours: list[float], reference: list[float], ref_name: str) -> None:
+    mine, ref = statistics.median(ours), statistics.median(reference)
+    print(
+        f"   CPU seconds: pfcon service {mine:.2f}, {ref_name} {ref:.2f} (ratio {mine / ref:.2f}x)",
+        flush=True,
+    )
+
+
 def compare(name: str, ours: list[float], reference: list[float], ref_name: str, goal: float) -> None:
     mine, ref = statistics.median(ours), statistics.median(reference)
     verdict = "PASS" if mine <= goal * ref else "MISS"
@@ -98,7 +132,7 @@ def compare(name: str, ours: list[float], reference: list[float], ref_name: str,
     )
 
 
-def many_files(up: Uploader, work: Path, files: int, rounds: int) -> None:
+def many_files(up: Uploader, pid: int, work: Path, files: int, rounds: int) -> None:
     tree, archive = work / "tree", work / "tree.zip"
     tree.mkdir()
     size = make_tree(tree, files, LARGE_FILES)
@@ -108,33 +142,42 @@ def many_files(up: Uploader, work: Path, files: int, rounds: int) -> None:
         f"tree: {count} files, {size / MiB:.0f} MiB; zip {archive.stat().st_size / MiB:.0f} MiB (deflate)",
         flush=True,
     )
-    ours, reference = [], []
+    ours, reference, our_cpu, ref_cpu = [], [], [], []
     dest = work / "unzipped"
     unzip = ["unzip", "-q", str(archive), "-d", str(dest)]
     for _ in range(rounds):
-        seconds, answer = timed(lambda: up.upload(archive))
+        with CpuMeter(pid) as cpu:
+            seconds, answer = timed(lambda: up.upload(archive))
+        our_cpu.append(cpu.service)
         assert answer["data"]["nfiles"] == count, answer
         ours.append(seconds)
         up.delete_last()
-        reference.append(timed(lambda: subprocess.run(unzip, check=True))[0])
+        with CpuMeter(pid) as cpu:
+            reference.append(timed(lambda: subprocess.run(unzip, check=True))[0])
+        ref_cpu.append(cpu.children)
         shutil.rmtree(dest)
     compare(f"1. upload + extract, {count} files", ours, reference, "unzip -q", 0.8)
+    compare_cpu(our_cpu, ref_cpu, "unzip -q")
     archive.unlink()
 
 
 def big_upload(up: Uploader, pid: int, work: Path, rounds: int) -> None:
     archive = work / "big.zip"
     build_big_zip(archive)
-    ours, reference, growth = [], [], []
+    ours, reference, growth, our_cpu, ref_cpu = [], [], [], [], []
     copy = work / "copy.zip"
     for _ in range(rounds):
-        with RssSampler(pid) as rss:
+        with RssSampler(pid) as rss, CpuMeter(pid) as cpu:
             ours.append(timed(lambda: up.upload(archive))[0])
         growth.append(rss.growth)
+        our_cpu.append(cpu.service)
         up.delete_last()
-        reference.append(timed(lambda: subprocess.run(["cp", str(archive), str(copy)], check=True))[0])
+        with CpuMeter(pid) as cpu:
+            reference.append(timed(lambda: subprocess.run(["cp", str(archive), str(copy)], check=True))[0])
+        ref_cpu.append(cpu.children)
         copy.unlink()
     compare("2. upload 512 MiB (stored)", ours, reference, "cp      ", 1.5)
+    compare_cpu(our_cpu, ref_cpu, "cp")
     worst = max(growth)
     verdict = "PASS" if worst < 64 * MiB else "MISS"
     print(f"   service RSS growth: {worst / MiB:+.1f} MiB at most (flat: < 64 MiB) {verdict}")
@@ -151,7 +194,7 @@ def main() -> int:
         storebase.mkdir()
         with service(storebase, work / "pfcon.log") as (base, proc):
             up = Uploader(base, work.name[-8:].replace("_", "x").lower())
-            many_files(up, work, args.files, args.rounds)
+            many_files(up, proc.pid, work, args.files, args.rounds)
             big_upload(up, proc.pid, work, args.rounds)
         return 0
     finally:
