@@ -119,9 +119,9 @@ def test_forty_trickling_bodies_do_not_delay_health_or_status(tmp_path, docker_c
             time.sleep(1)  # all forty are in
             health, status = _latencies(url, token, jid, 8)
         usual = max(statistics.median(quiet_health + quiet_status), 0.02)
-        assert len(health) > 20
-        assert _p95(health) < max(20 * usual, 0.5), (health, usual)
-        assert _p95(status) < max(20 * usual, 0.5), (status, usual)
+        assert len(health) >= 5  # (without the guards, the first poll waits for minutes)
+        assert _p95(health) < max(20 * usual, 1.0), (health, usual)  # floor: a loaded CI machine
+        assert _p95(status) < max(20 * usual, 1.0), (status, usual)
         requests.delete(url + f"jobs/{jid}/", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         deadline = time.monotonic() + 20
         while list((storebase / ".pfcon-uploads").iterdir()) and time.monotonic() < deadline:
