@@ -205,11 +205,14 @@ class HistoryQuery:
 
 @dataclass(frozen=True)
 class HistoryPage:
-    items: list[JobRow]
+    items: list[JobRow]  # without their spec and log tail
     next_cursor: str | None
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(JobRow))
+_WHEN_FIELDS = tuple(c.name for c in jobs.c if isinstance(c.type, sa.DateTime))
+#: what a history page shows: no job spec, no log tail
+_LISTED = [c for c in jobs.c if c.name not in ("spec", "logs")]
 
 
 def _aware(value: Any) -> Any:
@@ -220,7 +223,10 @@ def _aware(value: Any) -> Any:
 
 
 def _row(mapping: Mapping[str, Any]) -> JobRow:
-    return JobRow(**{name: _aware(mapping[name]) for name in _JOB_FIELDS})
+    values = {name: mapping.get(name) for name in _JOB_FIELDS}
+    for name in _WHEN_FIELDS:
+        values[name] = _aware(values[name])
+    return JobRow(**values)
 
 
 def encode_cursor(job_id: int) -> str:
@@ -491,7 +497,10 @@ class JobStore:
         old = sa.select(jobs.c.id).where(jobs.c.state == DELETED, jobs.c.deleted_at < before)
         with self._write() as conn:
             conn.execute(sa.delete(job_events).where(job_events.c.job_id.in_(old)))
-            return conn.execute(sa.delete(jobs).where(jobs.c.id.in_(old.scalar_subquery()))).rowcount
+            pruned = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(old.scalar_subquery()))).rowcount
+            if self.sqlite:
+                conn.exec_driver_sql("PRAGMA optimize")  # keeps the planner's statistics fresh
+        return pruned
 
     # -- reading ----------------------------------------------------------------------------
     def live(self, jid: str, kind: str = "plugin") -> JobRow | None:
@@ -547,7 +556,7 @@ class JobStore:
     def history(self, query: HistoryQuery) -> HistoryPage:
         """One page of jobs, newest first; ``next_cursor`` is None on the last page."""
         limit = max(1, min(query.limit, MAX_PAGE))
-        select = sa.select(jobs).where(*self._filters(query)).order_by(jobs.c.id.desc()).limit(limit + 1)
+        select = sa.select(*_LISTED).where(*self._filters(query)).order_by(jobs.c.id.desc()).limit(limit + 1)
         with self._read() as conn:
             rows = [_row(r._mapping) for r in conn.execute(select)]
         more = len(rows) > limit
