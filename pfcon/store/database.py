@@ -85,7 +85,7 @@ def _make_folder(folder: Path) -> None:
 
 
 def _sqlite_setup(engine: Engine) -> None:
-    """pysqlite's own transaction handling off; we say BEGIN (IMMEDIATE when writing)."""
+    """pysqlite's own transaction handling off; writes say BEGIN IMMEDIATE themselves."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
@@ -99,8 +99,9 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # reads run in autocommit (each statement sees one snapshot): no BEGIN to pay for
+        if connection.get_execution_options().get(WRITE, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def sqlite_folder(url: URL | str) -> Path | None:

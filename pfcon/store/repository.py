@@ -112,6 +112,13 @@ __all__ = [
 ]
 
 
+#: built once: a status poll is this one statement
+_LIVE = sa.select(jobs).where(
+    jobs.c.jid == sa.bindparam("jid"), jobs.c.kind == sa.bindparam("kind"), jobs.c.state != DELETED
+)
+_LIVE_FOR_UPDATE = _LIVE.with_for_update()
+
+
 class JobStore:
     """The repository over the store's database (see the module docstring)."""
 
@@ -125,7 +132,10 @@ class JobStore:
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        """One statement, or a few that need not agree: no transaction (no BEGIN, no ROLLBACK)."""
         with database.translated(f"the job store ({self.name})", self._folder), self.engine.connect() as conn:
+            if not self.sqlite:  # SQLite's reads are autocommit already (see database.py)
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @contextmanager
@@ -460,10 +470,8 @@ class JobStore:
         return _row(found._mapping) if found else None
 
     def _live(self, conn: Connection, jid: str, kind: str, lock: bool = False) -> JobRow | None:
-        query = sa.select(jobs).where(jobs.c.jid == jid, jobs.c.kind == kind, jobs.c.state != DELETED)
-        if lock and not self.sqlite:
-            query = query.with_for_update()
-        found = conn.execute(query).first()
+        query = _LIVE_FOR_UPDATE if lock and not self.sqlite else _LIVE
+        found = conn.execute(query, {"jid": jid, "kind": kind}).first()
         return _row(found._mapping) if found else None
 
     def _change(
