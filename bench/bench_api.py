@@ -6,7 +6,7 @@ What it measures (FNNDSC pfcon 5.3 figures and our targets are printed beside ea
 2. jobs/s from the first submit until all 40 are seen finished (status polling);
 3. status ``GET jobs/<jid>/`` per second with 8 concurrent keep-alive clients for ~5 s
    (``wrk`` if it is on PATH, else 8 client processes using ``http.client``), on finished jobs
-   (which pfcon answers from a 3-second cache) and, informative, on running jobs (which
+   (which pfcon answers from its job store) and, informative, on running jobs (which
    always cost two engine calls);
 4. upload of a 512 MiB zip of random bytes (ZIP_STORED), streamed from disk: POST time and the
    service's peak RSS growth (VmRSS of the gunicorn master and all its descendants);
@@ -452,7 +452,7 @@ def measure_gets(bench: Bench, jids: list[str]) -> tuple[float, str]:
 
 
 def bench_status_gets(bench: Bench, jids: list[str]) -> None:
-    """Finished jobs (answered from the 3-second cache), then running ones (two engine calls each)."""
+    """Finished jobs (answered from the job store), then running ones (two engine calls each)."""
     rate, note = measure_gets(bench, jids)
     bench.report(Row("3. status GETs/s, 8 clients", f"{rate:.0f}/s", "~115/s", ">= 1150/s", rate >= 1150))
     print(f"   {note}")

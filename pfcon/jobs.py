@@ -38,6 +38,7 @@ from pfcon.storebase import StoreBase, validate_jid
 INPUT_TARGET = "/share/incoming"
 OUTPUT_TARGET = "/share/outgoing"
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
+WAITING = "accepted, waiting to be started"  # what a queued job says
 RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class JobService:
                 log.info(
                     "[%s] output_dir %s existed: its owner and mode are left as they are", jid, dirs.output
                 )
-            if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
+            if not self.store.queue(row.id, spec.to_dict(), WAITING):
                 raise JobNotFound(f"job {jid!r} was deleted while its input was being staged")
         except BaseException:
             self.storage.delete(jid)  # a refused submission leaves nothing behind
@@ -181,9 +182,7 @@ class JobService:
         self.starter.wake()
         timestamp = rfc3339(row.accepted_at)
         data = StagedData(jid, staged.nfiles, timestamp, staged.path)
-        info = JobInfo(
-            jid, spec.image, spec.cmd, JobStatus.notStarted, "accepted, waiting to be started", timestamp
-        )
+        info = JobInfo(jid, spec.image, spec.cmd, JobStatus.notStarted, WAITING, timestamp)
         return Accepted(data, JobState(info))
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
@@ -350,5 +349,5 @@ def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs) -> NewJob:
 def _info_of(row: JobRow) -> JobInfo:
     """What the store says of a job that is not running on the engine."""
     timestamp = row.timestamp or rfc3339(row.finished_at if row.state == FINISHED else row.accepted_at)
-    message = row.message or ("accepted, waiting to be started" if row.state == QUEUED else "")
+    message = row.message or (WAITING if row.state == QUEUED else "")
     return JobInfo(row.jid, row.image, row.cmd, JobStatus(row.status), message, timestamp, row.exit_code)

@@ -91,7 +91,7 @@ def test_zip_download_and_delete_of_a_hostile_output(make_app, storebase: Path, 
 
     _delete_as_pfcon_user(storebase, jid)
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204  # the container
-    assert [p.name for p in storebase.iterdir()] == [".pfcon-uploads"]
+    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]  # and the job store
 
 
 def test_innetwork_listing_and_staging_of_a_hostile_output(make_app, storebase: Path, jid: str) -> None:
@@ -114,7 +114,7 @@ def test_innetwork_listing_and_staging_of_a_hostile_output(make_app, storebase: 
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     subprocess.run(["chown", "-R", "-h", f"{UID}:{UID}", str(storebase)], check=True)
     assert as_user(UID, lambda: remove_tree(storebase / "home") or 0) == 0  # the client's copy, too
-    assert [p.name for p in storebase.iterdir()] == [".pfcon-uploads"]
+    assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]  # and the job store
 
 
 def test_existing_output_dir_keeps_its_owner_and_mode(make_app, storebase: Path, jid: str) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from pfcon.errors import InsufficientStorage, JobExists, StoreUnavailable
+from pfcon.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def create(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(Path(parsed.database).parent)
         # a few connections are plenty (SQLite has one writer at a time) and keep the
         # process's file descriptors bounded (each holds the database, its WAL and its index)
         engine = sa.create_engine(
@@ -72,8 +73,19 @@ def create(url: str) -> Engine:
     )
 
 
+def _make_folder(folder: Path) -> None:
+    """The database's own folder (``.pfcon`` in storeBase); never storeBase itself, which a
+    typo must not conjure up."""
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise SettingsError(
+            "PFCON_DATABASE_URL", f"cannot create the SQLite database's folder {folder}: {error.strerror}"
+        ) from None
+
+
 def _sqlite_setup(engine: Engine) -> None:
-    """pysqlite's own transaction handling off; we say BEGIN (IMMEDIATE when writing)."""
+    """pysqlite's own transaction handling off; writes say BEGIN IMMEDIATE themselves."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
@@ -87,8 +99,9 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # reads run in autocommit (each statement sees one snapshot): no BEGIN to pay for
+        if connection.get_execution_options().get(WRITE, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def sqlite_folder(url: URL | str) -> Path | None:

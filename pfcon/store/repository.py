@@ -34,217 +34,89 @@ finished job, dropped when the job is deleted.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import socket
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import fields
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pfcon.errors import InvalidInput
 from pfcon.store import database
+from pfcon.store.model import (
+    _LISTED,
+    ACCEPTED,
+    APIS,
+    CLAIM_LEASE,
+    DELETED,
+    FINISHED,
+    FINISHED_ERROR,
+    FINISHED_OK,
+    KINDS,
+    LOG_TAIL_BYTES,
+    MAX_PAGE,
+    NOT_STARTED,
+    QUEUED,
+    STARTED,
+    STATES,
+    STATUSES,
+    Event,
+    HistoryPage,
+    HistoryQuery,
+    JobRow,
+    NewJob,
+    _aware,
+    _row,
+    _tail,
+    decode_cursor,
+    encode_cursor,
+    owner_is_dead,
+    process_owner,
+    rfc3339,
+    utc_now,
+    wait_until,
+)
 from pfcon.store.tables import job_events, jobs
 
-# lifecycle states
-ACCEPTED = "accepted"
-QUEUED = "queued"
-STARTED = "started"
-FINISHED = "finished"
-DELETED = "deleted"
-STATES = (ACCEPTED, QUEUED, STARTED, FINISHED, DELETED)
-# client statuses (pfcon.compute.base.JobStatus values)
-NOT_STARTED = "notStarted"
-FINISHED_OK = "finishedSuccessfully"
-FINISHED_ERROR = "finishedWithError"
-STATUSES = ("notStarted", "started", FINISHED_OK, FINISHED_ERROR, "undefined")
-KINDS = ("plugin", "copy", "upload", "delete")
-APIS = ("classic", "pfcon6")
-LOG_TAIL_BYTES = 64 * 1024
-MAX_PAGE = 500
-#: a claim older than this is taken to be a dead holder's (a start is one engine call)
-CLAIM_LEASE = timedelta(minutes=5)
+#: the values are also importable from here, where the repository's users first look
+__all__ = [
+    "ACCEPTED",
+    "APIS",
+    "CLAIM_LEASE",
+    "DELETED",
+    "FINISHED",
+    "FINISHED_ERROR",
+    "FINISHED_OK",
+    "KINDS",
+    "LOG_TAIL_BYTES",
+    "MAX_PAGE",
+    "NOT_STARTED",
+    "QUEUED",
+    "STARTED",
+    "STATES",
+    "STATUSES",
+    "Event",
+    "HistoryPage",
+    "HistoryQuery",
+    "JobRow",
+    "JobStore",
+    "NewJob",
+    "decode_cursor",
+    "encode_cursor",
+    "owner_is_dead",
+    "process_owner",
+    "rfc3339",
+    "utc_now",
+    "wait_until",
+]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(when: datetime | None) -> str:
-    """RFC 3339 in UTC with a ``Z``, like the engines' own timestamps."""
-    return "" if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def process_owner() -> str:
-    """Who holds a claim: ``host:pid``, so a dead holder on this host is recognised."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_is_dead(owner: str | None) -> bool:
-    """Whether ``owner`` was a process on this host that no longer runs."""
-    host, _, pid = (owner or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """What is known of a job when it is accepted."""
-
-    jid: str
-    kind: str = "plugin"
-    api: str = "classic"
-    image: str = ""
-    cmd: str = ""
-    auid: str = ""
-    container_user: str | None = None
-    cpu_millicores: int | None = None
-    memory_mib: int | None = None
-    gpus: int = 0
-    number_of_workers: int = 1
-    input_path: str | None = None
-    output_path: str | None = None
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class JobRow:
-    """One job as the store holds it."""
-
-    id: int
-    jid: str
-    kind: str
-    api: str
-    state: str
-    status: str
-    message: str
-    image: str
-    cmd: str
-    spec: dict[str, Any] | None
-    auid: str
-    container_user: str | None
-    cpu_millicores: int | None
-    memory_mib: int | None
-    gpus: int
-    number_of_workers: int
-    input_path: str | None
-    output_path: str | None
-    engine_id: str | None
-    exit_code: int | None
-    timestamp: str | None
-    logs: str | None
-    owner: str | None
-    claimed_at: datetime | None
-    retry_at: datetime | None
-    waiting_since: datetime | None
-    accepted_at: datetime
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    deleted_at: datetime | None
-    updated_at: datetime
-
-    @property
-    def claimed(self) -> bool:
-        return self.claimed_at is not None
-
-    @property
-    def wait_seconds(self) -> float | None:
-        """From acceptance to the start (or to now, for a job still waiting)."""
-        if self.started_at is not None:
-            return (self.started_at - self.accepted_at).total_seconds()
-        return None
-
-    @property
-    def run_seconds(self) -> float | None:
-        if self.started_at is not None and self.finished_at is not None:
-            return (self.finished_at - self.started_at).total_seconds()
-        return None
-
-
-@dataclass(frozen=True)
-class Event:
-    """One state change of a job."""
-
-    id: int
-    job_id: int
-    state: str
-    status: str
-    message: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class HistoryQuery:
-    """Filters and a page of ``GET history/``; ``cursor`` is the previous page's ``next``."""
-
-    status: str | None = None
-    state: str | None = None
-    auid: str | None = None
-    image: str | None = None
-    jid: str | None = None
-    kind: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 50
-    cursor: str | None = None
-
-
-@dataclass(frozen=True)
-class HistoryPage:
-    items: list[JobRow]
-    next_cursor: str | None
-
-
-_JOB_FIELDS = tuple(f.name for f in fields(JobRow))
-
-
-def _aware(value: Any) -> Any:
-    """SQLite gives naive datetimes back; everything the store writes is UTC."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _row(mapping: Mapping[str, Any]) -> JobRow:
-    return JobRow(**{name: _aware(mapping[name]) for name in _JOB_FIELDS})
-
-
-def encode_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidInput("cursor: not a cursor this service issued") from None
-    if not isinstance(before, int) or before < 0:
-        raise InvalidInput("cursor: not a cursor this service issued")
-    return before
-
-
-def _tail(text: str | None) -> str | None:
-    if text is None:
-        return None
-    data = text.encode("utf-8", "replace")
-    if len(data) <= LOG_TAIL_BYTES:
-        return text
-    return data[-LOG_TAIL_BYTES:].decode("utf-8", "ignore")
+#: built once: a status poll is this one statement
+_LIVE = sa.select(jobs).where(
+    jobs.c.jid == sa.bindparam("jid"), jobs.c.kind == sa.bindparam("kind"), jobs.c.state != DELETED
+)
+_LIVE_FOR_UPDATE = _LIVE.with_for_update()
 
 
 class JobStore:
@@ -260,7 +132,10 @@ class JobStore:
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        """One statement, or a few that need not agree: no transaction (no BEGIN, no ROLLBACK)."""
         with database.translated(f"the job store ({self.name})", self._folder), self.engine.connect() as conn:
+            if not self.sqlite:  # SQLite's reads are autocommit already (see database.py)
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     @contextmanager
@@ -491,7 +366,10 @@ class JobStore:
         old = sa.select(jobs.c.id).where(jobs.c.state == DELETED, jobs.c.deleted_at < before)
         with self._write() as conn:
             conn.execute(sa.delete(job_events).where(job_events.c.job_id.in_(old)))
-            return conn.execute(sa.delete(jobs).where(jobs.c.id.in_(old.scalar_subquery()))).rowcount
+            pruned = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(old.scalar_subquery()))).rowcount
+            if self.sqlite:
+                conn.exec_driver_sql("PRAGMA optimize")  # keeps the planner's statistics fresh
+        return pruned
 
     # -- reading ----------------------------------------------------------------------------
     def live(self, jid: str, kind: str = "plugin") -> JobRow | None:
@@ -547,7 +425,7 @@ class JobStore:
     def history(self, query: HistoryQuery) -> HistoryPage:
         """One page of jobs, newest first; ``next_cursor`` is None on the last page."""
         limit = max(1, min(query.limit, MAX_PAGE))
-        select = sa.select(jobs).where(*self._filters(query)).order_by(jobs.c.id.desc()).limit(limit + 1)
+        select = sa.select(*_LISTED).where(*self._filters(query)).order_by(jobs.c.id.desc()).limit(limit + 1)
         with self._read() as conn:
             rows = [_row(r._mapping) for r in conn.execute(select)]
         more = len(rows) > limit
@@ -592,10 +470,8 @@ class JobStore:
         return _row(found._mapping) if found else None
 
     def _live(self, conn: Connection, jid: str, kind: str, lock: bool = False) -> JobRow | None:
-        query = sa.select(jobs).where(jobs.c.jid == jid, jobs.c.kind == kind, jobs.c.state != DELETED)
-        if lock and not self.sqlite:
-            query = query.with_for_update()
-        found = conn.execute(query).first()
+        query = _LIVE_FOR_UPDATE if lock and not self.sqlite else _LIVE
+        found = conn.execute(query, {"jid": jid, "kind": kind}).first()
         return _row(found._mapping) if found else None
 
     def _change(
@@ -622,14 +498,3 @@ class JobStore:
         conn.execute(
             sa.insert(job_events).values(job_id=job_id, state=state, status=status, message=message, at=at)
         )
-
-
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``check`` until it holds or ``timeout`` passes (used to wait for a claim to end)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
