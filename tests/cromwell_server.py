@@ -247,6 +247,7 @@ class FakeCromwell:
             "executionStatus": {"Succeeded": "Done", "Running": "Running", "Aborting": "Running"}.get(
                 state, state
             ),
+            "inputs": {},  # the task takes none (required in the REST description's CallMetadata)
             "stdout": str(execution / "stdout"),
             "stderr": str(execution / "stderr"),
             "commandLine": workflow.command,
@@ -292,12 +293,18 @@ class FakeCromwell:
             if now - workflow.submitted < self.query_lag:
                 continue  # not summarised yet
             if all(workflow.labels.get(key) == value for key, value in wanted):
+                state = workflow.status(now)
                 result = {
                     "id": workflow.id,
                     "name": "ChRISJob",
-                    "status": workflow.status(now),
+                    "status": state,
                     "submission": iso(workflow.submitted),
                 }
+                if state != "Submitted":  # as in the metadata: a start once it left the queue
+                    started = workflow.submitted + workflow.plan.queued
+                    result["start"] = iso(started)
+                    if state in TERMINAL:
+                        result["end"] = iso(workflow.aborted_at or started + workflow.plan.running)
                 if with_labels:
                     result["labels"] = dict(workflow.labels)
                 results.append(result)
