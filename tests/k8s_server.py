@@ -78,6 +78,7 @@ class FakeCluster:
     forbidden: bool = False  # answer 403 as RBAC would for a service account without rights
     start_pods: bool = True  # pods run as soon as they exist (else they stay Pending)
     collect_garbage: bool = True  # a Job's pods go with it (else they linger, as before the GC runs)
+    first_batch: int | None = None  # the Job controller's slow start: only this many pods at first
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
@@ -102,6 +103,13 @@ class FakeCluster:
             for pod in self.pods_of(name, namespace):
                 _set_running(pod)
             self.job(name, namespace)["status"]["ready"] = len(self.pods_of(name, namespace))
+
+    def create_remaining_pods(self, name: str, namespace: str = "default") -> None:
+        """The Job controller's next batch: the pods not created at first (see first_batch)."""
+        with self.lock:
+            job = self.job(name, namespace)
+            for _ in range(job["spec"].get("parallelism", 1) - len(self.pods_of(name, namespace))):
+                self._create_pod(namespace, job)
 
     def write_logs(self, name: str, text: str, namespace: str = "default") -> None:
         """Each pod of the Job has printed ``text`` (with its pod name substituted for {pod})."""
@@ -246,7 +254,7 @@ class FakeCluster:
         workers = job["spec"].get("parallelism", 1)
         job["status"] = {"active": workers, "ready": 0, "startTime": now()}
         self.jobs[(namespace, name)] = job
-        for _ in range(workers):
+        for _ in range(min(workers, self.first_batch or workers)):
             self._create_pod(namespace, job)
         return job
 

@@ -147,6 +147,31 @@ def test_several_workers_run_as_one_job_with_labelled_logs(
     assert backend.info(jid).status is JobStatus.finishedSuccessfully
 
 
+def test_pods_created_in_batches_are_counted_against_the_workers(
+    backend, cluster, jid: str, tmp_path: Path
+) -> None:
+    """A real Job controller creates a 2-worker Job's pods in slow-start batches, one first."""
+    cluster.first_batch = 1
+    backend.submit(make_spec(jid, tmp_path, COPY, resources=Resources(2, 250, 64, 0)))
+    assert len(cluster.pods_of(jid)) == 1
+    info = backend.info(jid)
+    assert (info.status, info.message) == (JobStatus.started, "1 of 2 pods running")
+    cluster.create_remaining_pods(jid)
+    assert backend.info(jid).message == "2 of 2 pods running"
+
+
+def test_a_container_oom_killed_with_exit_code_0_is_out_of_memory(
+    backend, cluster, jid: str, tmp_path: Path
+) -> None:
+    """A real kubelet reports OOMKilled with exit code 0 when the shell survived its killed child;
+    the Job then reads Complete, but the job did not get to do its work."""
+    backend.submit(make_spec(jid, tmp_path, ("sh", "-c", "hog"), resources=Resources(1, 1000, 16, 0)))
+    cluster.finish(jid, exit_code=0, reason="OOMKilled")
+    info = backend.info(jid)
+    assert info.status is JobStatus.finishedWithError
+    assert info.message.startswith("out of memory: pod ") and "memory limit" in info.message
+
+
 def test_deadline_exceeded_is_an_error(backend, cluster, jid: str, tmp_path: Path) -> None:
     backend.submit(make_spec(jid, tmp_path, ("sleep", "9999")))
     cluster.exceed_deadline(jid)

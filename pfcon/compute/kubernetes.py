@@ -41,9 +41,12 @@ MAX_WORKERS = 1000
 IMAGE_PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 
 #: The engine state derived by :func:`engine_state` -> our status. Job conditions come
-#: first (they are final), then pods: an image pull failure ends the job, a running pod
-#: means started, pods still pending (or none yet) mean not started.
+#: first (they are final), except that a container killed for its memory makes a finished
+#: job an error even when the Job reads Complete: a shell whose child was OOM-killed can
+#: still exit 0. Then pods: an image pull failure ends the job, a running pod means
+#: started, pods still pending (or none yet) mean not started.
 STATE_TABLE: Mapping[str, JobStatus] = {
+    "pod:OOMKilled": JobStatus.finishedWithError,  # even when the Job reads Complete (below)
     "job:Complete": JobStatus.finishedSuccessfully,
     "job:SuccessCriteriaMet": JobStatus.finishedSuccessfully,
     "job:Failed": JobStatus.finishedWithError,
@@ -232,6 +235,9 @@ def engine_state(job: k8s.V1Job, pods: Sequence[k8s.V1Pod]) -> tuple[str, str]:
     """The one state (a :data:`STATE_TABLE` key) of a Job and its pods, with a message."""
     for condition in job.status.conditions if job.status and job.status.conditions else []:
         if condition.status == "True" and f"job:{condition.type}" in STATE_TABLE:
+            killed = _out_of_memory(pods)
+            if killed and condition.type in ("Complete", "SuccessCriteriaMet"):
+                return "pod:OOMKilled", f"out of memory: {killed} was killed for exceeding its memory limit"
             return f"job:{condition.type}", _condition_message(condition, pods)
     for pod in pods:
         for status in _container_statuses(pod):
@@ -243,11 +249,24 @@ def engine_state(job: k8s.V1Job, pods: Sequence[k8s.V1Pod]) -> tuple[str, str]:
     phases = [pod.status.phase if pod.status else None for pod in pods]
     if not phases:
         return "job:NoPods", "waiting for the job's pods to be created"
+    # The Job controller creates pods in slow-start batches (a 2-worker Job first has one pod),
+    # so the count to report against is the Job's, not the pods seen so far.
+    expected = max(job.spec.parallelism or 1, len(phases))
     for phase in ("Running", "Pending", "Failed", "Succeeded"):
         if phase in phases:
-            return f"pod:{phase}", f"{phases.count(phase)} of {len(phases)} pods {phase.lower()}"
+            return f"pod:{phase}", f"{phases.count(phase)} of {expected} pods {phase.lower()}"
     unknown = next(phase for phase in phases if phase not in ("Running", "Pending", "Failed", "Succeeded"))
     return f"pod:{unknown}", f"unexpected pod phase {unknown!r}"
+
+
+def _out_of_memory(pods: Sequence[k8s.V1Pod]) -> str:
+    """The first pod whose container the kernel killed for its memory limit, whatever its exit code."""
+    for pod in pods:
+        for status in _container_statuses(pod):
+            ended = status.state.terminated if status.state else None
+            if ended is not None and ended.reason == "OOMKilled":
+                return f"pod {pod.metadata.name}"
+    return ""
 
 
 def _condition_message(condition: k8s.V1JobCondition, pods: Sequence[k8s.V1Pod]) -> str:
@@ -255,14 +274,14 @@ def _condition_message(condition: k8s.V1JobCondition, pods: Sequence[k8s.V1Pod])
     reason = ": ".join(part for part in (condition.reason, condition.message) if part)
     if condition.type not in ("Failed", "FailureTarget"):
         return reason or condition.type.lower()
+    killed = _out_of_memory(pods)
+    if killed:
+        return f"out of memory: {killed} was killed for exceeding its memory limit ({reason})"
     for pod in pods:
         for status in _container_statuses(pod):
             ended = status.state.terminated if status.state else None
-            if ended is None or ended.exit_code == 0:
-                continue
-            if ended.reason == "OOMKilled":
-                return f"out of memory: the job was killed for exceeding its memory limit ({reason})"
-            return f"exited with code {ended.exit_code} in pod {pod.metadata.name} ({reason})"
+            if ended is not None and ended.exit_code != 0:
+                return f"exited with code {ended.exit_code} in pod {pod.metadata.name} ({reason})"
     return reason or "failed"
 
 
