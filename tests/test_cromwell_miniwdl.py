@@ -35,7 +35,8 @@ PODMAN_WRAPPER = """#!/bin/sh
 if [ "$1" = pull ] && podman image exists "$2"; then exit 0; fi
 if [ "$1" = run ]; then
   shift
-  exec podman run --label "$PFCON_TEST_LABEL" -v "$PFCON_INCOMING:/share/incoming:ro" -v "$PFCON_OUTGOING:/share/outgoing" "$@"
+  exec podman run --label "$PFCON_TEST_LABEL" \
+    -v "$PFCON_INCOMING:/share/incoming:ro" -v "$PFCON_OUTGOING:/share/outgoing" "$@"
 fi
 exec podman "$@"
 """
