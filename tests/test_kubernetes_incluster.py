@@ -86,7 +86,10 @@ def deployed(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory
             kubectl("-n", NAMESPACE, "rollout", "status", "deployment/pfcon", "--timeout=180s")
             yield f"https://127.0.0.1:16443/api/v1/namespaces/{NAMESPACE}/services/pfcon:http/proxy/api/v1/"
         finally:
-            print(kubectl("-n", NAMESPACE, "logs", "deployment/pfcon", "--tail=50"))
+            for pod in core.list_namespaced_pod(
+                NAMESPACE, label_selector="app.kubernetes.io/name=pfcon"
+            ).items:
+                print(core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, tail_lines=50))
             core.delete_namespace(NAMESPACE)
             wait_for(
                 lambda: NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}, timeout=120
