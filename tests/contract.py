@@ -36,6 +36,21 @@ def make_spec(jid: str, workdir: Path, command: tuple[str, ...], **overrides) ->
     return JobSpec(**fields)
 
 
+def limits_spec(jid: str, workdir: Path, script: str) -> JobSpec:
+    """A job with every setting an engine must apply and a test reads back: 1.5 CPUs, 96 MiB,
+    user 12345:23456, 32 MiB of /dev/shm, HOME=/tmp and a label ``site=bch``; runs ``script``."""
+    return make_spec(
+        jid,
+        workdir,
+        ("sh", "-c", script),
+        resources=Resources(1, 1500, 96, 0),
+        user="12345:23456",
+        shm_size_mib=32,
+        env={"HOME": "/tmp"},
+        labels={**TEST_LABELS, "site": "bch"},
+    )
+
+
 def finished(backend: ComputeBackend, jid: str, timeout: float = 60):
     return wait_for(lambda: (info := backend.info(jid)).status.terminal and info, timeout=timeout)
 

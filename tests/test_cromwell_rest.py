@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the cromwell fixture is imported, then named as an argument)
 """The in-test Cromwell's answers have the shapes Cromwell's published REST description gives.
 
 The description (tests/cromwell_rest.yaml, vendored from Cromwell's cromwell.yaml) is the
@@ -20,7 +21,7 @@ import yaml
 from pfcon.compute.cromwell.client import API, CromwellClient
 from tests.cromwell_server import FakeCromwell, Plan
 from tests.helpers import wait_for
-from tests.test_cromwell_client import WDL_DOC
+from tests.test_cromwell_client import WDL_DOC, cromwell  # noqa: F401 (a fixture)
 
 DESCRIPTION = yaml.safe_load((Path(__file__).with_name("cromwell_rest.yaml")).read_text())
 #: Where the published description is not what a Cromwell server sends (and pfcon reads what
@@ -58,13 +59,6 @@ def check(answer: requests.Response, status: int, definition: str) -> dict[str, 
     schema = {"definitions": definitions(), "$ref": f"#/definitions/{definition}"}
     jsonschema.Draft4Validator(schema, format_checker=jsonschema.FormatChecker()).validate(body)
     return body
-
-
-@pytest.fixture
-def cromwell(tmp_path: Path):
-    server = FakeCromwell(tmp_path / "executions").start()
-    yield server
-    server.stop()
 
 
 def test_the_description_is_the_vendored_one() -> None:

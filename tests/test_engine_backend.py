@@ -14,7 +14,7 @@ from pfcon.compute.docker import DockerBackend, engine_errors
 from pfcon.compute.podman import PodmanBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from tests.conftest import Engine, remove_test_containers
-from tests.contract import BackendContract, finished, make_spec
+from tests.contract import BackendContract, finished, limits_spec, make_spec
 from tests.helpers import TEST_LABELS
 
 pytestmark = pytest.mark.integration
@@ -41,16 +41,7 @@ class TestEngineContract(BackendContract):
 
 
 def test_limits_user_labels_and_shm_are_applied(backend, engine: Engine, jid: str, tmp_path: Path) -> None:
-    spec = make_spec(
-        jid,
-        tmp_path,
-        ("sh", "-c", "id -u; id -g; echo $HOME"),
-        resources=Resources(1, 1500, 96, 0),
-        user="12345:23456",
-        shm_size_mib=32,
-        env={"HOME": "/tmp"},
-        labels={**TEST_LABELS, "site": "bch"},
-    )
+    spec = limits_spec(jid, tmp_path, "id -u; id -g; echo $HOME")
     backend.submit(spec)
     finished(backend, jid)
     attrs = engine.client.containers.get(jid).attrs

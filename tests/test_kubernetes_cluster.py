@@ -20,8 +20,8 @@ from pfcon.compute.kubernetes import client_configuration
 from pfcon.compute.kubernetes_job import JobTemplate
 from pfcon.errors import JobNotFound
 from pfcon.settings import KubernetesSettings
-from tests.contract import BackendContract, finished, make_spec
-from tests.helpers import RUN_ID, TEST_LABEL, TEST_LABELS, client_descriptors, input_tree, wait_for
+from tests.contract import BackendContract, finished, limits_spec, make_spec
+from tests.helpers import RUN_ID, TEST_LABEL, client_descriptors, input_tree, wait_for
 from tests.k8s_cluster import StoreRootedBackend, make_real_backend, real_cluster, session_claim  # noqa: F401
 from tests.live import live_pfcon
 
@@ -61,16 +61,7 @@ def test_limits_user_labels_and_shm_read_back_from_the_pod(
         "id -u; id -g; echo $HOME; cat /sys/fs/cgroup/memory/memory.limit_in_bytes;"
         " cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; grep ' /dev/shm ' /proc/mounts | cut -d' ' -f3"
     )
-    spec = make_spec(
-        jid,
-        tmp_path,
-        ("sh", "-c", show),
-        resources=Resources(1, 1500, 96, 0),
-        user="12345:23456",
-        shm_size_mib=32,
-        env={"HOME": "/tmp"},
-        labels={**TEST_LABELS, "site": "bch"},
-    )
+    spec = limits_spec(jid, tmp_path, show)
     backend.submit(spec)
     assert finished(backend, jid).status is JobStatus.finishedSuccessfully
     (pod,) = real_cluster.pods_of(jid)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.helpers import RUN_ID, TEST_IMAGE, make_zip, wait_for
+from tests.helpers import RUN_ID, job_form, make_zip, wait_for
 from tests.k8s_cluster import KUBECONFIG, ROOT, RealCluster, real_cluster  # noqa: F401
 from tests.live import free_port
 
@@ -139,18 +139,7 @@ def test_pfcon_in_the_cluster_runs_a_job_end_to_end(forwarded: str, jid: str) ->
     assert info.status_code == 200, info.text
     info = info.json()
     assert (info["container_env"], info["compute_volume_type"]) == ("kubernetes", "kubernetes_pvc")
-    form = {
-        "jid": jid,
-        "entrypoint": ["pl-copy"],
-        "args": ["--prefix", "in-cluster-"],
-        "auid": "cube",
-        "number_of_workers": "1",
-        "cpu_limit": "1000",
-        "memory_limit": "200",
-        "gpu_limit": "0",
-        "image": TEST_IMAGE,
-        "type": "ds",
-    }
+    form = job_form(jid, args=["--prefix", "in-cluster-"])
     archive = make_zip({"data.txt": "from the host", "nested/more.txt": "deeper"})
     submitted = service.post(
         deployed + "jobs/", data=form, files={"data_file": ("data.zip", archive)}, timeout=60

@@ -12,7 +12,7 @@ from pfcon.compute.base import JobStatus, Mount, Resources
 from pfcon.compute.docker import JOB_LABEL
 from pfcon.compute.swarm import SwarmBackend, service_args
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
-from tests.contract import BackendContract, finished, make_spec
+from tests.contract import BackendContract, finished, limits_spec, make_spec
 from tests.helpers import TEST_LABELS, wait_for
 from tests.swarm_fixtures import (  # noqa: F401 - fixtures
     no_leftover_services_fixture,
@@ -48,16 +48,7 @@ def _task(client: docker.DockerClient, jid: str) -> dict:
 def test_service_spec_has_limits_reservations_user_labels_mounts(
     backend, swarm_client, jid: str, tmp_path: Path
 ) -> None:
-    spec = make_spec(
-        jid,
-        tmp_path,
-        ("sh", "-c", "id -u; id -g; echo $HOME; df -k /dev/shm | tail -1"),
-        resources=Resources(1, 1500, 96, 0),
-        user="12345:23456",
-        shm_size_mib=32,
-        env={"HOME": "/tmp"},
-        labels={**TEST_LABELS, "site": "bch"},
-    )
+    spec = limits_spec(jid, tmp_path, "id -u; id -g; echo $HOME; df -k /dev/shm | tail -1")
     backend.validate(spec)
     backend.submit(spec)
     assert finished(backend, jid).status is JobStatus.finishedSuccessfully
