@@ -39,6 +39,8 @@ echo "building Kubernetes $K8S_DEBIAN_VERSION from Debian's source package (abou
 cat >"$work/apt/sources.list" <<SRC
 deb $K8S_DEBIAN_MIRROR bookworm main
 deb-src $K8S_DEBIAN_MIRROR bookworm main
+deb $K8S_DEBIAN_MIRROR bookworm-updates main
+deb-src $K8S_DEBIAN_MIRROR bookworm-updates main
 deb $K8S_DEBIAN_SECURITY_MIRROR bookworm-security main
 deb-src $K8S_DEBIAN_SECURITY_MIRROR bookworm-security main
 SRC

@@ -3,7 +3,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 # The cluster is built from Debian's `kubernetes` source package; its version is known without
 # any download from the binary package it also produces (kubernetes-client), and keys the cache.
-K8S_DEBIAN_VERSION="${PFCON_K8S_DEBIAN_VERSION:-$(apt-cache show --no-all-versions kubernetes-client 2>/dev/null | sed -n 's/^Version: //p' | head -1)}"
+k8s_debian_version() {
+  apt-cache show --no-all-versions kubernetes-client 2>/dev/null | sed -n 's/^Version: //p' | head -1
+}
+K8S_DEBIAN_VERSION="${PFCON_K8S_DEBIAN_VERSION:-$(k8s_debian_version)}"
+if [[ -z "$K8S_DEBIAN_VERSION" && $(id -u) -eq 0 ]]; then  # a machine whose apt lists were never fetched
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  K8S_DEBIAN_VERSION="$(k8s_debian_version)"
+fi
 if [[ -z "$K8S_DEBIAN_VERSION" ]]; then
   echo "apt knows no kubernetes-client package: cannot tell which Kubernetes source to build" >&2
   exit 1
