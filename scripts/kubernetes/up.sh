@@ -13,7 +13,6 @@ require_root "the one-node Kubernetes is not running (its node needs root)"
 mkdir -p "$K8S_STATE"/{pki,pids,logs,etcd,node/cni,node/ipam}
 for path in "${K8S_NODE_BINDS[@]}"; do mkdir -p "$K8S_STATE/node/binds$path"; done
 pki="$K8S_STATE/pki"
-started=$SECONDS
 
 start() {  # start NAME COMMAND... — in the background, logged, its PID recorded, unless it runs
   local name="$1"
