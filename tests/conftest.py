@@ -23,7 +23,8 @@ from pfcon.settings import load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.ci_rule", "tests.store_fixtures", "pytester"]
+# k8s_cluster: the real-cluster fixtures, one cluster session for every module
+pytest_plugins = ["tests.ci_rule", "tests.store_fixtures", "pytester", "tests.k8s_cluster"]
 
 
 def _engine_answers(client: docker.DockerClient) -> bool:

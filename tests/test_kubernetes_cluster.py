@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.k8s_cluster are redefined as arguments)
 """The Kubernetes backend on a real one-node cluster (Kubernetes 1.20, scripts/setup.d/70-kubernetes.sh):
 the whole backend contract as on Docker, what the pod shows of limits and user, several
 workers, JOB_TTL_SECONDS and JOB_DEADLINE_SECONDS, and python-pfconclient 3.3.0 end to end
@@ -10,6 +9,7 @@ server (test_kubernetes_backend.py) and the schema checks (test_kubernetes_manif
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from pfcon.errors import JobNotFound
 from pfcon.settings import KubernetesSettings
 from tests.contract import BackendContract, finished, limits_spec, make_spec
 from tests.helpers import RUN_ID, TEST_LABEL, client_descriptors, input_tree, wait_for
-from tests.k8s_cluster import StoreRootedBackend, make_real_backend, real_cluster, session_claim  # noqa: F401
+from tests.k8s_cluster import StoreRootedBackend
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def test_two_workers_run_as_one_job_counted_against_both(
 
     info = wait_for(done, timeout=60, interval=0.05)
     assert info.status is JobStatus.finishedSuccessfully, info.message
-    counted = {m for m in messages if " pods " in m}
+    counted = {m for m in messages if re.fullmatch(r"\d+ of \d+ pods \w+", m)}
     assert counted and all(" of 2 pods " in m for m in counted), messages
     pods = sorted(p.metadata.name for p in real_cluster.pods_of(jid))
     assert len(pods) == 2

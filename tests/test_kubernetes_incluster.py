@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from tests.k8s_cluster are redefined as arguments)
 """pfcon inside the real cluster: its own image, deployed with kubernetes/ as shipped.
 
 The image is built from this checkout by scripts/build-image.sh and imported into the node
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from tests.helpers import RUN_ID, job_form, make_zip, wait_for
-from tests.k8s_cluster import KUBECONFIG, ROOT, RealCluster, real_cluster  # noqa: F401
+from tests.k8s_cluster import KUBECONFIG, ROOT, RealCluster
 from tests.live import free_port
 
 pytestmark = pytest.mark.integration
