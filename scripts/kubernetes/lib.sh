@@ -24,7 +24,9 @@ K8S_BIN="$K8S_CACHE/bin"
 
 # Where the running cluster keeps its state (PKI, etcd, the node's containerd, logs, PIDs).
 # The kubeconfig for pfcon and the tests is $K8S_STATE/kubeconfig (admin, cluster-admin).
-K8S_STATE="$PFCON_STATE_DIR/kubernetes"
+# One cluster per machine (its ports are fixed): not under PFCON_STATE_DIR, which make.sh
+# points at each instance's own folder.
+K8S_STATE="${PFCON_K8S_STATE:-/var/lib/pfcon-dev/kubernetes}"
 K8S_KUBECONFIG="$K8S_STATE/kubeconfig"
 # Everything listens on loopback, on ports no other part of the project uses.
 K8S_ETCD_PORT=23790
