@@ -69,7 +69,9 @@ def _verbs_used(requests) -> set[tuple[str, str, str]]:
         if path == "/version":
             continue  # a non-resource URL every authenticated user may read (system:discovery)
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/[^/]+/jobs(/[^/]+)?", path):
-            verb = {"POST": "create", "DELETE": "delete"}.get(request.method, "get" if m[1] else "list")
+            verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(
+                request.method, "get" if m[1] else "list"
+            )
             used.add(("batch", "jobs", verb))
         elif re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", path):
             used.add(("", "pods", "list"))
@@ -90,6 +92,7 @@ def test_the_role_allows_exactly_what_the_backend_calls(
     cluster.write_logs(jid, "hello\n")
     cluster.finish(jid)
     k8s_backend.snapshot(jid, 10)
+    k8s_backend.stop(jid)  # DELETE with REMOVE_JOBS=no
     k8s_backend.remove(jid)
     used = _verbs_used(cluster.requests)
     granted = {

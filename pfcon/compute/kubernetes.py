@@ -172,12 +172,24 @@ class KubernetesBackend(ComputeBackend):
             )
 
     def stop(self, jid: str) -> None:
-        """Suspend the Job: Kubernetes ends its running pods and keeps the Job."""
+        """Suspend the Job: Kubernetes ends its running pods and keeps the Job.
+
+        An API server older than 1.21 silently drops ``suspend``, a field it does not know (a
+        real 1.20 cluster showed it: the job ran on). There an active deadline of one second
+        ends the Job instead: the Job controller kills its pods and fails it (DeadlineExceeded).
+        """
         with self._api("stop the job", jid):
             self._job(jid)
-            self.batch.patch_namespaced_job(
+            job = self.batch.patch_namespaced_job(
                 jid, self.namespace, {"spec": {"suspend": True}}, _request_timeout=REQUEST_TIMEOUT
             )
+            if not job.spec.suspend:
+                self.batch.patch_namespaced_job(
+                    jid,
+                    self.namespace,
+                    {"spec": {"activeDeadlineSeconds": 1}},
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
 
     def close(self) -> None:
         self.api.close()
