@@ -170,6 +170,7 @@ class HistoryQuery:
     until: datetime | None = None
     limit: int = 50
     cursor: str | None = None
+    search: str | None = None  # part of the jid, image or auid (the dashboard's search box)
 
 
 @dataclass(frozen=True)

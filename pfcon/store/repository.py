@@ -451,7 +451,34 @@ class JobStore:
             conditions.append(jobs.c.accepted_at < query.until)
         if query.cursor is not None:
             conditions.append(jobs.c.id < decode_cursor(query.cursor))
+        if query.search:
+            text = query.search
+            found = (c.contains(text, autoescape=True) for c in (jobs.c.jid, jobs.c.image, jobs.c.auid))
+            conditions.append(sa.or_(*found))
         return conditions
+
+    def counts_by_api(self) -> dict[tuple[str, str], int]:
+        """Live jobs by (API generation, client status), for the metrics."""
+        query = (
+            sa.select(jobs.c.api, jobs.c.status, sa.func.count())
+            .where(jobs.c.state != DELETED)
+            .group_by(jobs.c.api, jobs.c.status)
+        )
+        with self._read() as conn:
+            return {(api, status): count for api, status, count in conn.execute(query)}
+
+    def timeline(self, since: datetime, until: datetime, limit: int, kind: str = "plugin") -> list[JobRow]:
+        """Jobs whose life (acceptance to finish or deletion) overlaps [since, until), oldest
+        first; the newest ``limit`` of them."""
+        ended = sa.func.coalesce(jobs.c.finished_at, jobs.c.deleted_at)
+        query = (
+            sa.select(*_LISTED)
+            .where(jobs.c.kind == kind, jobs.c.accepted_at < until, sa.or_(ended.is_(None), ended >= since))
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_row(r._mapping) for r in conn.execute(query)][::-1]
 
     # -- import -----------------------------------------------------------------------------
     def import_row(self, values: Mapping[str, Any], events: Iterable[tuple[str, str, str, datetime]]) -> bool:
