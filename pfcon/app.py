@@ -7,12 +7,18 @@ import logging
 
 from flask import Flask
 
+from pfcon import dashboard
 from pfcon.api import errors
 from pfcon.api.auth import TokenAuth
+from pfcon.api.metrics import metrics_blueprint
 from pfcon.api.routes import blueprint
 from pfcon.api.uploads import RuledRequest
 from pfcon.compute import build_backend
 from pfcon.jobs import JobService
+from pfcon.observability.capacity import HostCapacity
+from pfcon.observability.exporter import state_collector
+from pfcon.observability.instrument import timed_engine, timed_storage
+from pfcon.observability.observer import Observer
 from pfcon.settings import Settings, load_settings
 from pfcon.storage import build_storage
 from pfcon.storage.staging import Sweeper
@@ -26,9 +32,12 @@ def build_service(settings: Settings) -> JobService:
     storebase = StoreBase(settings.storebase_mount)
     storebase.ensure()
     prepare(settings)  # a no-op in a gunicorn worker: its master did it before forking
-    storage = build_storage(settings, storebase)
+    storage = timed_storage(build_storage(settings, storebase))
     backend, volumes = build_backend(settings)
-    return JobService(settings, storebase, storage, backend, volumes, open_store(settings))
+    observer = Observer(storage.name)
+    return JobService(
+        settings, storebase, storage, timed_engine(backend), volumes, open_store(settings), observer
+    )
 
 
 def create_app(settings: Settings | None = None, service: JobService | None = None) -> Flask:
@@ -38,7 +47,13 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
     app.request_class = RuledRequest  # each view declares its body (pfcon.api.uploads.accepts)
     app.extensions["pfcon"] = service
-    app.register_blueprint(blueprint(service, TokenAuth(settings)))
+    auth = TokenAuth(settings)
+    app.register_blueprint(blueprint(service, auth))
+    host = HostCapacity(service.backend)
+    state = state_collector(service.store, host)
+    if (metrics := metrics_blueprint(settings.observability.metrics, auth, state)) is not None:
+        app.register_blueprint(metrics)
+    dashboard.register(app, service, auth, host)
     errors.register(app)
     service.starter.resume()  # the scheduler: also starts what a stopped service left queued
     sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died

@@ -7,6 +7,7 @@ before any worker starts, so a bad variable stops the service with one clear lin
 
 import sys
 
+from pfcon.observability import multiproc
 from pfcon.settings import SettingsError, load_serving_settings
 
 try:
@@ -14,6 +15,7 @@ try:
 except SettingsError as _error:
     print(f"pfcon: configuration error: {_error}", file=sys.stderr)
     sys.exit(2)
+multiproc.prepare()  # before any worker loads prometheus_client: totals summed across workers
 
 bind = _serving.bind
 worker_class = "pfcon.serving.GuardedThreadWorker"  # gthread + time limits (pfcon.serving)
@@ -78,3 +80,18 @@ def on_starting(server) -> None:
         print(f"pfcon: {error.message}", file=sys.stderr)
         sys.exit(4)
     os.environ[PREPARED_ENV] = settings.database_url
+
+
+def when_ready(server) -> None:
+    """PFCON_METRICS=HOST:PORT: the master serves /metrics there, summed over its workers."""
+    from pfcon.observability.exporter import serve_metrics_if_bound
+
+    serve_metrics_if_bound()
+
+
+def child_exit(server, worker) -> None:
+    multiproc.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    multiproc.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
+from pfcon.observability.observer import CLASSIC, Observer
 from pfcon.safetree import chmod_dir, open_dir
 from pfcon.settings import Settings
 from pfcon.starter import JobStarter
@@ -61,6 +63,7 @@ class Submission:
     args_path_flags: frozenset[str] = frozenset()
     env: tuple[tuple[str, str], ...] = ()
     data: InputRequest = field(default_factory=InputRequest)
+    api: str = CLASSIC  # which wire API it came through (a store field and a metrics label)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class JobService:
         backend: ComputeBackend,
         volumes: HostPaths,
         store: JobStore,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.storebase = storebase
@@ -127,8 +131,14 @@ class JobService:
         self.backend = backend
         self.volumes = volumes
         self.store = store
+        self.observer = observer or Observer(storage.name)
         self.starter = JobStarter(
-            backend, store, settings.start_workers, settings.start_retry_seconds, settings.history_days
+            backend,
+            store,
+            settings.start_workers,
+            settings.start_retry_seconds,
+            settings.history_days,
+            observer=self.observer,
         )
 
     # -- info -----------------------------------------------------------------------------
@@ -164,7 +174,9 @@ class JobService:
             self.store.forget(row.id)
             raise
         try:
+            began = time.perf_counter()
             staged = self.storage.stage_input(jid, sub.data, dirs)
+            staging_seconds = time.perf_counter() - began
             if staged.output_created:
                 self._open_output(dirs, spec.user)
             else:
@@ -179,6 +191,7 @@ class JobService:
                 self.store.forget(row.id)
             raise
         log.info("[%s] accepted: %d files staged, starting %s", jid, staged.nfiles, spec.image)
+        self.observer.accepted(sub.api, staging_seconds)
         self.starter.wake()
         timestamp = rfc3339(row.accepted_at)
         data = StagedData(jid, staged.nfiles, timestamp, staged.path)
@@ -248,10 +261,10 @@ class JobService:
             info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
         except JobNotFound:
             return JobState(self._vanished(row))
-        if info.status in RECORDED:
-            self.store.mark_finished(
-                row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
-            )
+        if info.status in RECORDED and self.store.mark_finished(
+            row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
+        ):
+            self.observer.finished(row, info.status.value)
         return JobState(info, logs)
 
     def _unrecorded(self, jid: str) -> JobInfo:
@@ -273,7 +286,7 @@ class JobService:
         validate_jid(jid)
         if job_output_path is not None and not job_output_path.strip():
             raise InvalidInput("job_output_path: must not be empty")
-        return self.storage.output(jid, job_output_path)
+        return self.observer.delivering(CLASSIC, self.storage.output(jid, job_output_path))
 
     # -- delete ---------------------------------------------------------------------------
     def delete(self, jid: str) -> None:
@@ -331,7 +344,7 @@ def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs) -> NewJob:
     return NewJob(
         jid=spec.jid,
         kind="plugin",
-        api="classic",
+        api=sub.api,
         image=spec.image,
         cmd=spec.cmd,
         auid=sub.auid,

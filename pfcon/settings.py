@@ -144,6 +144,24 @@ class SlurmSettings:
     command_timeout_seconds: int = 20
 
 
+METRICS_MODES = ("token", "open", "off")
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """PFCON_METRICS and the dashboard's session (see docs/observability.md).
+
+    ``metrics`` is ``token`` (``/metrics`` asks for the API token or the pfcon user's password),
+    ``open`` (no credentials), ``off``, or ``bind``: served without credentials on its own
+    address ``metrics_bind`` by the gunicorn master, and not on the API's port.
+    """
+
+    metrics: str = "token"
+    metrics_bind: str | None = None
+    session_seconds: int = 8 * 3600
+    secure_cookie: bool = False
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything pfcon is configured with, validated once."""
@@ -179,6 +197,7 @@ class Settings:
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     cromwell: CromwellSettings = field(default_factory=CromwellSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
     def development(self) -> bool:
@@ -582,10 +601,29 @@ def _check_bind(bind: str) -> str:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH`` (gunicorn's forms), checked up front."""
     if bind.startswith("unix:") and len(bind) > 5:
         return bind
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not _is_host_port(bind):
         raise SettingsError("PFCON_BIND", f"expected HOST:PORT or unix:PATH, got {bind!r}")
     return bind
+
+
+def _is_host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) < 65536)
+
+
+def _observability(env: _Env) -> ObservabilitySettings:
+    metrics = env.str("PFCON_METRICS", "token")
+    bind = None
+    if metrics not in METRICS_MODES:
+        if not _is_host_port(metrics):
+            raise SettingsError("PFCON_METRICS", f"expected token, open, off or HOST:PORT, got {metrics!r}")
+        bind, metrics = metrics, "bind"
+    return ObservabilitySettings(
+        metrics=metrics,
+        metrics_bind=bind,
+        session_seconds=env.int("PFCON_DASHBOARD_SESSION_SECONDS", 8 * 3600, 1),
+        secure_cookie=env.bool("PFCON_SESSION_COOKIE_SECURE", False),
+    )
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -646,4 +684,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),
         cromwell=_cromwell(env, container_env),
         slurm=_slurm(env, container_env),
+        observability=_observability(env),
     )

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
+from pfcon.observability.observer import Observer
 from pfcon.store import JobRow, JobStore
 from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED_ERROR, process_owner, utc_now
 
@@ -45,8 +46,10 @@ class JobStarter:
         retry_seconds: float = 600,
         history_days: int = 30,
         poll_seconds: float = POLL_SECONDS,
+        observer: Observer | None = None,
     ) -> None:
         self.backend = backend
+        self.observer = observer or Observer("")
         self.store = store
         self.workers = workers
         self.retry_seconds = retry_seconds
@@ -172,6 +175,7 @@ class JobStarter:
             self._fail(row, "failed to start: unexpected error, see pfcon's log")
             return
         if self.store.mark_started(row.id, owner=self.owner):
+            self.observer.started(row)
             log.info("[%s] started", jid)
             return
         self.store.unclaim(row.id)
@@ -182,7 +186,9 @@ class JobStarter:
                 self.backend.remove(jid)
 
     def _fail(self, row: JobRow, message: str) -> None:
-        if not self.store.mark_finished(row.id, FINISHED_ERROR, message, owner=self.owner):
+        if self.store.mark_finished(row.id, FINISHED_ERROR, message, owner=self.owner):
+            self.observer.start_failed(row)
+        else:
             self.store.unclaim(row.id)
 
     def _engine_silent(self, row: JobRow, reason: str) -> None:

@@ -5,6 +5,8 @@ Tokens and passwords are never logged. Expiry is in UTC and its lifetime configu
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from datetime import UTC, datetime, timedelta
 
@@ -24,15 +26,24 @@ class TokenAuth:
         self._lifetime = timedelta(seconds=settings.token_lifetime_seconds)
         self._username = settings.pfcon_user
 
+    def check_password(self, user: str, password: str) -> bool:
+        """Constant-time comparison of both, whichever is wrong; text that is not valid Unicode
+        (a lone surrogate from a JSON escape) is no valid credential."""
+        try:
+            user_bytes, password_bytes = user.encode(), password.encode()
+        except UnicodeEncodeError:
+            return False
+        user_ok = hmac.compare_digest(user_bytes, self._user)
+        password_ok = hmac.compare_digest(password_bytes, self._password)
+        return user_ok & password_ok
+
     def issue(self, user: str, password: str) -> str:
         """A token for the right credentials; wrong ones are a 400 as in pfcon 5.3."""
         try:
-            user_bytes, password_bytes = user.encode(), password.encode()
+            user.encode(), password.encode()
         except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no valid credential
             raise InvalidInput("pfcon_user and pfcon_password must be valid Unicode text") from None
-        user_ok = hmac.compare_digest(user_bytes, self._user)
-        password_ok = hmac.compare_digest(password_bytes, self._password)
-        if not (user_ok & password_ok):
+        if not self.check_password(user, password):
             raise InvalidInput("Unable to log in with provided credentials.")
         now = datetime.now(UTC)
         claims = {"pfcon_user": self._username, "iat": now, "exp": now + self._lifetime}
@@ -50,3 +61,17 @@ class TokenAuth:
             raise Unauthorized("Expired authorization token.") from None
         except jwt.InvalidTokenError:
             raise Unauthorized("Invalid authorization token.") from None
+
+    def verify_scraper(self, authorization: str | None) -> None:
+        """A scraper shows the API token (Bearer) or the pfcon user and password (Basic), since
+        Prometheus sends a fixed secret and an API token expires."""
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme != "Basic":
+            self.verify(authorization)
+            return
+        try:
+            user, sep, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Invalid authorization header.") from None
+        if not sep or not self.check_password(user, password):
+            raise Unauthorized("Invalid credentials.")

@@ -10,6 +10,7 @@ from pfcon.api.auth import TokenAuth
 from pfcon.api.uploads import accepts
 from pfcon.errors import InvalidInput, PfconError
 from pfcon.jobs import JobService
+from pfcon.observability.observer import CLASSIC
 from pfcon.storage.base import ZipOutput
 
 OPEN_ENDPOINTS = frozenset({"api.health", "api.auth_token"})
@@ -52,9 +53,11 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
     @api.post("/jobs/")
     @accepts(service.settings.zip_limits.max_upload_bytes, files={"data_file": service.storage.upload_sink})
     def submit() -> ResponseReturnValue:
-        upload = request.files.get("data_file")
-        sub = schemas.submission(request.form, upload.stream if upload else None)
-        return jsonify(SUBMIT_ANSWER.dump(service.submit(sub))), 201
+        with service.observer.submission(CLASSIC, request.content_length or 0):
+            upload = request.files.get("data_file")
+            sub = schemas.submission(request.form, upload.stream if upload else None)
+            accepted = service.submit(sub)
+        return jsonify(SUBMIT_ANSWER.dump(accepted)), 201
 
     @api.get("/jobs/<jid>/")
     def status(jid: str) -> ResponseReturnValue:
@@ -62,12 +65,14 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
 
     @api.delete("/jobs/<jid>/")
     def delete(jid: str) -> ResponseReturnValue:
-        service.delete(jid)
+        with service.observer.operation(CLASSIC, "delete"):
+            service.delete(jid)
         return "", 204
 
     @api.get("/jobs/<jid>/file/")
     def output(jid: str) -> ResponseReturnValue:
-        result = service.output(jid, request.args.get("job_output_path"))
+        with service.observer.operation(CLASSIC, "output"):
+            result = service.output(jid, request.args.get("job_output_path"))
         if isinstance(result, ZipOutput):
             return Response(
                 result.chunks,

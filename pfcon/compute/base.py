@@ -113,6 +113,15 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class EngineCapacity:
+    """What a local engine's host has to give jobs (CPUs, memory, GPUs)."""
+
+    cpus: float
+    memory_bytes: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a backend supports; unsupported requests are refused, never silently ignored."""
 
@@ -178,6 +187,11 @@ class ComputeBackend(ABC):
 
         Returns a short description of the engine (name and version) for the health check.
         """
+
+    def capacity(self) -> EngineCapacity | None:
+        """The host's resources, for engines that run jobs on this one host; None for schedulers
+        (Swarm, Kubernetes, Slurm, Cromwell), which keep their own account."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine connections."""

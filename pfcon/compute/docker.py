@@ -22,7 +22,7 @@ from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
 from pfcon.cache import ExpiringCache
-from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.base import Capabilities, ComputeBackend, EngineCapacity, JobInfo, JobSpec, JobStatus
 from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
@@ -73,6 +73,12 @@ class DockerBackend(DockerApiBackend):
         with self._engine("answer a ping"):
             version = self.client.version()
         return f"{self.name} {version.get('Version', '?')}"
+
+    def capacity(self) -> EngineCapacity:
+        """NCPU and MemTotal of the engine's host (GPUs are not reported by the engine API)."""
+        with self._engine("describe its host"):
+            info = self.client.info()
+        return EngineCapacity(cpus=float(info.get("NCPU", 0)), memory_bytes=int(info.get("MemTotal", 0)))
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
