@@ -159,7 +159,7 @@ def test_a_real_job_from_submit_to_its_page(make_app, storebase: Path) -> None:
     log_in(client)
     page = client.get("/dashboard/jobs/dash-1")
     assert page.status_code == 200
-    for text in ("finishedSuccessfully", "Staged files</dt><dd>2", "out-a.txt", "odd \ufffd name"):
+    for text in ("finishedSuccessfully", "Staged files</dt><dd>2", "out-a.txt", "odd \u00ff name"):
         assert text in page.text
     detail = client.get("/dashboard/api/jobs/dash-1").get_json()
     assert [e["label"] for e in detail["events"]] == ["accepted", "queued", "started", "finishedSuccessfully"]

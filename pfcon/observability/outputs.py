@@ -1,17 +1,17 @@
 """A bounded listing of a job's output folder for the dashboard (never the data itself).
 
-Whatever a job wrote (odd names, deep trees, links, unreadable folders) must not break it: the
-walk never follows links, skips what it cannot open, stops at ``limit`` entries, and names are
-shown as text even when they are not UTF-8.
+It walks with :mod:`pfcon.safetree` like every output path, so whatever a job wrote (odd
+names, deep trees, links, unreadable folders, a tree changing underneath) cannot break it;
+it stops at ``limit`` entries. Names are shown as clients see them in listings.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from pfcon import safetree
 from pfcon.errors import InvalidInput
 from pfcon.storebase import resolve_inside
 
@@ -20,7 +20,7 @@ from pfcon.storebase import resolve_inside
 class OutputEntry:
     path: str
     size: int
-    kind: str  # file, link or other
+    kind: str  # file or other (links, FIFOs, ...)
 
 
 @dataclass(frozen=True)
@@ -30,38 +30,31 @@ class OutputListing:
     exists: bool
 
 
-def _text(name: str) -> str:
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def list_output(root: Path, relative: str, limit: int = 1000) -> OutputListing:
     """Files under ``root/relative`` (storeBase-relative, as the store records it)."""
     try:
-        folder = resolve_inside(root, relative, "output path")
-    except InvalidInput:
-        return OutputListing((), False, False)
-    if not folder.is_dir():
+        fd = safetree.open_root(resolve_inside(root, relative, "output path"))
+    except (InvalidInput, OSError):
         return OutputListing((), False, False)
     entries: list[OutputEntry] = []
-    pending = [folder]
-    while pending:
-        current = pending.pop()
-        try:
-            with os.scandir(current) as found:
-                children = sorted(found, key=lambda entry: entry.name)
-        except OSError:
-            continue
-        for entry in children:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(Path(entry.path))
+    try:
+        for entry in safetree.walk(fd):
+            if entry.kind == safetree.DIR:
                 continue
             if len(entries) == limit:
                 return OutputListing(tuple(entries), True, True)
-            kind = "file" if stat.S_ISREG(info.st_mode) else "link" if stat.S_ISLNK(info.st_mode) else "other"
-            path = _text(os.path.relpath(entry.path, folder))
-            entries.append(OutputEntry(path, info.st_size if kind == "file" else 0, kind))
-    return OutputListing(tuple(sorted(entries, key=lambda e: e.path)), False, True)
+            entries.append(OutputEntry(entry.path, _size(entry), entry.kind))
+    except OSError:  # the tree changed while it was read: show what was seen
+        pass
+    finally:
+        os.close(fd)
+    return OutputListing(tuple(entries), False, True)
+
+
+def _size(entry: safetree.Entry) -> int:
+    if entry.kind != safetree.FILE:
+        return 0
+    try:
+        return os.stat(entry.name, dir_fd=entry.dir_fd, follow_symlinks=False).st_size
+    except OSError:
+        return 0
