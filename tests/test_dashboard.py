@@ -37,7 +37,8 @@ def test_pages_and_data_need_a_login(make_app) -> None:
     page = client.get("/dashboard/timeline")
     assert page.status_code == 302 and page.headers["Location"].startswith("/dashboard/login?next=")
     assert client.get("/dashboard/api/jobs").status_code == 401
-    assert client.get("/dashboard/static/dashboard.css").status_code == 200  # the login page's style
+    style = client.get("/dashboard/static/dashboard.css")  # the login page's: served to anyone
+    assert style.status_code == 200 and "max-age=604800" in style.headers["Cache-Control"]
 
 
 def test_login_issues_a_strict_httponly_cookie_and_wrong_passwords_are_refused(make_app) -> None:

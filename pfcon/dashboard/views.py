@@ -32,6 +32,7 @@ OPEN_ENDPOINTS = frozenset({"dashboard.login_form", "dashboard.login_post", "das
 STATUSES = ("notStarted", "started", "finishedSuccessfully", "finishedWithError", "undefined")
 TERMINAL = frozenset(STATUSES[2:])
 PAGE_SIZE = 50
+STATIC_MAX_AGE = 7 * 24 * 3600
 TIMELINE_LIMIT = 1000
 DEFAULT_RANGE_SECONDS = 3600
 SECURITY_HEADERS = {
@@ -56,6 +57,7 @@ def dashboard_blueprint(service: JobService, auth: TokenAuth, host: HostCapacity
     lifetime = service.settings.observability.session_seconds
     engine = service.backend.name
     store = service.store
+    version = service.settings.server_version
 
     @pages.before_request
     def require_session() -> ResponseReturnValue | None:
@@ -72,13 +74,21 @@ def dashboard_blueprint(service: JobService, auth: TokenAuth, host: HostCapacity
     @pages.after_request
     def headers(response: Response) -> Response:
         response.headers.update(SECURITY_HEADERS)
-        if request.endpoint != "dashboard.static":
+        if request.endpoint == "dashboard.static":
+            # asset URLs carry pfcon's version (?v=): the browser keeps them without asking again
+            response.cache_control.max_age = STATIC_MAX_AGE
+            response.cache_control.public = True
+        else:
             response.headers["Cache-Control"] = "no-store"
         return response
 
     @pages.context_processor
-    def form_token() -> dict[str, Any]:
-        return {"csrf_token": login.csrf_token, "logged_in": login.state() == "valid"}
+    def page_context() -> dict[str, Any]:
+        return {
+            "csrf_token": login.csrf_token,
+            "logged_in": login.state() == "valid",
+            "asset": lambda name: url_for("dashboard.static", filename=name, v=version),
+        }
 
     @pages.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> ResponseReturnValue:
