@@ -21,15 +21,16 @@ def state_collector(store: JobStore, host: HostCapacity) -> StateCollector:
 
 
 def serve_metrics_if_bound() -> None:
-    from prometheus_client import start_http_server
-
-    from pfcon.compute import build_backend
     from pfcon.settings import load_settings
-    from pfcon.store import open_store
 
     settings = load_settings()
     if settings.observability.metrics != "bind" or not settings.observability.metrics_bind:
         return
+    from prometheus_client import start_http_server
+
+    from pfcon.compute import build_backend
+    from pfcon.store import open_store
+
     host, _, port = settings.observability.metrics_bind.rpartition(":")
     backend, _volumes = build_backend(settings)
     collector = state_collector(open_store(settings), HostCapacity(backend))

@@ -12,15 +12,22 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus_client picks its value store when first imported: this module must not import it
-# at module level, or workers forked from the master would keep in-memory counters.
+# at module level (before the folder is exported), or workers would keep in-memory counters.
 _created: Path | None = None
+_multiprocess: Any = None  # prometheus_client.multiprocess, once prepare() made the folder
 
 
 def prepare() -> Path:
-    """Empty the operator's PROMETHEUS_MULTIPROC_DIR, or make a private one, and export it."""
+    """Empty the operator's PROMETHEUS_MULTIPROC_DIR, or make a private one, and export it.
+
+    prometheus_client is imported here, once the folder is exported, so that the workers
+    gunicorn forks inherit it already in multiprocess mode (and the master marks dead workers
+    without importing anything at shutdown).
+    """
     global _created
     given = os.environ.get(MULTIPROC_ENV)
     if given:
@@ -31,13 +38,16 @@ def prepare() -> Path:
     else:
         folder = _created = Path(tempfile.mkdtemp(prefix="pfcon-metrics-"))
         os.environ[MULTIPROC_ENV] = str(folder)
+    from prometheus_client import multiprocess
+
+    global _multiprocess
+    _multiprocess = multiprocess
     return folder
 
 
 def worker_exited(pid: int) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(pid)
+    if _multiprocess is not None:
+        _multiprocess.mark_process_dead(pid)
 
 
 def cleanup() -> None:
