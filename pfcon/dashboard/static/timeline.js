@@ -67,6 +67,9 @@
       link.append(node("text", { x: 4, y: y + 14, class: "label" }, job.jobId.length > 24 ? job.jobId.slice(0, 23) + "…" : job.jobId));
       const qx = x(job.queueStart / 1000);
       link.append(node("rect", { x: qx, y: y + 3, width: Math.max(x(queuedEnd) - qx, 1), height: ROW - 6, class: "queued" }));
+      if (start === null && OUTCOME[job.status]) {  // ended without running (a failed start): its outcome at the end
+        link.append(node("rect", { x: x(queuedEnd) - 3, y: y + 3, width: 3, height: ROW - 6, class: OUTCOME[job.status] }));
+      }
       if (start !== null) {
         const rx = x(start);
         link.append(node("rect", { x: rx, y: y + 3, width: Math.max(x(end) - rx, 2), height: ROW - 6, class: outcome }));
