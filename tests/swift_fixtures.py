@@ -92,3 +92,26 @@ def swift_env(container: str, **extra: str) -> dict[str, str]:
         "SWIFT_CONTAINER_NAME": container,
         **extra,
     }
+
+
+class SwiftObjects:
+    """A client's data in the container, as the in-network tests put and read it."""
+
+    def __init__(self, conn: Connection, container: str) -> None:
+        self.conn, self.container = conn, container
+
+    def put(self, name: str, body: bytes) -> None:
+        """Exactly the object ``name`` (sent raw: the client library would collapse ``..``)."""
+        put_raw(self.conn, self.container, name, body)
+
+    def listing(self, prefix: str) -> dict[str, str]:
+        """Name -> last modified, of every object under ``prefix/``."""
+        _h, objects = self.conn.get_container(self.container, prefix=prefix + "/", full_listing=True)
+        return {o["name"]: o["last_modified"] for o in objects}
+
+    def read(self, prefix: str) -> dict[str, bytes]:
+        """Name below ``prefix/`` -> content, of every object there."""
+        return {
+            name[len(prefix) + 1 :]: self.conn.get_object(self.container, name)[1]
+            for name in self.listing(prefix)
+        }

@@ -1,8 +1,8 @@
-"""The security rules of in-network storage, each a test, on the real engine and Swift.
+"""The security rules of in-network storage, each a test, on the real engine, Swift and S3.
 
 Every ``input_dirs``, ``output_dir``, ``job_output_path``, link target and object key
-stays inside storeBase (or the Swift container): otherwise 400, and nothing is written or
-mounted. Links may not point at the job's output or its ancestors; loops end. Link files a
+stays inside storeBase (or the Swift container, the S3 bucket): otherwise 400, and nothing is
+written or mounted. Links may not point at the job's output or its ancestors; loops end. Link files a
 job writes into its output are never followed, and a listing only shows the job's own output.
 """
 
@@ -14,8 +14,9 @@ import pytest
 
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import job_form
-from tests.swift_fixtures import put_raw, swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
-from tests.test_innetwork import Data
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.swift_fixtures import SwiftObjects, swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
+from tests.test_innetwork import OBJECT_STORES, Data, object_store
 
 pytestmark = pytest.mark.integration
 
@@ -164,15 +165,16 @@ def test_job_written_links_are_never_followed_and_listing_is_own_output(
     assert not [p for p in staged.rglob("*") if "secret" in p.name or "bob" in p.name]
 
 
-def test_swift_object_keys_and_link_targets_stay_inside(
-    make_app, swift_conn, swift_container, storebase: Path, jid: str
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_object_keys_and_link_targets_stay_inside(
+    storage: str, request, make_app, storebase: Path, jid: str
 ) -> None:
-    client = make_app(**swift_env(swift_container)).test_client()
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
     auth = login(client)
     base = f"home/{jid}"
-    data = Data("swift", storebase, swift_conn, swift_container)
-    data.put({f"{base}/good/a.txt": "a"})
-    put_raw(swift_conn, swift_container, f"{base}/bad/../../../escape.txt", b"x")
+    data = Data(storage, storebase, objects)
+    data.put({f"{base}/good/a.txt": "a", f"{base}/bad/../../../escape.txt": "x"})
     cases = [
         ([f"{base}/bad"], f"{base}/out", "relative path"),  # an object key with '..'
         (["/abs"], f"{base}/out", "relative path"),
@@ -221,7 +223,7 @@ def test_swift_outage_during_listing_is_503_and_a_retry_uploads(
     working = make_app(**swift_env(swift_container)).test_client()
     auth = login(working)
     base = f"home/{jid}"
-    Data("swift", storebase, swift_conn, swift_container).put({f"{base}/in/a.txt": "a"})
+    Data("swift", storebase, SwiftObjects(swift_conn, swift_container)).put({f"{base}/in/a.txt": "a"})
     assert (
         submit(working, auth, job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out")).status_code
         == 201

@@ -22,13 +22,16 @@ from typing import Any
 
 from pfcon.errors import InvalidInput
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
-from pfcon.storage.copying import COPY_WORKERS, bounded_each
 from pfcon.storage.innetwork import InNetworkStorage, output_files
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
 
 UPLOAD_LOCK = ".upload.lock"
 HASH_CHUNK = 1024 * 1024
+
+
+class ObjectMissing(Exception):
+    """The object (or container, bucket) asked for is not in the store."""
 
 
 @dataclass(frozen=True)
@@ -73,27 +76,16 @@ class ObjectStore(ABC):
         """Create the container or bucket unless it exists."""
 
     @abstractmethod
-    def download(self, key: str, dest: Path) -> None:
-        """Stream one object to the file ``dest`` (whose folder exists)."""
+    def download_all(self, downloads: Iterable[Download]) -> None:
+        """Stream each object to its file (whose folder exists), a bounded number at a time.
+
+        A file that cannot be written because a folder of its name is there (or a file where
+        its folder should be) is :func:`clash`.
+        """
 
     @abstractmethod
-    def upload(self, path: Path, key: str) -> None:
-        """Stream one file to ``key``."""
-
-    def download_all(self, downloads: Iterable[Download]) -> None:
-        """Run the downloads on a bounded pool; a store may do it its own way (S3: s3transfer)."""
-
-        def fetch(pair: Download) -> None:
-            try:
-                self.download(pair[0].name, pair[1])
-            except CLASHES:
-                raise clash(pair[0].name) from None
-
-        bounded_each(fetch, downloads, COPY_WORKERS)
-
     def upload_all(self, uploads: Iterable[Upload]) -> None:
-        """Run the uploads on a bounded pool; a store may do it its own way (S3: s3transfer)."""
-        bounded_each(lambda pair: self.upload(*pair), uploads, COPY_WORKERS)
+        """Stream each file to its key, a bounded number at a time."""
 
     def part_size(self, size: int) -> int | None:
         """The part size a file of ``size`` bytes is uploaded in; None: one part (single PUT)."""

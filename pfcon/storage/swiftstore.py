@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from requests.exceptions import RequestException
@@ -21,14 +21,19 @@ from swiftclient.client import ClientException, Connection
 
 from pfcon.errors import InvalidInput, StorageUnavailable
 from pfcon.settings import SwiftSettings
-from pfcon.storage.objectstore import ObjectStore, StoredObject
+from pfcon.storage.copying import COPY_WORKERS, bounded_each
+from pfcon.storage.objectstore import (
+    CLASHES,
+    Download,
+    ObjectMissing,
+    ObjectStore,
+    StoredObject,
+    Upload,
+    clash,
+)
 
 CHUNK = 1024 * 1024
 PAGE = 10_000
-
-
-class ObjectMissing(Exception):
-    """The object asked for is not in the container."""
 
 
 class SwiftContainer(ObjectStore):
@@ -113,7 +118,11 @@ class SwiftContainer(ObjectStore):
             return None
         return StoredObject(key, int(headers.get("content-length", 0)), headers.get("etag", "").strip('"'))
 
+    def download_all(self, downloads: Iterable[Download]) -> None:
+        bounded_each(lambda pair: self.download(pair[0].name, pair[1]), downloads, COPY_WORKERS)
+
     def download(self, key: str, dest: Path) -> None:
+        """Stream one object to ``dest``."""
         try:
             with self.connection(f"download {key!r}") as conn:
                 _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
@@ -122,13 +131,19 @@ class SwiftContainer(ObjectStore):
                         out.write(chunk)
         except ObjectMissing:
             raise InvalidInput(f"object {key!r} is not in Swift (deleted while staging?)") from None
+        except CLASHES:
+            raise clash(key) from None
 
     # -- writing --------------------------------------------------------------------------
     def ensure_container(self) -> None:
         with self.connection(f"create container {self.container!r}") as conn:
             conn.put_container(self.container)
 
+    def upload_all(self, uploads: Iterable[Upload]) -> None:
+        bounded_each(lambda pair: self.upload(*pair), uploads, COPY_WORKERS)
+
     def upload(self, path: Path, key: str) -> None:
+        """Stream one file to ``key``."""
         with self.connection(f"upload {key!r}") as conn, path.open("rb") as data:
             conn.put_object(
                 self.container, key, contents=data, content_length=path.stat().st_size, chunk_size=CHUNK
