@@ -107,7 +107,8 @@ class Relay:
     ``down()`` closes the listening socket and every open connection (clients see refused
     connections, as with a stopped server); ``up()`` listens on the same port again.
     ``cut_after(n)`` lets ``n`` more bytes through towards the server, then goes down — an
-    outage in the middle of a transfer.
+    outage in the middle of a transfer. ``throttle(n)`` answers the next ``n`` connections
+    itself with S3's ``503 SlowDown``, as an overloaded server or its load balancer does.
     """
 
     def __init__(self, target_port: int = 8080) -> None:
@@ -120,6 +121,8 @@ class Relay:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._budget: int | None = None
+        self.throttled = 0
+        self._throttle = 0
 
     @property
     def url(self) -> str:
@@ -147,12 +150,19 @@ class Relay:
         with self._lock:
             self._budget = nbytes
 
+    def throttle(self, connections: int) -> None:
+        with self._lock:
+            self._throttle, self.throttled = connections, 0
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._take_throttle():
+                threading.Thread(target=_slow_down, args=(client,), daemon=True).start()
+                continue
             try:
                 server = socket.create_connection(self.target, timeout=10)
             except OSError:
@@ -185,6 +195,14 @@ class Relay:
             except OSError:
                 return
 
+    def _take_throttle(self) -> bool:
+        with self._lock:
+            if self._throttle <= 0:
+                return False
+            self._throttle -= 1
+            self.throttled += 1
+            return True
+
     def _spend(self, nbytes: int) -> bool:
         """Whether the budget ran out (the relay must go down before passing these bytes)."""
         with self._lock:
@@ -194,8 +212,29 @@ class Relay:
             return self._budget < 0
 
 
-@pytest.fixture
-def relay() -> Iterator[Relay]:
+SLOW_DOWN = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>SlowDown</Code>"
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+def _slow_down(client: socket.socket) -> None:
+    """Read one request's head, answer 503 SlowDown, close (the client retries elsewhere)."""
+    with client:
+        client.settimeout(10)
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and (chunk := client.recv(65536)):
+                head += chunk
+            client.sendall(
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                + f"Content-Length: {len(SLOW_DOWN)}\r\n\r\n".encode()
+                + SLOW_DOWN
+            )
+
+
+@pytest.fixture(name="relay")
+def relay_fixture() -> Iterator[Relay]:
     relay = Relay()
     relay.up()
     yield relay

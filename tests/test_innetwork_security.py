@@ -166,6 +166,30 @@ def test_job_written_links_are_never_followed_and_listing_is_own_output(
 
 
 @pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_job_written_links_are_never_uploaded(storage, request, make_app, storebase: Path, jid: str) -> None:
+    """A job's link file and symlink stay out of the store: no later staging can follow them."""
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
+    auth = login(client)
+    base = f"home/{jid}"
+    Data(storage, storebase, objects).put({f"{base}/in/a.txt": "a", f"{base}/bob/secret.txt": "bob's"})
+    plant = f"echo {base}/bob > $0/evil.chrislink; ln -s /etc/passwd $0/pw; echo ok > $0/ok.txt"
+    form = job_form(
+        jid,
+        entrypoint=["sh", "-c", plant],
+        args=None,
+        type="fs",
+        input_dirs=[f"{base}/in"],
+        output_dir=f"{base}/out",
+    )
+    assert submit(client, auth, form).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    listing = client.get(f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out", headers=auth).get_json()
+    assert listing["rel_file_paths"] == ["ok.txt"]
+    assert objects.read(f"{base}/out") == {"ok.txt": b"ok\n"}
+
+
+@pytest.mark.parametrize("storage", OBJECT_STORES)
 def test_object_keys_and_link_targets_stay_inside(
     storage: str, request, make_app, storebase: Path, jid: str
 ) -> None:

@@ -68,7 +68,7 @@ class S3Bucket(ObjectStore):
             region_name=settings.region_name,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": attempts},
+            retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=workers + 2,
