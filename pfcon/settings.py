@@ -11,7 +11,7 @@ import os
 import random
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -249,6 +249,16 @@ class _Env:
             raise SettingsError(name, "is required")
         return value
 
+    def reader(self, mode: str, dev_defaults: Mapping[str, str]) -> Callable[[str], str]:
+        """A reader of required variables that development mode defaults from ``dev_defaults``."""
+
+        def read(name: str) -> str:
+            if mode == "development":
+                return self.str(name, dev_defaults[name])  # type: ignore[return-value]
+            return self.required(name)
+
+        return read
+
     def bool(self, name: str, default: bool) -> bool:
         value = self.environ.get(name)
         if value is None:
@@ -413,9 +423,7 @@ def _swift(env: _Env, storage_env: str, mode: str) -> SwiftSettings:
     if storage_env != "swift":
         return SwiftSettings()
 
-    def read(name: str) -> str:
-        return env.str(name, SWIFT_DEV_DEFAULTS[name]) if mode == "development" else env.required(name)
-
+    read = env.reader(mode, SWIFT_DEV_DEFAULTS)
     auth_url = read("SWIFT_AUTH_URL")
     parsed = urlsplit(auth_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -449,9 +457,7 @@ def _s3(env: _Env, storage_env: str, mode: str) -> S3Settings:
     if storage_env != "s3":
         return S3Settings()
 
-    def read(name: str) -> str:
-        return env.str(name, S3_DEV_DEFAULTS[name]) if mode == "development" else env.required(name)
-
+    read = env.reader(mode, S3_DEV_DEFAULTS)
     bucket = read("S3_BUCKET_NAME")
     if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
         raise SettingsError(

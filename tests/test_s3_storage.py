@@ -41,6 +41,13 @@ def _md5_of_object(client: Any, bucket: str, key: str) -> str:
     return digest.hexdigest()
 
 
+def _app_behind(relay: Relay, make_app, s3_client, s3_bucket: str, base: str, **env: str):
+    """A pfcon whose S3 endpoint is the relay, and one input file under ``base/in``: (client, auth)."""
+    client = make_app(**s3_env(s3_bucket, S3_ENDPOINT_URL=relay.url, **env)).test_client()
+    s3_client.put_object(Bucket=s3_bucket, Key=f"{base}/in/a.txt", Body=b"alpha")
+    return client, login(client)
+
+
 def _run_copy_job(client, auth, jid: str, base: str) -> str:
     """Submit pl-copy from ``base/in`` to ``base/out``; returns the output listing URL."""
     answer = submit(client, auth, job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out"))
@@ -80,10 +87,8 @@ def test_interrupted_upload_leaves_no_object_and_a_retry_completes_it(
     make_app, relay: Relay, s3_client, s3_bucket: str, tmp_path: Path, jid: str
 ) -> None:
     """The network dies in the middle of a multipart upload: 503, no half object, parts cleaned later."""
-    env = s3_env(s3_bucket, S3_ENDPOINT_URL=relay.url, S3_MULTIPART_THRESHOLD=str(PART))
-    client = make_app(**env).test_client()
-    auth = login(client)
     base = f"home/{jid}"
+    client, auth = _app_behind(relay, make_app, s3_client, s3_bucket, base, S3_MULTIPART_THRESHOLD=str(PART))
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(BIG))
     s3_client.upload_file(str(source), s3_bucket, f"{base}/in/big.bin")
@@ -93,11 +98,11 @@ def test_interrupted_upload_leaves_no_object_and_a_retry_completes_it(
     relay.cut_after(PART + MiB)  # the multipart upload starts, then the endpoint is gone
     answer = client.get(url, headers=auth)
     assert answer.status_code == 503 and "S3 at" in answer.get_json()["message"], answer.get_json()
-    assert "Contents" not in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=f"{base}/out/")
+    assert s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=key).get("Contents") is None
     assert [u["Key"] for u in unfinished_uploads(s3_client, s3_bucket, key)] == [key]
 
     relay.up()  # the same pfcon, no restart
-    assert client.get(url, headers=auth).get_json()["rel_file_paths"] == ["out-big.bin"]
+    assert client.get(url, headers=auth).get_json()["rel_file_paths"] == ["out-a.txt", "out-big.bin"]
     assert _md5_of_object(s3_client, s3_bucket, key) == local_etag(source, None)
     assert unfinished_uploads(s3_client, s3_bucket, key) == []  # the stale parts were aborted
 
@@ -105,10 +110,8 @@ def test_interrupted_upload_leaves_no_object_and_a_retry_completes_it(
 def test_endpoint_down_is_503_and_pfcon_recovers_without_restart(
     make_app, relay: Relay, s3_client, s3_bucket: str, storebase: Path, jid: str
 ) -> None:
-    client = make_app(**s3_env(s3_bucket, S3_ENDPOINT_URL=relay.url)).test_client()
-    auth = login(client)
     base = f"home/{jid}"
-    s3_client.put_object(Bucket=s3_bucket, Key=f"{base}/in/a.txt", Body=b"alpha")
+    client, auth = _app_behind(relay, make_app, s3_client, s3_bucket, base)
 
     relay.down()
     health = client.get("/api/v1/health/")
@@ -129,10 +132,8 @@ def test_throttling_is_retried_with_backoff_then_503(
     make_app, relay: Relay, s3_client, s3_bucket: str, storebase: Path, jid: str
 ) -> None:
     """botocore's standard retry mode: two SlowDown answers are ridden out, three are a 503."""
-    client = make_app(**s3_env(s3_bucket, S3_ENDPOINT_URL=relay.url)).test_client()
-    auth = login(client)
     base = f"home/{jid}"
-    s3_client.put_object(Bucket=s3_bucket, Key=f"{base}/in/a.txt", Body=b"alpha")
+    client, auth = _app_behind(relay, make_app, s3_client, s3_bucket, base)
 
     relay.throttle(3)
     answer = submit(client, auth, job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out"))

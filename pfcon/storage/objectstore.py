@@ -10,6 +10,7 @@ above it — key rules, link resolution, the listing — is the same code for ev
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import itertools
@@ -80,7 +81,7 @@ class ObjectStore(ABC):
         """Stream each object to its file (whose folder exists), a bounded number at a time.
 
         A file that cannot be written because a folder of its name is there (or a file where
-        its folder should be) is :func:`clash`.
+        its folder should be) is a 400 (:func:`fetching`).
         """
 
     @abstractmethod
@@ -134,6 +135,17 @@ CLASHES = (FileExistsError, NotADirectoryError, IsADirectoryError)
 def clash(name: str) -> InvalidInput:
     """Two objects that land on one path (``x`` and ``x/y``, or ``a//b`` and ``a/b``)."""
     return InvalidInput(f"object {name!r} clashes with another object of the same path")
+
+
+@contextlib.contextmanager
+def fetching(name: str) -> Iterator[None]:
+    """A download of ``name``: an object gone meanwhile, or clashing with another, is a 400."""
+    try:
+        yield
+    except ObjectMissing:
+        raise InvalidInput(f"object {name!r} is not in the store any more (deleted while staging?)") from None
+    except CLASHES:
+        raise clash(name) from None
 
 
 @dataclass(frozen=True)

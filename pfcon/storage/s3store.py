@@ -27,18 +27,10 @@ from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from pfcon.errors import InvalidInput, StorageUnavailable
+from pfcon.errors import StorageUnavailable
 from pfcon.settings import S3_MAX_PART, S3Settings
 from pfcon.storage.copying import COPY_WORKERS
-from pfcon.storage.objectstore import (
-    CLASHES,
-    Download,
-    ObjectMissing,
-    ObjectStore,
-    StoredObject,
-    Upload,
-    clash,
-)
+from pfcon.storage.objectstore import Download, ObjectMissing, ObjectStore, StoredObject, Upload, fetching
 
 #: Parts per multipart upload at most: Swift's s3api allows 1 000 by default (AWS 10 000), so
 #: a file that would need more is uploaded in larger parts instead.
@@ -144,10 +136,13 @@ class S3Bucket(ObjectStore):
         with self._manager(self.settings.multipart_threshold) as manager:
             self._await(
                 (
-                    obj.name,
-                    manager.download(self.bucket, obj.name, str(dest), subscribers=[KnownSize(obj.size)]),
-                )
-                for obj, dest in downloads
+                    (
+                        obj.name,
+                        manager.download(self.bucket, obj.name, str(dest), subscribers=[KnownSize(obj.size)]),
+                    )
+                    for obj, dest in downloads
+                ),
+                downloading=True,
             )
 
     # -- writing --------------------------------------------------------------------------
@@ -190,9 +185,9 @@ class S3Bucket(ObjectStore):
                         yield key, manager.upload(str(path), self.bucket, key)
                     else:  # a file too large for the usual parts: on its own, in larger ones
                         with self._manager(part) as alone:
-                            self._await([(key, alone.upload(str(path), self.bucket, key))])
+                            self._await([(key, alone.upload(str(path), self.bucket, key))], downloading=False)
 
-            self._await(submitted())
+            self._await(submitted(), downloading=False)
 
     def abort_unfinished(self, key: str) -> None:
         """Abort multipart uploads of ``key`` that an earlier, interrupted upload left behind.
@@ -226,24 +221,22 @@ class S3Bucket(ObjectStore):
         )
         return create_transfer_manager(self.client, config)
 
-    def _await(self, transfers: Iterable[tuple[str, TransferFuture]]) -> None:
+    def _await(self, transfers: Iterable[tuple[str, TransferFuture]], downloading: bool) -> None:
         """Wait for every transfer, at most :data:`WINDOW` behind the submissions."""
         pending: deque[tuple[str, TransferFuture]] = deque()
+
+        def finish() -> None:
+            name, future = pending.popleft()
+            guard = fetching(name) if downloading else contextlib.nullcontext()
+            with guard, self.calling(f"{'download' if downloading else 'upload'} {name!r}"):
+                future.result()
+
         for transfer in transfers:
             pending.append(transfer)
             if len(pending) >= WINDOW:
-                self._result(*pending.popleft())
+                finish()
         while pending:
-            self._result(*pending.popleft())
-
-    def _result(self, name: str, future: TransferFuture) -> None:
-        try:
-            with self.calling(f"transfer {name!r}"):
-                future.result()
-        except ObjectMissing:
-            raise InvalidInput(f"object {name!r} is not in S3 (deleted while staging?)") from None
-        except CLASHES:
-            raise clash(name) from None
+            finish()
 
 
 class KnownSize(BaseSubscriber):

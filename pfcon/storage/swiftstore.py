@@ -19,18 +19,10 @@ from pathlib import Path
 from requests.exceptions import RequestException
 from swiftclient.client import ClientException, Connection
 
-from pfcon.errors import InvalidInput, StorageUnavailable
+from pfcon.errors import StorageUnavailable
 from pfcon.settings import SwiftSettings
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
-from pfcon.storage.objectstore import (
-    CLASHES,
-    Download,
-    ObjectMissing,
-    ObjectStore,
-    StoredObject,
-    Upload,
-    clash,
-)
+from pfcon.storage.objectstore import Download, ObjectMissing, ObjectStore, StoredObject, Upload, fetching
 
 CHUNK = 1024 * 1024
 PAGE = 10_000
@@ -123,16 +115,11 @@ class SwiftContainer(ObjectStore):
 
     def download(self, key: str, dest: Path) -> None:
         """Stream one object to ``dest``."""
-        try:
-            with self.connection(f"download {key!r}") as conn:
-                _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
-                with dest.open("wb") as out:
-                    for chunk in body:
-                        out.write(chunk)
-        except ObjectMissing:
-            raise InvalidInput(f"object {key!r} is not in Swift (deleted while staging?)") from None
-        except CLASHES:
-            raise clash(key) from None
+        with fetching(key), self.connection(f"download {key!r}") as conn:
+            _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
+            with dest.open("wb") as out:
+                for chunk in body:
+                    out.write(chunk)
 
     # -- writing --------------------------------------------------------------------------
     def ensure_container(self) -> None:
