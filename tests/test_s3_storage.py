@@ -128,6 +128,17 @@ def test_endpoint_down_is_503_and_pfcon_recovers_without_restart(
     assert s3_client.get_object(Bucket=s3_bucket, Key=f"{base}/out/out-a.txt")["Body"].read() == b"alpha"
 
 
+def test_refused_credentials_are_503_naming_the_reason(
+    make_app, s3_bucket: str, storebase: Path, jid: str
+) -> None:
+    client = make_app(**s3_env(s3_bucket, S3_SECRET_KEY="not-the-key")).test_client()
+    health = client.get("/api/v1/health/")
+    assert health.status_code == 503 and "HTTP 403" in health.get_json()["message"]
+    answer = submit(client, login(client), job_form(jid, input_dirs=["home/x/in"], output_dir="home/x/out"))
+    assert answer.status_code == 503 and "SignatureDoesNotMatch" in answer.get_json()["message"]
+    assert not (storebase / f"key-{jid}").exists()
+
+
 def test_throttling_is_retried_with_backoff_then_503(
     make_app, relay: Relay, s3_client, s3_bucket: str, storebase: Path, jid: str
 ) -> None:

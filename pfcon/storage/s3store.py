@@ -94,8 +94,9 @@ class S3Bucket(ObjectStore):
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404 or code in MISSING_CODES:
                 raise ObjectMissing(what) from None
+            detail = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "")
             raise StorageUnavailable(
-                f"S3 at {self.settings.endpoint_url} failed to {what}: HTTP {status} {code}".rstrip()
+                f"S3 at {self.settings.endpoint_url} failed to {what}: {detail}"
             ) from None
         except (BotoCoreError, RetriesExceededError) as error:
             raise StorageUnavailable(
