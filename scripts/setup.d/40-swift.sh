@@ -107,9 +107,10 @@ EOF
 proxy_conf_current() { [[ -f "$PROXY_CONF" && "$(proxy_conf)" == "$(cat "$PROXY_CONF")" ]]; }
 
 # The servers need the object, container and account servers behind the proxy; a working
-# login, the S3 API, three listening ports and the proxy configuration of this script is "up".
+# login, the S3 API and three listening ports is "up" — unless the proxy was configured from
+# this state folder with an older configuration (a Swift started here by an older script).
 if auth_answers && s3_answers && port_answers $OBJECT_PORT && port_answers $CONTAINER_PORT \
-  && port_answers $ACCOUNT_PORT && proxy_conf_current; then
+  && port_answers $ACCOUNT_PORT && { [[ ! -f "$PROXY_CONF" ]] || proxy_conf_current; }; then
   echo "swift answers at $AUTH_URL (S3 API at $S3_URL)"
   exit 0
 fi
