@@ -63,7 +63,7 @@ class S3Bucket(ObjectStore):
             retries={"mode": "standard", "total_max_attempts": attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=workers + 2,
+            max_pool_connections=4 * workers,  # kept alive across a few concurrent calls
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
