@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import ROOT
 from tests.helpers import RUN_ID
+from tests.swift_fixtures import answers, start_swift_unless
 
 ENDPOINT = "http://127.0.0.1:8080"
 ACCESS_KEY, SECRET_KEY = "chris:chris1234", "testing"
@@ -43,26 +42,10 @@ def connect(endpoint: str = ENDPOINT) -> Any:
     )
 
 
-def _answers() -> bool:
-    try:
-        connect().list_buckets()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="session", name="s3_client")
 def s3_client_fixture() -> Any:
     """A boto3 client of the loopback S3 API, started by the setup script when it is down."""
-    if not _answers():
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if result.returncode != 0 or not _answers():
-            pytest.skip(f"no S3 server: {result.stderr.strip()[-500:]}")
+    start_swift_unless(lambda: answers(lambda: connect().list_buckets()), "S3")
     return connect()
 
 

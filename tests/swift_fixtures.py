@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from urllib.parse import quote, urlsplit
 
@@ -27,26 +27,33 @@ def _connect() -> Connection:
     return Connection(authurl=AUTH_URL, user=USER, key=KEY, retries=0, timeout=10)
 
 
-def _answers() -> bool:
+def answers(call: Callable[[], object]) -> bool:
+    """Whether a call to the server succeeds (any error: it does not answer)."""
     try:
-        _connect().head_account()
+        call()
         return True
     except Exception:
         return False
 
 
+def start_swift_unless(answering: Callable[[], bool], what: str) -> None:
+    """Run the Swift setup script (swift and its S3 API) when ``answering`` fails; skip if it stays down."""
+    if answering():
+        return
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0 or not answering():
+        pytest.skip(f"no {what} server: {result.stderr.strip()[-500:]}")
+
+
 @pytest.fixture(scope="session", name="swift_conn")
 def swift_conn_fixture() -> Iterator[Connection]:
     """A client of the loopback Swift server, started by the setup script when it is down."""
-    if not _answers():
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if result.returncode != 0 or not _answers():
-            pytest.skip(f"no Swift server: {result.stderr.strip()[-500:]}")
+    start_swift_unless(lambda: answers(lambda: _connect().head_account()), "Swift")
     conn = _connect()
     yield conn
     conn.close()
