@@ -34,6 +34,12 @@ def _write(root: Path, files: dict[str, str]) -> None:
     Data("fslink", root).put(files)
 
 
+def shell_job(jid: str, script: str, input_dir: str, output_dir: str) -> dict:
+    """An ``fs`` job running ``sh -c script`` with ``$0`` its output folder."""
+    shell = {"entrypoint": ["sh", "-c", script], "args": None, "type": "fs"}
+    return job_form(jid, input_dirs=[input_dir], output_dir=output_dir, **shell)
+
+
 def _leftovers(storebase: Path) -> list[str]:
     """Everything under storeBase but the seeded data, pfcon's uploads folder and its job store."""
     return sorted(
@@ -139,15 +145,7 @@ def test_job_written_links_are_never_followed_and_listing_is_own_output(
     client, auth = fs_app(storage)
     _write(storebase, {"home/alice/in/a.txt": "a", "home/bob/private/secret.txt": "bob's"})
     plant = "echo home/bob/private > $0/evil.chrislink; ln -s /etc/passwd $0/pw; echo ok > $0/ok.txt"
-    form = job_form(
-        jid,
-        entrypoint=["sh", "-c", plant],
-        args=None,
-        type="fs",
-        input_dirs=["home/alice/in"],
-        output_dir="home/alice/out",
-    )
-    assert submit(client, auth, form).status_code == 201
+    assert submit(client, auth, shell_job(jid, plant, "home/alice/in", "home/alice/out")).status_code == 201
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     url = f"/api/v1/jobs/{jid}/file/?job_output_path="
     for other in ("home/bob/private", "home/alice", "home/alice/out/..", "/home/alice/out", ""):
@@ -174,18 +172,29 @@ def test_job_written_links_are_never_uploaded(storage, request, make_app, storeb
     base = f"home/{jid}"
     Data(storage, storebase, objects).put({f"{base}/in/a.txt": "a", f"{base}/bob/secret.txt": "bob's"})
     plant = f"echo {base}/bob > $0/evil.chrislink; ln -s /etc/passwd $0/pw; echo ok > $0/ok.txt"
-    form = job_form(
-        jid,
-        entrypoint=["sh", "-c", plant],
-        args=None,
-        type="fs",
-        input_dirs=[f"{base}/in"],
-        output_dir=f"{base}/out",
-    )
-    assert submit(client, auth, form).status_code == 201
+    assert submit(client, auth, shell_job(jid, plant, f"{base}/in", f"{base}/out")).status_code == 201
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     listing = client.get(f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out", headers=auth).get_json()
     assert listing["rel_file_paths"] == ["ok.txt"]
+    assert objects.read(f"{base}/out") == {"ok.txt": b"ok\n"}
+
+
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_output_paths_too_long_for_an_object_name_do_not_break_the_listing(
+    storage, request, make_app, storebase: Path, jid: str
+) -> None:
+    """Object names end at 1 024 bytes: a deeper path is left out (not uploaded, not listed)."""
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
+    auth = login(client)
+    base = f"home/{jid}"
+    Data(storage, storebase, objects).put({f"{base}/in/a.txt": "a"})
+    deep = "/".join(["d" * 250] * 4)  # with "/f.txt", 1 009 bytes below the output prefix
+    plant = f"mkdir -p $0/{deep} && echo x > $0/{deep}/f.txt && echo ok > $0/ok.txt"
+    assert submit(client, auth, shell_job(jid, plant, f"{base}/in", f"{base}/out")).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    answer = client.get(f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out", headers=auth)
+    assert answer.status_code == 200 and answer.get_json()["rel_file_paths"] == ["ok.txt"]
     assert objects.read(f"{base}/out") == {"ok.txt": b"ok\n"}
 
 

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import itertools
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -27,8 +28,12 @@ from pfcon.storage.innetwork import InNetworkStorage, output_files
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
 
+log = logging.getLogger(__name__)
+
 UPLOAD_LOCK = ".upload.lock"
 HASH_CHUNK = 1024 * 1024
+#: The longest object name S3 and Swift accept, in UTF-8 bytes
+MAX_KEY_BYTES = 1024
 
 
 class ObjectMissing(Exception):
@@ -122,6 +127,23 @@ def local_etag(path: Path, part_size: int | None) -> str:
                 break
             digests.append(part.digest())
     return f"{_md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def storable(target: PurePosixPath, files: list[str]) -> list[str]:
+    """The output files whose object name fits the store; the others are left out, with a warning.
+
+    A job may write paths longer than any object name can be: uploading one would fail the
+    listing call for good, so it is neither uploaded nor listed.
+    """
+    prefix = len(target.as_posix().encode()) + 1
+    fits = [rel for rel in files if prefix + len(rel.encode("utf-8", "surrogateescape")) <= MAX_KEY_BYTES]
+    if len(fits) < len(files):
+        log.warning(
+            "%d output files under %s have paths too long for an object name; not uploaded",
+            len(files) - len(fits),
+            target,
+        )
+    return fits
 
 
 def _md5(data: bytes = b"") -> Any:
@@ -234,7 +256,7 @@ class ObjectStoreStorage(InNetworkStorage):
         # racing would otherwise both see a file missing and both upload it.
         with open(self.storebase.job_dir(jid) / UPLOAD_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            files = output_files(outgoing)
+            files = storable(target, output_files(outgoing))
             self.upload_new(outgoing, target, files)
         return self.listing(job_output_path or "", files)
 
