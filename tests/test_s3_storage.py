@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
 from pfcon.settings import S3Settings
+from pfcon.storage import s3store
 from pfcon.storage.objectstore import local_etag
+from pfcon.storage.s3 import S3Storage
 from pfcon.storage.s3store import MAX_PARTS, S3Bucket
+from pfcon.storebase import StoreBase
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import job_form
 from tests.s3_fixtures import (  # noqa: F401
+    ACCESS_KEY,
+    ENDPOINT,
+    SECRET_KEY,
     Relay,
     relay_fixture,
     s3_bucket_fixture,
@@ -171,3 +177,25 @@ def test_throttling_is_retried_with_backoff_then_503(
 def test_part_sizes_keep_within_the_servers_part_count(size: int, part: int | None) -> None:
     store = S3Bucket(S3Settings("http://s3.invalid", "k", "s", bucket_name="b", multipart_threshold=PART))
     assert store.part_size(size) == part
+
+
+def test_a_file_needing_more_parts_than_allowed_goes_alone_in_larger_parts(
+    monkeypatch, s3_client, s3_bucket: str, storebase: Path, jid: str
+) -> None:
+    """With a cap of 2 parts, a 3-part file is sent in 2 parts of twice the size; the rest as usual."""
+    monkeypatch.setattr(s3store, "MAX_PARTS", 2)
+    settings = S3Settings(ENDPOINT, ACCESS_KEY, SECRET_KEY, bucket_name=s3_bucket, multipart_threshold=PART)
+    storage = S3Storage(StoreBase(storebase), settings)
+    storage.storebase.claim(jid)
+    outgoing = storage.storebase.outgoing(jid)
+    outgoing.mkdir()
+    (outgoing / "big.bin").write_bytes(os.urandom(BIG))
+    (outgoing / "mid.bin").write_bytes(os.urandom(PART + 1))
+    (outgoing / "small.txt").write_text("s")
+    prefix = f"home/{jid}/out"
+    storage.remember_output(jid, PurePosixPath(prefix))
+    assert storage.output(jid, prefix).body["rel_file_paths"] == ["big.bin", "mid.bin", "small.txt"]
+    etags = {o.name.rsplit("/", 1)[1]: o.etag for o in storage.store.objects(prefix + "/")}
+    assert etags["big.bin"] == local_etag(outgoing / "big.bin", 2 * PART) and etags["big.bin"].endswith("-2")
+    assert etags["mid.bin"] == local_etag(outgoing / "mid.bin", PART) and etags["mid.bin"].endswith("-2")
+    assert etags["small.txt"] == local_etag(outgoing / "small.txt", None)

@@ -23,8 +23,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pfcon.errors import InvalidInput
+from pfcon.safetree import open_regular, open_root
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
-from pfcon.storage.innetwork import InNetworkStorage, output_files
+from pfcon.storage.innetwork import InNetworkStorage, data_files
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
 
@@ -49,9 +50,22 @@ class StoredObject:
     etag: str = ""
 
 
+@dataclass(frozen=True)
+class LocalFile:
+    """A regular file of a job's output, opened without following a link; its upload closes ``fd``."""
+
+    fd: int
+    size: int
+
+    @property
+    def fd_path(self) -> str:
+        """A name for exactly this open file (no rename or swapped link can redirect it)."""
+        return f"/proc/self/fd/{self.fd}"
+
+
 #: A download (object, local file) or an upload (local file, key)
 Download = tuple[StoredObject, Path]
-Upload = tuple[Path, str]
+Upload = tuple[LocalFile, str]
 
 
 class ObjectStore(ABC):
@@ -91,7 +105,10 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def upload_all(self, uploads: Iterable[Upload]) -> None:
-        """Stream each file to its key, a bounded number at a time."""
+        """Stream each file to its key, a bounded number at a time, and close it.
+
+        Every file taken from ``uploads`` is closed, whatever happens to its upload.
+        """
 
     def part_size(self, size: int) -> int | None:
         """The part size a file of ``size`` bytes is uploaded in; None: one part (single PUT)."""
@@ -100,50 +117,48 @@ class ObjectStore(ABC):
     def has_prefix(self, prefix: str) -> bool:
         return next(iter(self.objects(prefix)), None) is not None
 
-    def holds_copy(self, obj: StoredObject, path: Path, size: int) -> bool:
-        """Whether ``obj`` already holds the bytes of the local file ``path`` (size, then checksum).
+    def holds_copy(self, obj: StoredObject, local: LocalFile) -> bool:
+        """Whether ``obj`` already holds the bytes of ``local`` (size, then checksum).
 
         The checksum is what the store lists: the MD5 of the object, or S3's multipart form,
         the MD5 of the parts' MD5s followed by ``-N``, which only matches when the parts were
         the size this store uploads in (else the file is uploaded again: slower, never wrong).
         """
-        if obj.size != size:
+        if obj.size != local.size:
             return False
-        return obj.etag == local_etag(path, self.part_size(size) if "-" in obj.etag else None)
+        return obj.etag == local_etag(local.fd, self.part_size(local.size) if "-" in obj.etag else None)
 
 
-def local_etag(path: Path, part_size: int | None) -> str:
-    """The ETag an object store gives ``path``'s bytes: an MD5, or the multipart form."""
-    with path.open("rb") as data:
-        if part_size is None:
-            return hashlib.file_digest(data, _md5).hexdigest()
-        digests: list[bytes] = []
-        while True:
-            part, remaining = _md5(), part_size
-            while remaining and (chunk := data.read(min(HASH_CHUNK, remaining))):
-                part.update(chunk)
-                remaining -= len(chunk)
-            if remaining == part_size:  # nothing left
-                break
-            digests.append(part.digest())
-    return f"{_md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+def local_etag(source: Path | int, part_size: int | None) -> str:
+    """The ETag an object store gives these bytes: an MD5, or the multipart form.
 
-
-def storable(target: PurePosixPath, files: list[str]) -> list[str]:
-    """The output files whose object name fits the store; the others are left out, with a warning.
-
-    A job may write paths longer than any object name can be: uploading one would fail the
-    listing call for good, so it is neither uploaded nor listed.
+    ``source`` is a path or an open descriptor; a descriptor is read with ``pread`` from its
+    start, its offset left where it was (its upload reads it next).
     """
-    prefix = len(target.as_posix().encode()) + 1
-    fits = [rel for rel in files if prefix + len(rel.encode("utf-8", "surrogateescape")) <= MAX_KEY_BYTES]
-    if len(fits) < len(files):
-        log.warning(
-            "%d output files under %s have paths too long for an object name; not uploaded",
-            len(files) - len(fits),
-            target,
-        )
-    return fits
+    if isinstance(source, Path):
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return local_etag(fd, part_size)
+        finally:
+            os.close(fd)
+    whole, part, digests = _md5(), _md5(), []
+    offset = in_part = 0
+    step = HASH_CHUNK if part_size is None else min(HASH_CHUNK, part_size)
+    while chunk := os.pread(source, step if part_size is None else min(step, part_size - in_part), offset):
+        offset += len(chunk)
+        if part_size is None:
+            whole.update(chunk)
+            continue
+        part.update(chunk)
+        in_part += len(chunk)
+        if in_part == part_size:
+            digests.append(part.digest())
+            part, in_part = _md5(), 0
+    if part_size is None:
+        return whole.hexdigest()
+    if in_part:
+        digests.append(part.digest())
+    return f"{_md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
 def _md5(data: bytes = b"") -> Any:
@@ -256,28 +271,62 @@ class ObjectStoreStorage(InNetworkStorage):
         # racing would otherwise both see a file missing and both upload it.
         with open(self.storebase.job_dir(jid) / UPLOAD_LOCK, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            files = storable(target, output_files(outgoing))
-            self.upload_new(outgoing, target, files)
+            try:
+                root_fd = open_root(outgoing)
+            except FileNotFoundError:  # the job has not made it
+                return self.listing(job_output_path or "", [])
+            try:
+                files = self.upload_new(root_fd, target)
+            finally:
+                os.close(root_fd)
         return self.listing(job_output_path or "", files)
 
-    def upload_new(self, outgoing: Path, target: PurePosixPath, files: list[str]) -> None:
-        """Upload the files the store does not already hold, byte for byte (nothing twice)."""
+    def upload_new(self, root_fd: int, target: PurePosixPath) -> list[str]:
+        """Upload the files the store does not already hold, byte for byte (nothing twice).
+
+        Walks the output with :mod:`pfcon.safetree` (fd-relative, no link followed); each file
+        is opened while the walk is on it and uploaded from that descriptor. A path too long
+        for an object name (a job can write any depth) is left out with a warning: uploading
+        it would fail every listing call. Returns the sorted paths of the files in the store.
+        """
         prefix = target.as_posix() + "/"
         present = {obj.name: obj for obj in self.store.objects(prefix)}
+        files: list[str] = []
+        too_long = 0
 
         def uploads() -> Iterator[Upload]:
-            for rel in files:
-                path, key = outgoing / rel, prefix + rel
+            nonlocal too_long
+            for entry in data_files(root_fd):
+                key = prefix + entry.path
+                if len(key.encode()) > MAX_KEY_BYTES:
+                    too_long += 1
+                    continue
+                opened = open_regular(entry.dir_fd, entry.name)
+                if opened is None:
+                    continue
+                local = LocalFile(opened[0], opened[1].st_size)
+                files.append(entry.path)
                 there = present.get(key)
-                if there is None or not self.store.holds_copy(there, path, os.stat(path).st_size):
-                    yield path, key
+                if there is not None and self.store.holds_copy(there, local):
+                    os.close(local.fd)
+                    continue
+                yield local, key
 
         pending = uploads()
         first = next(pending, None)
-        if first is None:
-            return
-        self.store.ensure_container()
-        self.store.upload_all(itertools.chain([first], pending))
+        if first is not None:
+            try:
+                self.store.ensure_container()
+            except BaseException:
+                os.close(first[0].fd)
+                raise
+            self.store.upload_all(itertools.chain([first], pending))
+        if too_long:
+            log.warning(
+                "%d output files under %s: paths too long for an object name, not uploaded", too_long, target
+            )
+        files.sort()
+        return files
 
     def ping(self) -> str:
         local = super().ping()

@@ -13,6 +13,7 @@ downloads of large objects.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -30,14 +31,24 @@ from s3transfer.subscribers import BaseSubscriber
 from pfcon.errors import StorageUnavailable
 from pfcon.settings import S3_MAX_PART, S3Settings
 from pfcon.storage.copying import COPY_WORKERS
-from pfcon.storage.objectstore import Download, ObjectMissing, ObjectStore, StoredObject, Upload, fetching
+from pfcon.storage.objectstore import (
+    Download,
+    ObjectMissing,
+    ObjectStore,
+    StoredObject,
+    Upload,
+    fetching,
+)
 
 #: Parts per multipart upload at most: Swift's s3api allows 1 000 by default (AWS 10 000), so
 #: a file that would need more is uploaded in larger parts instead.
 MAX_PARTS = 1000
-#: Transfers submitted but not yet awaited: bounds the memory of a 20 000-file tree.
+#: Transfers submitted but not yet awaited: bounds the memory (and the open files) of a
+#: 20 000-file tree.
 WINDOW = 256
 PAGE = 1000
+#: (object name, its transfer, the descriptor the transfer reads or None)
+Transfer = tuple[str, TransferFuture, int | None]
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload"})
 
 
@@ -140,9 +151,11 @@ class S3Bucket(ObjectStore):
                     (
                         obj.name,
                         manager.download(self.bucket, obj.name, str(dest), subscribers=[KnownSize(obj.size)]),
+                        None,
                     )
                     for obj, dest in downloads
                 ),
+                deque(),
                 downloading=True,
             )
 
@@ -174,21 +187,38 @@ class S3Bucket(ObjectStore):
         return part
 
     def upload_all(self, uploads: Iterable[Upload]) -> None:
-        usual = self.settings.multipart_threshold
-        with self._manager(usual) as manager:
+        self._upload_in_parts_of(self.settings.multipart_threshold, uploads)
 
-            def submitted() -> Iterator[tuple[str, TransferFuture]]:
-                for path, key in uploads:
-                    part = self.part_size(path.stat().st_size)
-                    if part is not None:
-                        self.abort_unfinished(key)
-                    if part in (None, usual):
-                        yield key, manager.upload(str(path), self.bucket, key)
-                    else:  # a file too large for the usual parts: on its own, in larger ones
-                        with self._manager(part) as alone:
-                            self._await([(key, alone.upload(str(path), self.bucket, key))], downloading=False)
+    def _upload_in_parts_of(self, usual: int, uploads: Iterable[Upload]) -> None:
+        """Upload through one manager whose parts are ``usual`` bytes; a file that needs larger
+        parts goes on its own through another.
 
-            self._await(submitted(), downloading=False)
+        Each file is read through its descriptor's ``/proc/self/fd`` name (s3transfer opens it
+        once per part) and closed once its upload is done — or, when something failed, once
+        the manager has stopped every transfer, so no descriptor is closed while still read.
+        """
+        pending: deque[Transfer] = deque()
+        try:
+            with self._manager(usual) as manager:
+
+                def submitted() -> Iterator[Transfer]:
+                    for local, key in uploads:
+                        with _closed_on_error(local.fd):
+                            part = self.part_size(local.size)
+                            if part is not None:
+                                self.abort_unfinished(key)
+                            future = None
+                            if part in (None, usual):
+                                future = manager.upload(local.fd_path, self.bucket, key)
+                        if future is None:
+                            self._upload_in_parts_of(part, [(local, key)])  # type: ignore[arg-type]
+                        else:
+                            yield key, future, local.fd
+
+                self._await(submitted(), pending, downloading=False)
+        finally:
+            for _name, _future, fd in pending:
+                os.close(fd)  # type: ignore[arg-type]
 
     def abort_unfinished(self, key: str) -> None:
         """Abort multipart uploads of ``key`` that an earlier, interrupted upload left behind.
@@ -222,15 +252,21 @@ class S3Bucket(ObjectStore):
         )
         return create_transfer_manager(self.client, config)
 
-    def _await(self, transfers: Iterable[tuple[str, TransferFuture]], downloading: bool) -> None:
-        """Wait for every transfer, at most :data:`WINDOW` behind the submissions."""
-        pending: deque[tuple[str, TransferFuture]] = deque()
+    def _await(self, transfers: Iterable[Transfer], pending: deque[Transfer], downloading: bool) -> None:
+        """Wait for every transfer, at most :data:`WINDOW` behind the submissions.
+
+        A transfer that succeeded leaves ``pending`` and its descriptor is closed; one that
+        failed stays there (with those not awaited yet) for the caller to close.
+        """
 
         def finish() -> None:
-            name, future = pending.popleft()
+            name, future, fd = pending[0]
             guard = fetching(name) if downloading else contextlib.nullcontext()
             with guard, self.calling(f"{'download' if downloading else 'upload'} {name!r}"):
                 future.result()
+            pending.popleft()
+            if fd is not None:
+                os.close(fd)
 
         for transfer in transfers:
             pending.append(transfer)
@@ -238,6 +274,15 @@ class S3Bucket(ObjectStore):
                 finish()
         while pending:
             finish()
+
+
+@contextlib.contextmanager
+def _closed_on_error(fd: int) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class KnownSize(BaseSubscriber):

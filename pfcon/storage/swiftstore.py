@@ -15,6 +15,7 @@ import contextlib
 import queue
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from requests.exceptions import RequestException
 from swiftclient.client import ClientException, Connection
@@ -127,14 +128,16 @@ class SwiftContainer(ObjectStore):
             conn.put_container(self.container)
 
     def upload_all(self, uploads: Iterable[Upload]) -> None:
-        bounded_each(lambda pair: self.upload(*pair), uploads, COPY_WORKERS)
+        def send(pair: Upload) -> None:
+            local, key = pair
+            self.upload(key, open(local.fd, "rb"), local.size)  # noqa: SIM115 - upload closes it
 
-    def upload(self, path: Path, key: str) -> None:
-        """Stream one file to ``key``."""
-        with self.connection(f"upload {key!r}") as conn, path.open("rb") as data:
-            conn.put_object(
-                self.container, key, contents=data, content_length=path.stat().st_size, chunk_size=CHUNK
-            )
+        bounded_each(send, uploads, COPY_WORKERS)
+
+    def upload(self, key: str, data: BinaryIO, size: int) -> None:
+        """Stream one open file of ``size`` bytes to ``key``; the file is closed."""
+        with data, self.connection(f"upload {key!r}") as conn:
+            conn.put_object(self.container, key, contents=data, content_length=size, chunk_size=CHUNK)
 
 
 def _short(error: ClientException) -> str:
