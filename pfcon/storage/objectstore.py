@@ -185,6 +185,16 @@ def fetching(name: str) -> Iterator[None]:
         raise clash(name) from None
 
 
+@contextlib.contextmanager
+def closed_on_error(fd: int) -> Iterator[None]:
+    """Close ``fd`` if the block fails (it would otherwise have been handed on to an upload)."""
+    try:
+        yield
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @dataclass(frozen=True)
 class ObjectTree:
     """An object store as a source of link targets (names are object prefixes)."""
@@ -307,7 +317,9 @@ class ObjectStoreStorage(InNetworkStorage):
                 local = LocalFile(opened[0], opened[1].st_size)
                 files.append(entry.path)
                 there = present.get(key)
-                if there is not None and self.store.holds_copy(there, local):
+                with closed_on_error(local.fd):
+                    same = there is not None and self.store.holds_copy(there, local)
+                if same:
                     os.close(local.fd)
                     continue
                 yield local, key
@@ -315,11 +327,8 @@ class ObjectStoreStorage(InNetworkStorage):
         pending = uploads()
         first = next(pending, None)
         if first is not None:
-            try:
+            with closed_on_error(first[0].fd):
                 self.store.ensure_container()
-            except BaseException:
-                os.close(first[0].fd)
-                raise
             self.store.upload_all(itertools.chain([first], pending))
         if too_long:
             log.warning(

@@ -37,6 +37,7 @@ from pfcon.storage.objectstore import (
     ObjectStore,
     StoredObject,
     Upload,
+    closed_on_error,
     fetching,
 )
 
@@ -203,7 +204,7 @@ class S3Bucket(ObjectStore):
 
                 def submitted() -> Iterator[Transfer]:
                     for local, key in uploads:
-                        with _closed_on_error(local.fd):
+                        with closed_on_error(local.fd):
                             part = self.part_size(local.size)
                             if part is not None:
                                 self.abort_unfinished(key)
@@ -274,15 +275,6 @@ class S3Bucket(ObjectStore):
                 finish()
         while pending:
             finish()
-
-
-@contextlib.contextmanager
-def _closed_on_error(fd: int) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 class KnownSize(BaseSubscriber):
