@@ -36,7 +36,7 @@ def _swift(settings: Settings, storebase: StoreBase) -> Storage:
 def _s3(settings: Settings, storebase: StoreBase) -> Storage:
     from pfcon.storage.s3 import S3Storage
 
-    return S3Storage(storebase, settings.s3)
+    return S3Storage(storebase, settings.s3, settings.link_limits)
 
 
 REGISTRY: dict[str, Callable[[Settings, StoreBase], Storage]] = {

@@ -19,14 +19,23 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from pfcon.errors import InvalidInput
 from pfcon.safetree import open_regular, open_root
+from pfcon.settings import LinkLimits
 from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
 from pfcon.storage.innetwork import InNetworkStorage, data_files
-from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
+from pfcon.storage.links import (
+    MAX_LINK_BYTES,
+    Found,
+    LinkPolicy,
+    SourceFile,
+    count_data_files,
+    decode_link,
+    resolve_links,
+)
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase, safe_relative
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,9 @@ MAX_KEY_BYTES = 1024
 
 class ObjectMissing(Exception):
     """The object (or container, bucket) asked for is not in the store."""
+
+
+UNKNOWN_SIZE = -1
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,17 @@ class ObjectStore(ABC):
         """Create the container or bucket unless it exists."""
 
     @abstractmethod
-    def download_all(self, downloads: Iterable[Download]) -> None:
+    def read_small(self, key: str, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of an object (enough to tell it is over ``limit``)."""
+
+    @abstractmethod
+    def download_all(self, downloads: Iterable[Download], exclusive: bool = False) -> None:
         """Stream each object to its file (whose folder exists), a bounded number at a time.
 
         A file that cannot be written because a folder of its name is there (or a file where
-        its folder should be) is a 400 (:func:`fetching`).
+        its folder should be) is a 400 (:func:`fetching`). With ``exclusive`` (link copies) an
+        existing file is never overwritten and the raw ``OSError`` is raised instead, for the
+        link resolver to name the taken path.
         """
 
     @abstractmethod
@@ -175,13 +193,16 @@ def clash(name: str) -> InvalidInput:
 
 
 @contextlib.contextmanager
-def fetching(name: str) -> Iterator[None]:
-    """A download of ``name``: an object gone meanwhile, or clashing with another, is a 400."""
+def fetching(name: str, clashes: bool = True) -> Iterator[None]:
+    """A download of ``name``: an object gone meanwhile is a 400; one clashing with another
+    too, unless ``clashes`` is False (the caller reports the ``OSError`` itself)."""
     try:
         yield
     except ObjectMissing:
         raise InvalidInput(f"object {name!r} is not in the store any more (deleted while staging?)") from None
     except CLASHES:
+        if not clashes:
+            raise
         raise clash(name) from None
 
 
@@ -204,20 +225,30 @@ class ObjectTree:
     def locate(self, relative: str, what: str) -> PurePosixPath:
         return safe_relative(relative, what)
 
-    def kind(self, target: PurePosixPath) -> str | None:
+    def look(self, target: PurePosixPath) -> Found | None:
         key = target.as_posix()
-        if self.store.head(key) is not None:
-            return "file"
-        return "dir" if self.store.has_prefix(key + "/") else None
+        obj = self.store.head(key)
+        if obj is not None:
+            return Found("file", obj.size)
+        return Found("dir") if self.store.has_prefix(key + "/") else None
 
-    def fetch_file(self, target: PurePosixPath, dest: Path) -> None:
-        obj = self.store.head(target.as_posix())
-        if obj is None:
-            raise InvalidInput(f"object {target.as_posix()!r} is gone (deleted while staging?)")
-        self.store.download_all([(obj, dest)])
+    def files(self, folder: PurePosixPath) -> Iterator[SourceFile]:
+        start = folder.as_posix() + "/"
+        for obj in self.store.objects(start):
+            if not obj.name.endswith("/"):  # a pseudo-folder marker, no data
+                relative = safe_relative(obj.name[len(start) :], f"object {obj.name!r}")
+                yield SourceFile(relative.as_posix(), obj.size)
 
-    def fetch_tree(self, target: PurePosixPath, dest: Path) -> None:
-        download_prefix(self.store, target, dest)
+    def read_link(self, target: PurePosixPath) -> str:
+        return decode_link(self.store.read_small(target.as_posix(), MAX_LINK_BYTES), target.name)
+
+    def fetch(self, pairs: Iterable[tuple[PurePath, Path]]) -> None:
+        def downloads() -> Iterator[Download]:
+            for source, dest in pairs:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                yield StoredObject(PurePosixPath(source).as_posix(), UNKNOWN_SIZE), dest
+
+        self.store.download_all(downloads(), exclusive=True)
 
 
 def download_prefix(store: ObjectStore, prefix: PurePosixPath, dest: Path) -> int:
@@ -253,8 +284,10 @@ def download_prefix(store: ObjectStore, prefix: PurePosixPath, dest: Path) -> in
 class ObjectStoreStorage(InNetworkStorage):
     """Base of swift and s3: stage from the store, upload the output on the listing call."""
 
-    def __init__(self, storebase: StoreBase, store: ObjectStore) -> None:
-        super().__init__(storebase)
+    def __init__(
+        self, storebase: StoreBase, store: ObjectStore, link_limits: LinkLimits | None = None
+    ) -> None:
+        super().__init__(storebase, link_limits)
         self.store = store
 
     def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:
@@ -269,7 +302,7 @@ class ObjectStoreStorage(InNetworkStorage):
         (self.storebase.root / dirs.output).mkdir()
         for prefix in inputs:
             download_prefix(self.store, prefix, incoming)
-        policy = LinkPolicy(source=ObjectTree(self.store), forbidden=(output,))
+        policy = LinkPolicy(source=ObjectTree(self.store), forbidden=(output,), limits=self.link_limits)
         resolve_links(incoming, policy, origins=inputs)
         self.remember_output(jid, output)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pfcon.settings import S3Settings
+from pfcon.settings import LinkLimits, S3Settings
 from pfcon.storage.objectstore import ObjectStoreStorage
 from pfcon.storage.s3store import S3Bucket
 from pfcon.storebase import StoreBase
@@ -18,8 +18,10 @@ from pfcon.storebase import StoreBase
 class S3Storage(ObjectStoreStorage):
     name = "s3"
 
-    def __init__(self, storebase: StoreBase, settings: S3Settings) -> None:
-        super().__init__(storebase, S3Bucket(settings))
+    def __init__(
+        self, storebase: StoreBase, settings: S3Settings, link_limits: LinkLimits | None = None
+    ) -> None:
+        super().__init__(storebase, S3Bucket(settings), link_limits)
         self.settings = settings
 
     def info(self) -> dict[str, Any]:

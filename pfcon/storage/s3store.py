@@ -32,6 +32,7 @@ from pfcon.errors import StorageUnavailable
 from pfcon.settings import S3_MAX_PART, S3Settings
 from pfcon.storage.copying import COPY_WORKERS
 from pfcon.storage.objectstore import (
+    UNKNOWN_SIZE,
     Download,
     ObjectMissing,
     ObjectStore,
@@ -145,20 +146,29 @@ class S3Bucket(ObjectStore):
             return None
         return StoredObject(key, answer["ContentLength"], answer.get("ETag", "").strip('"'))
 
-    def download_all(self, downloads: Iterable[Download]) -> None:
+    def read_small(self, key: str, limit: int) -> bytes:
+        with fetching(key), self.calling(f"download {key!r}"):
+            answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")
+            return answer["Body"].read(limit + 1)
+
+    def download_all(self, downloads: Iterable[Download], exclusive: bool = False) -> None:
+        """s3transfer writes a temporary file and renames it: with ``exclusive`` the destination
+        is first created empty with ``O_EXCL``, so a taken one fails here and is never replaced.
+        """
         with self._manager(self.settings.multipart_threshold) as manager:
-            self._await(
-                (
-                    (
+
+            def submitted() -> Iterator[Transfer]:
+                for obj, dest in downloads:
+                    if exclusive:
+                        dest.open("xb").close()
+                    known = [KnownSize(obj.size)] if obj.size != UNKNOWN_SIZE else []
+                    yield (
                         obj.name,
-                        manager.download(self.bucket, obj.name, str(dest), subscribers=[KnownSize(obj.size)]),
+                        manager.download(self.bucket, obj.name, str(dest), subscribers=known),
                         None,
                     )
-                    for obj, dest in downloads
-                ),
-                deque(),
-                downloading=True,
-            )
+
+            self._await(submitted(), deque(), downloading=True, clashes=not exclusive)
 
     # -- writing --------------------------------------------------------------------------
     def ensure_container(self) -> None:
@@ -253,7 +263,9 @@ class S3Bucket(ObjectStore):
         )
         return create_transfer_manager(self.client, config)
 
-    def _await(self, transfers: Iterable[Transfer], pending: deque[Transfer], downloading: bool) -> None:
+    def _await(
+        self, transfers: Iterable[Transfer], pending: deque[Transfer], downloading: bool, clashes: bool = True
+    ) -> None:
         """Wait for every transfer, at most :data:`WINDOW` behind the submissions.
 
         A transfer that succeeded leaves ``pending`` and its descriptor is closed; one that
@@ -262,7 +274,7 @@ class S3Bucket(ObjectStore):
 
         def finish() -> None:
             name, future, fd = pending[0]
-            guard = fetching(name) if downloading else contextlib.nullcontext()
+            guard = fetching(name, clashes) if downloading else contextlib.nullcontext()
             with guard, self.calling(f"{'download' if downloading else 'upload'} {name!r}"):
                 future.result()
             pending.popleft()

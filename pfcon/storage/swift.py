@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pfcon.settings import SwiftSettings
+from pfcon.settings import LinkLimits, SwiftSettings
 from pfcon.storage.objectstore import ObjectStoreStorage
 from pfcon.storage.swiftstore import SwiftContainer
 from pfcon.storebase import StoreBase
@@ -17,8 +17,10 @@ from pfcon.storebase import StoreBase
 class SwiftStorage(ObjectStoreStorage):
     name = "swift"
 
-    def __init__(self, storebase: StoreBase, settings: SwiftSettings) -> None:
-        super().__init__(storebase, SwiftContainer(settings))
+    def __init__(
+        self, storebase: StoreBase, settings: SwiftSettings, link_limits: LinkLimits | None = None
+    ) -> None:
+        super().__init__(storebase, SwiftContainer(settings), link_limits)
         self.settings = settings
 
     def info(self) -> dict[str, Any]:

@@ -111,14 +111,24 @@ class SwiftContainer(ObjectStore):
             return None
         return StoredObject(key, int(headers.get("content-length", 0)), headers.get("etag", "").strip('"'))
 
-    def download_all(self, downloads: Iterable[Download]) -> None:
-        bounded_each(lambda pair: self.download(pair[0].name, pair[1]), downloads, COPY_WORKERS)
-
-    def download(self, key: str, dest: Path) -> None:
-        """Stream one object to ``dest``."""
+    def read_small(self, key: str, limit: int) -> bytes:
+        data = b""
         with fetching(key), self.connection(f"download {key!r}") as conn:
+            _headers, body = conn.get_object(self.container, key, resp_chunk_size=limit + 1)
+            for chunk in body:
+                data += chunk
+                if len(data) > limit:
+                    break
+        return data[: limit + 1]
+
+    def download_all(self, downloads: Iterable[Download], exclusive: bool = False) -> None:
+        bounded_each(lambda pair: self.download(pair[0].name, pair[1], exclusive), downloads, COPY_WORKERS)
+
+    def download(self, key: str, dest: Path, exclusive: bool = False) -> None:
+        """Stream one object to ``dest``; with ``exclusive`` an existing ``dest`` is never overwritten."""
+        with fetching(key, clashes=not exclusive), self.connection(f"download {key!r}") as conn:
             _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
-            with dest.open("wb") as out:
+            with dest.open("xb" if exclusive else "wb") as out:
                 for chunk in body:
                     out.write(chunk)
 
