@@ -10,7 +10,7 @@ from pfcon.settings import S3Settings, SettingsError, load_settings
 
 MiB = 1024 * 1024
 PROD = {
-    "SECRET_KEY": "s3cret",
+    "SECRET_KEY": "x" * 32,
     "PFCON_USER": "u",
     "PFCON_PASSWORD": "p",
     "STOREBASE": "/data/sb",
