@@ -11,7 +11,8 @@
 #   -O docker|podman|swarm|slurm|kubernetes  CONTAINER_ENV; default docker, or podman when
 #                                       Docker is absent and Podman is installed
 #   -N                                  in-network (PFCON_INNETWORK=true; storage defaults to swift)
-#   -F zipfile|filesystem|fslink|swift  STORAGE_ENV; zipfile is out-of-network, the others need -N
+#   -F zipfile|filesystem|fslink|swift|s3  STORAGE_ENV; zipfile is out-of-network, the others
+#                                       need -N (swift and s3: the loopback Swift and its S3 API)
 #   -S STOREBASE                        the storeBase folder (default ./storeBase)
 #   -p PORT, -b ADDRESS                 where it listens (default 127.0.0.1:30005)
 #   -C                                  run pfcon's image (built from the Dockerfile, no registry)
@@ -74,8 +75,8 @@ esac
 if [[ "$innetwork" == true ]]; then
   storage_env="${storage_env:-swift}"
   case "$storage_env" in
-    filesystem | fslink | swift) ;;
-    *) fail_usage "-N (in-network) takes -F filesystem, fslink or swift, not '$storage_env'" ;;
+    filesystem | fslink | swift | s3) ;;
+    *) fail_usage "-N (in-network) takes -F filesystem, fslink, swift or s3, not '$storage_env'" ;;
   esac
 else
   storage_env="${storage_env:-zipfile}"
@@ -104,7 +105,8 @@ if [[ "$skip_setup" == no ]]; then
   # named after the engine or storage (scripts/setup.d/NN-<name>.sh), when there are any
   [[ "$container_env" == podman && "$in_container" == no ]] || bash scripts/system-setup.sh docker
   [[ "$container_env" == docker ]] || bash scripts/system-setup.sh "$container_env"
-  [[ "$storage_env" == zipfile ]] || bash scripts/system-setup.sh "$storage_env"
+  # (s3 is served by the Swift server's S3 API)
+  [[ "$storage_env" == zipfile ]] || bash scripts/system-setup.sh "${storage_env/#s3/swift}"
   if [[ "$in_container" == no && ! -x .venv/bin/pfcon ]]; then
     echo "creating the virtual environment in .venv ..."
     python3 -m venv .venv

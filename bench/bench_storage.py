@@ -13,10 +13,10 @@ What it measures, on one input tree of ``--files`` files (default 20 000: many s
 
 Local staging figures are the median of ``--rounds`` interleaved runs (the disk is shared).
 Each figure is files/s and MiB/s, with the ratio to ``cp -r``; the target is fslink staging
-within 2x of ``cp -r``. It needs the Swift server of scripts/setup.d/40-swift.sh for part 4
-(skipped with a note when it does not answer) and removes everything it made. Run::
+within 2x of ``cp -r``. It needs the Swift server of scripts/setup.d/40-swift.sh for parts 4
+and 5 (skipped with a note when it does not answer) and removes everything it made. Run::
 
-    .venv/bin/python bench/bench_storage.py [--files N] [--large N]
+    .venv/bin/python bench/bench_storage.py [--files N] [--large N] [--huge-gib N]
 """
 
 from __future__ import annotations
@@ -37,17 +37,22 @@ from functools import partial
 from pathlib import Path
 from unittest import mock
 
-from pfcon.settings import SwiftSettings
+from pfcon.settings import S3Settings, SwiftSettings
 from pfcon.storage import copying
 from pfcon.storage.base import InputRequest
 from pfcon.storage.fslink import FslinkStorage
 from pfcon.storage.innetwork import InNetworkStorage
+from pfcon.storage.objectstore import ObjectStoreStorage, local_etag
+from pfcon.storage.s3 import S3Storage
+from pfcon.storage.s3store import S3Bucket
 from pfcon.storage.swift import SwiftStorage
+from pfcon.storage.swiftstore import SwiftContainer
 from pfcon.storebase import StoreBase
 
 MiB = 1024 * 1024
 LARGE_SIZE = 32 * MiB
 SWIFT = SwiftSettings("http://127.0.0.1:8080/auth/v1.0", "chris:chris1234", "testing", "pfcon-bench")
+S3 = S3Settings("http://127.0.0.1:8080", "chris:chris1234", "testing", bucket_name="pfcon-bench-s3")
 
 
 @dataclass(frozen=True)
@@ -136,34 +141,79 @@ def stage(storage: InNetworkStorage, input_dir: str, output_dir: str) -> Callabl
     return run
 
 
-def swift_figures(root: Path, storebase: StoreBase, files: int, size: int) -> list[Figure]:
-    storage = SwiftStorage(storebase, SWIFT)
+def store_figures(storage: ObjectStoreStorage, root: Path, files: int, size: int) -> list[Figure]:
+    """Upload the tree through the output listing, list again, stage it back (swift or s3)."""
+    name = storage.name
     try:
-        storage.swift.ping()
+        storage.store.ping()
     except Exception as error:
-        print(f"swift: skipped, no server answers ({error}); run scripts/setup.d/40-swift.sh")
+        print(f"{name}: skipped, no server answers ({error}); run scripts/setup.d/40-swift.sh")
         return []
-    storage.swift.ensure_container()
+    storage.store.ensure_container()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    jid = f"bench-{uuid.uuid4().hex[:8]}"
-    storebase.claim(jid)
-    copying.copy_tree(root, storebase.outgoing(jid))
-    storage.remember_output(jid, Path(prefix))  # type: ignore[arg-type]
+    jid = claim_with_output(storage, root, prefix)
+    listing = partial(storage.output, jid, prefix)
     figures = [
-        timed("swift: output listing, uploads every file", files, size, lambda: storage.output(jid, prefix)),
-        timed("swift: output listing again (uploads none)", files, 0, lambda: storage.output(jid, prefix)),
+        timed(f"{name}: output listing, uploads every file", files, size, listing),
+        timed(f"{name}: output listing again (uploads none)", files, size, listing),
+        timed(f"{name}: staging from the store", files, size, stage(storage, prefix, f"{prefix}-out")),
     ]
-    figures.append(timed("swift: staging from Swift", files, size, stage(storage, prefix, f"{prefix}-out")))
     remove_objects(storage, prefix)
     return figures
 
 
-def remove_objects(storage: SwiftStorage, prefix: str) -> None:
-    def remove(name: str) -> None:
-        with storage.swift.connection("clean up") as conn:
-            conn.delete_object(storage.swift.container, name)
+def claim_with_output(storage: ObjectStoreStorage, tree: Path, prefix: str) -> str:
+    """A job whose outgoing folder holds ``tree`` (hard links) and whose output dir is ``prefix``."""
+    jid = f"bench-{uuid.uuid4().hex[:8]}"
+    storage.storebase.claim(jid)
+    copying.copy_tree(tree, storage.storebase.outgoing(jid))
+    storage.remember_output(jid, Path(prefix))  # type: ignore[arg-type]
+    return jid
 
-    names = [obj["name"] for obj in storage.swift.objects(prefix + "/")]
+
+def huge_figures(storebase: StoreBase, work: Path, gib: int) -> list[Figure]:
+    """One file of ``gib`` GiB through s3: multipart upload, then ranged download, checked."""
+    storage = S3Storage(storebase, S3)
+    try:
+        storage.store.ping()
+    except Exception as error:
+        print(f"s3 huge object: skipped, no server answers ({error})")
+        return []
+    storage.store.ensure_container()
+    tree = work / "huge"
+    tree.mkdir()
+    size = gib * 1024**3
+    with (tree / "huge.bin").open("wb") as out:  # real bytes: a sparse file would be read as zeros anyway
+        chunk = os.urandom(8 * MiB)
+        for _ in range(size // len(chunk)):
+            out.write(chunk)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    jid = claim_with_output(storage, tree, prefix)
+    figures = [timed(f"s3: {gib} GiB object, multipart upload", 1, size, lambda: storage.output(jid, prefix))]
+    figures.append(timed(f"s3: {gib} GiB object, staging", 1, size, stage(storage, prefix, f"{prefix}-out")))
+    (obj,) = storage.store.objects(prefix + "/")
+    part = storage.store.part_size(size)
+    same = obj.size == size and obj.etag == local_etag(tree / "huge.bin", part)
+    print(f"s3 huge object: {obj.size} bytes in parts of {part // MiB} MiB, ETag {obj.etag}, matches: {same}")
+    remove_objects(storage, prefix)
+    return figures
+
+
+def remove_objects(storage: ObjectStoreStorage, prefix: str) -> None:
+    store = storage.store
+    if isinstance(store, SwiftContainer):
+
+        def remove(name: str) -> None:
+            with store.connection("clean up") as conn:
+                conn.delete_object(store.container, name)
+
+    else:
+        assert isinstance(store, S3Bucket)
+
+        def remove(name: str) -> None:
+            store.client.delete_object(Bucket=store.bucket, Key=name)
+
+    names = [obj.name for obj in store.objects(prefix + "/")]
     copying.bounded_each(remove, names, copying.COPY_WORKERS)
 
 
@@ -172,7 +222,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--large", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="runs per local figure (median)")
-    parser.add_argument("--no-swift", action="store_true")
+    parser.add_argument("--no-swift", action="store_true", help="no swift and s3 figures")
+    parser.add_argument("--only", choices=("swift", "s3"), help="object-store figures of one store only")
+    parser.add_argument("--huge-gib", type=int, default=0, help="also move one file this large through s3")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pfcon-bench-storage-", dir="/var/tmp"))
     try:
@@ -198,7 +250,12 @@ def main() -> None:
             timed("fslink: output listing", files, size, lambda: fslink.output(listing_jid, "data/in"))
         )
         if not args.no_swift:
-            figures += swift_figures(tree, storebase, files, size)
+            stores = {"swift": SwiftStorage(storebase, SWIFT), "s3": S3Storage(storebase, S3)}
+            for name, storage in stores.items():
+                if args.only in (None, name):
+                    figures += store_figures(storage, tree, files, size)
+        if args.huge_gib:
+            figures += huge_figures(storebase, work, args.huge_gib)
         print(base.line(None))
         for figure in figures:
             print(figure.line(base))

@@ -11,7 +11,7 @@ import os
 import random
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ DEV_SECRET_KEY = "pfcon-development-secret-key-not-for-production"
 DEFAULT_STOREBASE_MOUNT = "/var/local/storeBase"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
+MiB = 1024**2
 GiB = 1024**3
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f", ""}
@@ -32,6 +33,9 @@ _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+# S3 bucket naming rules (the strict form every S3 server accepts) and region names
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class SettingsError(ValueError):
@@ -98,6 +102,27 @@ class SwiftSettings:
     username: str | None = None
     key: str | None = None
     container_name: str | None = None
+
+
+S3_MIN_PART = 5 * MiB  # S3's smallest part (every part but the last)
+S3_MAX_PART = 5 * GiB  # and its largest, which is also its largest single PUT
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """In-network S3 storage (STORAGE_ENV=s3): the endpoint, the credentials, the bucket.
+
+    ``multipart_threshold`` (S3_MULTIPART_THRESHOLD, bytes) is both the size from which a file
+    is uploaded in parts and the size of those parts. Only checked for form here; whether the
+    endpoint answers is asked by the health check and on use.
+    """
+
+    endpoint_url: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    region_name: str = "us-east-1"
+    bucket_name: str | None = None
+    multipart_threshold: int = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -194,6 +219,7 @@ class Settings:
     database_url: str = ""
     history_days: int = 30
     swift: SwiftSettings = field(default_factory=SwiftSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     cromwell: CromwellSettings = field(default_factory=CromwellSettings)
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
@@ -241,6 +267,16 @@ class _Env:
         if value is None:
             raise SettingsError(name, "is required")
         return value
+
+    def reader(self, mode: str, dev_defaults: Mapping[str, str]) -> Callable[[str], str]:
+        """A reader of required variables that development mode defaults from ``dev_defaults``."""
+
+        def read(name: str) -> str:
+            if mode == "development":
+                return self.str(name, dev_defaults[name])  # type: ignore[return-value]
+            return self.required(name)
+
+        return read
 
     def bool(self, name: str, default: bool) -> bool:
         value = self.environ.get(name)
@@ -342,10 +378,13 @@ def _credentials(env: _Env, mode: str) -> tuple[str, str, str]:
     return secret_key, env.required("PFCON_USER"), env.required("PFCON_PASSWORD")
 
 
+INNETWORK_STORAGES = ("swift", "s3", "filesystem", "fslink")
+
+
 def _storage_env(env: _Env, innetwork: bool) -> str:
     if innetwork:
-        return env.choice("STORAGE_ENV", ("swift", "filesystem", "fslink"), None)
-    value = env.choice("STORAGE_ENV", ("zipfile", "swift", "filesystem", "fslink"), "zipfile")
+        return env.choice("STORAGE_ENV", INNETWORK_STORAGES, None)
+    value = env.choice("STORAGE_ENV", ("zipfile", *INNETWORK_STORAGES), "zipfile")
     if value != "zipfile":
         raise SettingsError(
             "STORAGE_ENV",
@@ -403,9 +442,7 @@ def _swift(env: _Env, storage_env: str, mode: str) -> SwiftSettings:
     if storage_env != "swift":
         return SwiftSettings()
 
-    def read(name: str) -> str:
-        return env.str(name, SWIFT_DEV_DEFAULTS[name]) if mode == "development" else env.required(name)
-
+    read = env.reader(mode, SWIFT_DEV_DEFAULTS)
     auth_url = read("SWIFT_AUTH_URL")
     parsed = urlsplit(auth_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -424,6 +461,43 @@ def _swift(env: _Env, storage_env: str, mode: str) -> SwiftSettings:
         raise SettingsError("SWIFT_CONTAINER_NAME", f"must be a name without '/', got {container!r}")
     key = read("SWIFT_KEY")
     return SwiftSettings(auth_url=auth_url, username=username, key=key, container_name=container)
+
+
+S3_DEV_DEFAULTS = {  # the S3 API of the Swift server of scripts/setup.d/40-swift.sh
+    "S3_ENDPOINT_URL": "http://127.0.0.1:8080",
+    "S3_ACCESS_KEY": "chris:chris1234",
+    "S3_SECRET_KEY": "testing",
+    "S3_BUCKET_NAME": "users",
+}
+
+
+def _s3(env: _Env, storage_env: str, mode: str) -> S3Settings:
+    """S3_*; read only when STORAGE_ENV=s3. Development mode defaults to the loopback Swift's S3 API."""
+    if storage_env != "s3":
+        return S3Settings()
+
+    read = env.reader(mode, S3_DEV_DEFAULTS)
+    bucket = read("S3_BUCKET_NAME")
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
+        raise SettingsError(
+            "S3_BUCKET_NAME", f"expected 3-63 lowercase letters, digits, '.' or '-', got {bucket!r}"
+        )
+    region = env.str("S3_REGION_NAME", "us-east-1")
+    if not _REGION_NAME.fullmatch(region):
+        raise SettingsError("S3_REGION_NAME", f"expected a region name such as us-east-1, got {region!r}")
+    threshold = env.int("S3_MULTIPART_THRESHOLD", S3Settings.multipart_threshold, S3_MIN_PART)
+    if threshold > S3_MAX_PART:
+        raise SettingsError(
+            "S3_MULTIPART_THRESHOLD", f"must be at most 5 GiB ({S3_MAX_PART}), got {threshold}"
+        )
+    return S3Settings(
+        endpoint_url=_http_url(read("S3_ENDPOINT_URL"), "S3_ENDPOINT_URL"),
+        access_key=read("S3_ACCESS_KEY"),
+        secret_key=read("S3_SECRET_KEY"),
+        region_name=region,
+        bucket_name=bucket,
+        multipart_threshold=threshold,
+    )
 
 
 def _kubernetes(
@@ -681,6 +755,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=_database_url(env, storebase_mount),
         history_days=env.int("PFCON_HISTORY_DAYS", 30, 1),
         swift=_swift(env, storage_env, mode),
+        s3=_s3(env, storage_env, mode),
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),
         cromwell=_cromwell(env, container_env),
         slurm=_slurm(env, container_env),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from urllib.parse import quote, urlsplit
 
@@ -27,26 +27,33 @@ def _connect() -> Connection:
     return Connection(authurl=AUTH_URL, user=USER, key=KEY, retries=0, timeout=10)
 
 
-def _answers() -> bool:
+def answers(call: Callable[[], object]) -> bool:
+    """Whether a call to the server succeeds (any error: it does not answer)."""
     try:
-        _connect().head_account()
+        call()
         return True
     except Exception:
         return False
 
 
+def start_swift_unless(answering: Callable[[], bool], what: str) -> None:
+    """Run the Swift setup script (swift and its S3 API) when ``answering`` fails; skip if it stays down."""
+    if answering():
+        return
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0 or not answering():
+        pytest.skip(f"no {what} server: {result.stderr.strip()[-500:]}")
+
+
 @pytest.fixture(scope="session", name="swift_conn")
 def swift_conn_fixture() -> Iterator[Connection]:
     """A client of the loopback Swift server, started by the setup script when it is down."""
-    if not _answers():
-        result = subprocess.run(
-            ["bash", str(ROOT / "scripts/system-setup.sh"), "swift"],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        if result.returncode != 0 or not _answers():
-            pytest.skip(f"no Swift server: {result.stderr.strip()[-500:]}")
+    start_swift_unless(lambda: answers(lambda: _connect().head_account()), "Swift")
     conn = _connect()
     yield conn
     conn.close()
@@ -92,3 +99,26 @@ def swift_env(container: str, **extra: str) -> dict[str, str]:
         "SWIFT_CONTAINER_NAME": container,
         **extra,
     }
+
+
+class SwiftObjects:
+    """A client's data in the container, as the in-network tests put and read it."""
+
+    def __init__(self, conn: Connection, container: str) -> None:
+        self.conn, self.container = conn, container
+
+    def put(self, name: str, body: bytes) -> None:
+        """Exactly the object ``name`` (sent raw: the client library would collapse ``..``)."""
+        put_raw(self.conn, self.container, name, body)
+
+    def listing(self, prefix: str) -> dict[str, str]:
+        """Name -> last modified, of every object under ``prefix/``."""
+        _h, objects = self.conn.get_container(self.container, prefix=prefix + "/", full_listing=True)
+        return {o["name"]: o["last_modified"] for o in objects}
+
+    def read(self, prefix: str) -> dict[str, bytes]:
+        """Name below ``prefix/`` -> content, of every object there."""
+        return {
+            name[len(prefix) + 1 :]: self.conn.get_object(self.container, name)[1]
+            for name in self.listing(prefix)
+        }

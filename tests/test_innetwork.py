@@ -1,4 +1,4 @@
-"""In-network storage end to end: filesystem, fslink and swift on the real engine and Swift.
+"""In-network storage end to end: filesystem, fslink, swift and s3 on the real engine and Swift.
 
 The same scenario for each storage — input with nested folders and a link file, a ``ds``
 job, the output listing, delete — plus the security rules of in-network paths.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pfconclient.client import Client
@@ -15,8 +16,10 @@ from pfconclient.client import Client
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import TEST_LABEL, client_descriptors, job_form
 from tests.live import live_pfcon
+from tests.s3_fixtures import ENDPOINT, S3Objects, s3_bucket_fixture, s3_client_fixture, s3_env  # noqa: F401
 from tests.swift_fixtures import (  # noqa: F401
     AUTH_URL,
+    SwiftObjects,
     swift_conn_fixture,
     swift_container_fixture,
     swift_env,
@@ -24,19 +27,29 @@ from tests.swift_fixtures import (  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
-STORAGES = ("filesystem", "fslink", "swift")
+OBJECT_STORES = ("swift", "s3")
+STORAGES = ("filesystem", "fslink", *OBJECT_STORES)
+
+
+def object_store(request: pytest.FixtureRequest, storage: str, **env: str) -> tuple[dict[str, str], Any]:
+    """pfcon's environment for an object-store storage, and the client's view of the store."""
+    if storage == "swift":
+        conn, container = request.getfixturevalue("swift_conn"), request.getfixturevalue("swift_container")
+        return swift_env(container, **env), SwiftObjects(conn, container)
+    client, bucket = request.getfixturevalue("s3_client"), request.getfixturevalue("s3_bucket")
+    return s3_env(bucket, **env), S3Objects(client, bucket)
 
 
 class Data:
-    """Puts a client's data where a storage reads it: files in storeBase, or Swift objects."""
+    """Puts a client's data where a storage reads it: files in storeBase, or objects in a store."""
 
-    def __init__(self, storage: str, storebase: Path, conn=None, container: str | None = None) -> None:
-        self.storage, self.storebase, self.conn, self.container = storage, storebase, conn, container
+    def __init__(self, storage: str, storebase: Path, objects: Any = None) -> None:
+        self.storage, self.storebase, self.objects = storage, storebase, objects
 
     def put(self, files: dict[str, str]) -> None:
         for name, content in files.items():
-            if self.storage == "swift":
-                self.conn.put_object(self.container, name, content.encode())
+            if self.objects is not None:
+                self.objects.put(name, content.encode())
             else:
                 path = self.storebase / name
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,12 +57,8 @@ class Data:
 
     def output(self, prefix: str) -> dict[str, bytes]:
         """What the client finds under its output dir afterwards."""
-        if self.storage == "swift":
-            _h, objects = self.conn.get_container(self.container, prefix=prefix + "/", full_listing=True)
-            return {
-                o["name"][len(prefix) + 1 :]: self.conn.get_object(self.container, o["name"])[1]
-                for o in objects
-            }
+        if self.objects is not None:
+            return self.objects.read(prefix)
         root = self.storebase / prefix
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -59,11 +68,10 @@ def innetwork(request, make_app, storebase: Path) -> Callable[..., tuple]:
     """Build an in-network app for a storage: (client, auth, data)."""
 
     def build(storage: str, **env: str):
-        if storage == "swift":
-            conn = request.getfixturevalue("swift_conn")
-            container = request.getfixturevalue("swift_container")
-            app = make_app(**swift_env(container, **env))
-            data = Data(storage, storebase, conn, container)
+        if storage in OBJECT_STORES:
+            full_env, objects = object_store(request, storage, **env)
+            app = make_app(**full_env)
+            data = Data(storage, storebase, objects)
         else:
             app = make_app(PFCON_INNETWORK="true", STORAGE_ENV=storage, **env)
             data = Data(storage, storebase)
@@ -122,20 +130,31 @@ def test_scenario_stage_run_list_delete(storage: str, innetwork, jid: str, store
     assert sorted(data.output(f"{base}/out")) == expected  # the client's output stays
 
 
-def test_server_info_names_the_storage(innetwork) -> None:
-    client, auth, _ = innetwork("swift")
+@pytest.mark.parametrize(
+    ("storage", "field", "value", "health"),
+    [
+        ("swift", "swift_auth_url", AUTH_URL, "Swift container"),
+        ("s3", "s3_endpoint_url", ENDPOINT, "S3 bucket"),
+    ],
+)
+def test_server_info_names_the_storage(innetwork, storage: str, field: str, value: str, health: str) -> None:
+    client, auth, _ = innetwork(storage)
     info = client.get("/api/v1/jobs/", headers=auth).get_json()
-    assert info["pfcon_innetwork"] is True and info["storage_env"] == "swift"
-    assert info["swift_auth_url"] == AUTH_URL
-    health = client.get("/api/v1/health/").get_json()
-    assert health["health"] == "OK" and "Swift container" in health["storage"]
+    assert info["pfcon_innetwork"] is True and info["storage_env"] == storage
+    assert info[field] == value
+    answer = client.get("/api/v1/health/").get_json()
+    assert answer["health"] == "OK" and health in answer["storage"]
     client, auth, _ = innetwork("fslink")
-    assert "swift_auth_url" not in client.get("/api/v1/jobs/", headers=auth).get_json()
+    assert not {"swift_auth_url", "s3_endpoint_url"} & set(
+        client.get("/api/v1/jobs/", headers=auth).get_json()
+    )
 
 
-def test_swift_listing_uploads_nothing_twice(innetwork, jid: str) -> None:
-    client, auth, data = innetwork("swift")
-    conn, container = data.conn, data.container
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_listing_uploads_nothing_twice_and_a_changed_file_again(
+    storage: str, innetwork, jid: str, storebase: Path
+) -> None:
+    client, auth, data = innetwork(storage)
     base = f"home/{jid}"
     data.put({f"{base}/in/a.txt": "alpha", f"{base}/in/b.txt": "beta"})
     form = job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out")
@@ -143,27 +162,28 @@ def test_swift_listing_uploads_nothing_twice(innetwork, jid: str) -> None:
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     url = f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out"
 
-    def stamps() -> dict[str, str]:
-        _h, objects = conn.get_container(container, prefix=f"{base}/out/")
-        return {o["name"]: o["last_modified"] for o in objects}
-
     assert client.get(url, headers=auth).status_code == 200
-    first = stamps()
+    first = data.objects.listing(f"{base}/out")
     assert sorted(first) == [f"{base}/out/out-a.txt", f"{base}/out/out-b.txt"]
     assert client.get(url, headers=auth).get_json()["rel_file_paths"] == ["out-a.txt", "out-b.txt"]
-    assert stamps() == first  # nothing uploaded again
+    assert data.objects.listing(f"{base}/out") == first  # nothing uploaded again
+
+    # The same size, other bytes (a rerun's output): the checksum tells, and it is uploaded again.
+    (storebase / f"key-{jid}/outgoing/out-a.txt").write_text("ALPHA")
+    assert client.get(url, headers=auth).status_code == 200
+    assert data.output(f"{base}/out") == {"out-a.txt": b"ALPHA", "out-b.txt": b"beta"}
 
 
-@pytest.mark.parametrize("storage", ["fslink", "swift"])
+@pytest.mark.parametrize("storage", ["fslink", *OBJECT_STORES])
 def test_pfconclient_in_network(
     storage: str, request, docker_client, storebase: Path, tmp_path: Path, jid
 ) -> None:
     """python-pfconclient 3.3.0 as the ChRIS backend uses it in-network, against real gunicorn."""
     env = {"JOB_LABELS": TEST_LABEL, "PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
     data = Data(storage, storebase)
-    if storage == "swift":
-        data.conn = request.getfixturevalue("swift_conn")
-        data.container = env["SWIFT_CONTAINER_NAME"] = request.getfixturevalue("swift_container")
+    if storage in OBJECT_STORES:
+        store_env, data.objects = object_store(request, storage)
+        env = {**store_env, **env}
     base = f"home/{jid}"
     data.put({f"{base}/in/a.txt": "alpha", f"{base}/in/d/b.txt": "beta"})
     with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:

@@ -1,8 +1,8 @@
-"""The security rules of in-network storage, each a test, on the real engine and Swift.
+"""The security rules of in-network storage, each a test, on the real engine, Swift and S3.
 
 Every ``input_dirs``, ``output_dir``, ``job_output_path``, link target and object key
-stays inside storeBase (or the Swift container): otherwise 400, and nothing is written or
-mounted. Links may not point at the job's output or its ancestors; loops end. Link files a
+stays inside storeBase (or the Swift container, the S3 bucket): otherwise 400, and nothing is
+written or mounted. Links may not point at the job's output or its ancestors; loops end. Link files a
 job writes into its output are never followed, and a listing only shows the job's own output.
 """
 
@@ -14,8 +14,9 @@ import pytest
 
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import job_form
-from tests.swift_fixtures import put_raw, swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
-from tests.test_innetwork import Data
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.swift_fixtures import SwiftObjects, swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
+from tests.test_innetwork import OBJECT_STORES, Data, object_store
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,12 @@ def fs_app(make_app):
 
 def _write(root: Path, files: dict[str, str]) -> None:
     Data("fslink", root).put(files)
+
+
+def shell_job(jid: str, script: str, input_dir: str, output_dir: str) -> dict:
+    """An ``fs`` job running ``sh -c script`` with ``$0`` its output folder."""
+    shell = {"entrypoint": ["sh", "-c", script], "args": None, "type": "fs"}
+    return job_form(jid, input_dirs=[input_dir], output_dir=output_dir, **shell)
 
 
 def _leftovers(storebase: Path) -> list[str]:
@@ -138,15 +145,7 @@ def test_job_written_links_are_never_followed_and_listing_is_own_output(
     client, auth = fs_app(storage)
     _write(storebase, {"home/alice/in/a.txt": "a", "home/bob/private/secret.txt": "bob's"})
     plant = "echo home/bob/private > $0/evil.chrislink; ln -s /etc/passwd $0/pw; echo ok > $0/ok.txt"
-    form = job_form(
-        jid,
-        entrypoint=["sh", "-c", plant],
-        args=None,
-        type="fs",
-        input_dirs=["home/alice/in"],
-        output_dir="home/alice/out",
-    )
-    assert submit(client, auth, form).status_code == 201
+    assert submit(client, auth, shell_job(jid, plant, "home/alice/in", "home/alice/out")).status_code == 201
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     url = f"/api/v1/jobs/{jid}/file/?job_output_path="
     for other in ("home/bob/private", "home/alice", "home/alice/out/..", "/home/alice/out", ""):
@@ -164,15 +163,51 @@ def test_job_written_links_are_never_followed_and_listing_is_own_output(
     assert not [p for p in staged.rglob("*") if "secret" in p.name or "bob" in p.name]
 
 
-def test_swift_object_keys_and_link_targets_stay_inside(
-    make_app, swift_conn, swift_container, storebase: Path, jid: str
-) -> None:
-    client = make_app(**swift_env(swift_container)).test_client()
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_job_written_links_are_never_uploaded(storage, request, make_app, storebase: Path, jid: str) -> None:
+    """A job's link file and symlink stay out of the store: no later staging can follow them."""
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
     auth = login(client)
     base = f"home/{jid}"
-    data = Data("swift", storebase, swift_conn, swift_container)
-    data.put({f"{base}/good/a.txt": "a"})
-    put_raw(swift_conn, swift_container, f"{base}/bad/../../../escape.txt", b"x")
+    Data(storage, storebase, objects).put({f"{base}/in/a.txt": "a", f"{base}/bob/secret.txt": "bob's"})
+    plant = f"echo {base}/bob > $0/evil.chrislink; ln -s /etc/passwd $0/pw; echo ok > $0/ok.txt"
+    assert submit(client, auth, shell_job(jid, plant, f"{base}/in", f"{base}/out")).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    listing = client.get(f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out", headers=auth).get_json()
+    assert listing["rel_file_paths"] == ["ok.txt"]
+    assert objects.read(f"{base}/out") == {"ok.txt": b"ok\n"}
+
+
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_output_paths_too_long_for_an_object_name_do_not_break_the_listing(
+    storage, request, make_app, storebase: Path, jid: str
+) -> None:
+    """Object names end at 1 024 bytes: a deeper path is left out (not uploaded, not listed)."""
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
+    auth = login(client)
+    base = f"home/{jid}"
+    Data(storage, storebase, objects).put({f"{base}/in/a.txt": "a"})
+    deep = "/".join(["d" * 250] * 4)  # with "/f.txt", 1 009 bytes below the output prefix
+    plant = f"mkdir -p $0/{deep} && echo x > $0/{deep}/f.txt && echo ok > $0/ok.txt"
+    assert submit(client, auth, shell_job(jid, plant, f"{base}/in", f"{base}/out")).status_code == 201
+    assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
+    answer = client.get(f"/api/v1/jobs/{jid}/file/?job_output_path={base}/out", headers=auth)
+    assert answer.status_code == 200 and answer.get_json()["rel_file_paths"] == ["ok.txt"]
+    assert objects.read(f"{base}/out") == {"ok.txt": b"ok\n"}
+
+
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_object_keys_and_link_targets_stay_inside(
+    storage: str, request, make_app, storebase: Path, jid: str
+) -> None:
+    env, objects = object_store(request, storage)
+    client = make_app(**env).test_client()
+    auth = login(client)
+    base = f"home/{jid}"
+    data = Data(storage, storebase, objects)
+    data.put({f"{base}/good/a.txt": "a", f"{base}/bad/../../../escape.txt": "x"})
     cases = [
         ([f"{base}/bad"], f"{base}/out", "relative path"),  # an object key with '..'
         (["/abs"], f"{base}/out", "relative path"),
@@ -221,7 +256,7 @@ def test_swift_outage_during_listing_is_503_and_a_retry_uploads(
     working = make_app(**swift_env(swift_container)).test_client()
     auth = login(working)
     base = f"home/{jid}"
-    Data("swift", storebase, swift_conn, swift_container).put({f"{base}/in/a.txt": "a"})
+    Data("swift", storebase, SwiftObjects(swift_conn, swift_container)).put({f"{base}/in/a.txt": "a"})
     assert (
         submit(working, auth, job_form(jid, input_dirs=[f"{base}/in"], output_dir=f"{base}/out")).status_code
         == 201

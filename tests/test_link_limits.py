@@ -14,6 +14,7 @@ import pytest
 
 from tests.api_helpers import login, submit
 from tests.helpers import doubling_chain, job_form, make_zip
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
 from tests.test_innetwork import innetwork  # noqa: F401
 
@@ -26,7 +27,7 @@ def _left_behind(storebase: Path) -> list[str]:
     return sorted(p.name for p in storebase.iterdir() if p.name.startswith("key-"))
 
 
-@pytest.mark.parametrize("storage", ["fslink", "swift"])
+@pytest.mark.parametrize("storage", ["fslink", "swift", "s3"])
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -53,7 +54,7 @@ def test_links_to_folders_of_links_are_a_413_in_network(
     assert _left_behind(storebase) == []
 
 
-@pytest.mark.parametrize("storage", ["fslink", "swift"])
+@pytest.mark.parametrize("storage", ["fslink", "swift", "s3"])
 def test_a_small_chain_is_copied_once_per_link(storage: str, innetwork, jid: str, storebase: Path) -> None:  # noqa: F811
     client, auth, data = innetwork(storage)
     base = f"home/{jid}"
@@ -65,7 +66,7 @@ def test_a_small_chain_is_copied_once_per_link(storage: str, innetwork, jid: str
     assert not list(incoming.rglob("*.chrislink"))
 
 
-@pytest.mark.parametrize("storage", ["fslink", "swift"])
+@pytest.mark.parametrize("storage", ["fslink", "swift", "s3"])
 def test_a_link_whose_copy_name_is_taken_is_a_400(storage: str, innetwork, jid: str, storebase: Path) -> None:  # noqa: F811
     client, auth, data = innetwork(storage)
     base = f"home/{jid}"

@@ -40,7 +40,7 @@ def _script(name: str, *args: str, env: dict[str, str] | None = None, timeout: f
         (["-O"], "-O needs a value"),
         (["-O", "nomad"], "-O must be docker, podman, swarm, slurm or kubernetes"),
         (["-F", "fslink"], "-F fslink is an in-network storage: add -N"),
-        (["-N", "-F", "zipfile"], "-N (in-network) takes -F filesystem, fslink or swift"),
+        (["-N", "-F", "zipfile"], "-N (in-network) takes -F filesystem, fslink, swift or s3"),
         (["-p", "http"], "-p must be a port number"),
         (["extra"], "unexpected argument: extra"),
     ],
@@ -58,7 +58,7 @@ def test_help_explains_every_flag() -> None:
     for flag in (
         "-O docker|podman|swarm|slurm|kubernetes",
         "-N",
-        "-F zipfile|filesystem|fslink|swift",
+        "-F zipfile|filesystem|fslink|swift|s3",
         "-S",
         "-i",
         "-s",
@@ -147,6 +147,7 @@ def test_local_instance_reports_its_flags_runs_a_job_and_goes_down(instance: Ins
         (["-N", "-F", "fslink"], {"storage_env": "fslink", "pfcon_innetwork": True}),
         (["-N", "-F", "filesystem"], {"storage_env": "filesystem", "pfcon_innetwork": True}),
         (["-N"], {"storage_env": "swift", "pfcon_innetwork": True}),  # the Swift dev server
+        (["-N", "-F", "s3"], {"storage_env": "s3", "s3_endpoint_url": "http://127.0.0.1:8080"}),  # its S3 API
     ],
 )
 def test_flags_pass_through_to_the_service(instance: Instance, flags: list[str], expected: dict) -> None:

@@ -21,7 +21,9 @@ from pfcon.safetree import MAX_DEPTH, remove_tree
 from pfcon.storebase import StoreBase
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import as_user, job_form, shared_tmp_dir
-from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
+from tests.test_innetwork import OBJECT_STORES, object_store
 from tests.test_output_tree import UID
 
 pytestmark = pytest.mark.integration
@@ -135,12 +137,14 @@ def test_existing_output_dir_keeps_its_owner_and_mode(make_app, storebase: Path,
     assert client.delete(f"/api/v1/jobs/{jid}-new/", headers=auth).status_code == 204
 
 
-def test_swift_listing_of_a_hostile_output(request, make_app, storebase: Path, jid: str) -> None:
-    conn = request.getfixturevalue("swift_conn")
-    container = request.getfixturevalue("swift_container")
-    client = make_app(**swift_env(container, CONTAINER_USER=f"{UID}:{UID}")).test_client()
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_object_store_listing_of_a_hostile_output(
+    storage: str, request, make_app, storebase: Path, jid: str
+) -> None:
+    env, objects = object_store(request, storage, CONTAINER_USER=f"{UID}:{UID}")
+    client = make_app(**env).test_client()
     auth = login(client)
-    conn.put_object(container, f"{jid}/in/a.txt", b"a")
+    objects.put(f"{jid}/in/a.txt", b"a")
     form = _hostile_form(jid, input_dirs=[f"{jid}/in"], output_dir=f"{jid}/out")
     assert submit(client, auth, form).status_code == 201
     assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
@@ -150,8 +154,8 @@ def test_swift_listing_of_a_hostile_output(request, make_app, storebase: Path, j
         assert listing.status_code == 200, listing.get_json()
     paths = listing.get_json()["rel_file_paths"]
     assert {"plain.txt", "café.txt", "ro/f", "sticky/f"} <= set(paths)
-    _h, objects = conn.get_container(container, prefix=f"{jid}/out/", full_listing=True)
-    assert sorted(o["name"][len(f"{jid}/out/") :] for o in objects) == paths
-    assert conn.get_object(container, f"{jid}/out/café.txt")[1] == b"latin"
+    stored = objects.read(f"{jid}/out")
+    assert sorted(stored) == paths
+    assert stored["café.txt"] == b"latin"
     _delete_as_pfcon_user(storebase, jid)
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204

@@ -93,6 +93,7 @@ class ServerInfoSchema(Schema):
     container_env = fields.String()
     compute_volume_type = fields.String()
     swift_auth_url = fields.String()
+    s3_endpoint_url = fields.String()
 
 
 def _flatten(errors: dict[str, Any]) -> str:

@@ -33,11 +33,18 @@ def _swift(settings: Settings, storebase: StoreBase) -> Storage:
     return SwiftStorage(storebase, settings.swift, settings.link_limits)
 
 
+def _s3(settings: Settings, storebase: StoreBase) -> Storage:
+    from pfcon.storage.s3 import S3Storage
+
+    return S3Storage(storebase, settings.s3, settings.link_limits)
+
+
 REGISTRY: dict[str, Callable[[Settings, StoreBase], Storage]] = {
     "zipfile": _zipfile,
     "filesystem": _filesystem,
     "fslink": _fslink,
     "swift": _swift,
+    "s3": _s3,
 }
 
 

@@ -29,13 +29,16 @@ CHUNK = 8 * 1024 * 1024
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 T = TypeVar("T")
+_END = object()
 
 
 def bounded_each(func: Callable[[T], object], items: Iterable[T], workers: int = COPY_WORKERS) -> None:
     """Run ``func`` on every item with at most ``workers`` threads and ``2*workers`` items in flight.
 
     The first exception stops new work and is re-raised once the running items end, so a
-    failed copy never leaves threads writing behind the caller's back.
+    failed copy never leaves threads writing behind the caller's back. No item is taken from
+    ``items`` once an error is known, and every item taken is run (an item may own a resource,
+    such as an open file, that ``func`` releases).
     """
     slots = threading.BoundedSemaphore(2 * workers)
     errors: list[BaseException] = []
@@ -45,10 +48,12 @@ def bounded_each(func: Callable[[T], object], items: Iterable[T], workers: int =
         if future.exception() is not None:
             errors.append(future.exception())  # type: ignore[arg-type]
 
+    pending = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-copy") as pool:
-        for item in items:
+        while True:
             slots.acquire()
-            if errors:
+            item = next(pending, _END) if not errors else _END
+            if item is _END:
                 slots.release()
                 break
             pool.submit(func, item).add_done_callback(done)

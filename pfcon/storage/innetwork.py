@@ -1,10 +1,10 @@
-"""What the three in-network storages share: the input_dirs/output_dir rules and the listing.
+"""What the in-network storages share: the input_dirs/output_dir rules and the listing.
 
 With ``PFCON_INNETWORK=true`` the client names its data instead of sending it: ``input_dirs``
 and ``output_dir`` are paths relative to storeBase (filesystem, fslink) or prefixes in the
-Swift container (swift). Each is checked here before anything is written; the output dir a
-job was given is kept in ``key-<jid>/innetwork.json`` so the output listing can refuse any
-other ``job_output_path``.
+Swift container or S3 bucket (swift, s3). Each is checked here before anything is written;
+the output dir a job was given is kept in ``key-<jid>/innetwork.json`` so the output listing
+can refuse any other ``job_output_path``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class StoreBaseTree(LocalTree):
 
 
 class InNetworkStorage(Storage):
-    """Base of filesystem, fslink and swift: request checks, the output record, listings."""
+    """Base of filesystem, fslink, swift and s3: request checks, the output record, listings."""
 
     # -- the submission ---------------------------------------------------------------------
     def requested_dirs(self, request: InputRequest) -> tuple[tuple[PurePosixPath, ...], PurePosixPath]:

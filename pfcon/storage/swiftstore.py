@@ -1,4 +1,5 @@
-"""One OpenStack Swift container, through a small pool of python-swiftclient connections.
+"""One OpenStack Swift container (an :class:`ObjectStore`), through a small pool of
+python-swiftclient connections.
 
 A swiftclient ``Connection`` is not thread-safe, so each thread of a bounded transfer borrows
 one from the pool and gives it back; each connection logs in once and keeps its token. Every
@@ -12,30 +13,29 @@ from __future__ import annotations
 
 import contextlib
 import queue
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from requests.exceptions import RequestException
 from swiftclient.client import ClientException, Connection
 
-from pfcon.errors import InvalidInput, StorageUnavailable
+from pfcon.errors import StorageUnavailable
 from pfcon.settings import SwiftSettings
+from pfcon.storage.copying import COPY_WORKERS, bounded_each
+from pfcon.storage.objectstore import Download, ObjectMissing, ObjectStore, StoredObject, Upload, fetching
 
 CHUNK = 1024 * 1024
 PAGE = 10_000
 
 
-class ObjectMissing(Exception):
-    """The object asked for is not in the container."""
-
-
-class SwiftContainer:
+class SwiftContainer(ObjectStore):
     """The container named by SWIFT_CONTAINER_NAME; the connection pool is built lazily."""
 
     def __init__(self, settings: SwiftSettings, pool_size: int = 8, timeout: float = 30) -> None:
         self.settings = settings
         self.container = settings.container_name or ""
+        self.label = f"Swift container {self.container!r} at {settings.auth_url}"
         self.timeout = timeout
         self._pool: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = pool_size
@@ -88,8 +88,7 @@ class SwiftContainer:
         with self.connection("answer a HEAD of the account") as conn:
             conn.head_account()
 
-    def objects(self, prefix: str) -> Iterator[dict[str, Any]]:
-        """Every object whose name starts with ``prefix``, page by page (no full list in memory)."""
+    def objects(self, prefix: str) -> Iterator[StoredObject]:
         marker = ""
         while True:
             try:
@@ -99,54 +98,51 @@ class SwiftContainer:
                     )
             except ObjectMissing:  # no container yet: nothing in it
                 return
-            yield from page
+            yield from (StoredObject(o["name"], o["bytes"], o.get("hash", "")) for o in page)
             if len(page) < PAGE:
                 return
             marker = page[-1]["name"]
 
-    def has_prefix(self, prefix: str) -> bool:
-        return next(iter(self.objects(prefix)), None) is not None
-
-    def size(self, key: str) -> int | None:
-        """The object's size in bytes; ``None`` when there is no such object."""
+    def head(self, key: str) -> StoredObject | None:
         try:
             with self.connection(f"look up {key!r}") as conn:
                 headers = conn.head_object(self.container, key)
         except ObjectMissing:
             return None
-        return int(headers.get("content-length", 0))
+        return StoredObject(key, int(headers.get("content-length", 0)), headers.get("etag", "").strip('"'))
 
     def read_small(self, key: str, limit: int) -> bytes:
-        """At most ``limit + 1`` bytes of an object (enough to tell it is over ``limit``)."""
         data = b""
-        try:
-            with self.connection(f"download {key!r}") as conn:
-                _headers, body = conn.get_object(self.container, key, resp_chunk_size=limit + 1)
-                for chunk in body:
-                    data += chunk
-                    if len(data) > limit:
-                        break
-        except ObjectMissing:
-            raise InvalidInput(f"object {key!r} is not in Swift (deleted while staging?)") from None
+        with fetching(key), self.connection(f"download {key!r}") as conn:
+            _headers, body = conn.get_object(self.container, key, resp_chunk_size=limit + 1)
+            for chunk in body:
+                data += chunk
+                if len(data) > limit:
+                    break
         return data[: limit + 1]
 
+    def download_all(self, downloads: Iterable[Download], exclusive: bool = False) -> None:
+        bounded_each(lambda pair: self.download(pair[0].name, pair[1], exclusive), downloads, COPY_WORKERS)
+
     def download(self, key: str, dest: Path, exclusive: bool = False) -> None:
-        """Stream one object to ``dest`` (its folder is created); with ``exclusive`` an existing
-        ``dest`` is :class:`FileExistsError`, never overwritten."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self.connection(f"download {key!r}") as conn:
-                _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
-                with dest.open("xb" if exclusive else "wb") as out:
-                    for chunk in body:
-                        out.write(chunk)
-        except ObjectMissing:
-            raise InvalidInput(f"object {key!r} is not in Swift (deleted while staging?)") from None
+        """Stream one object to ``dest``; with ``exclusive`` an existing ``dest`` is never overwritten."""
+        with fetching(key, clashes=not exclusive), self.connection(f"download {key!r}") as conn:
+            _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
+            with dest.open("xb" if exclusive else "wb") as out:
+                for chunk in body:
+                    out.write(chunk)
 
     # -- writing --------------------------------------------------------------------------
     def ensure_container(self) -> None:
         with self.connection(f"create container {self.container!r}") as conn:
             conn.put_container(self.container)
+
+    def upload_all(self, uploads: Iterable[Upload]) -> None:
+        def send(pair: Upload) -> None:
+            local, key = pair
+            self.upload(key, open(local.fd, "rb"), local.size)  # noqa: SIM115 - upload closes it
+
+        bounded_each(send, uploads, COPY_WORKERS)
 
     def upload(self, key: str, data: BinaryIO, size: int) -> None:
         """Stream one open file of ``size`` bytes to ``key``; the file is closed."""
