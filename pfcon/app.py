@@ -13,6 +13,8 @@ from pfcon.api.routes import blueprint
 from pfcon.api.uploads import RuledRequest
 from pfcon.compute import build_backend
 from pfcon.jobs import JobService
+from pfcon.operations.records import StoreOperationStore
+from pfcon.operations.service import OperationService
 from pfcon.settings import Settings, load_settings
 from pfcon.storage import build_storage
 from pfcon.storage.staging import Sweeper
@@ -36,14 +38,20 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     service = service or build_service(settings)
     app = Flask("pfcon")
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
+    operations = OperationService(
+        service, StoreOperationStore(service.store, settings.storebase_mount), settings.op_workers
+    )
     app.request_class = RuledRequest  # each view declares its body (pfcon.api.uploads.accepts)
     app.extensions["pfcon"] = service
-    app.register_blueprint(blueprint(service, TokenAuth(settings)))
+    app.extensions["pfcon-operations"] = operations
+    app.register_blueprint(blueprint(operations, TokenAuth(settings)))
     errors.register(app)
     service.starter.resume()  # the scheduler: also starts what a stopped service left queued
+    operations.resume()  # operations whose process stopped before they ended
     sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died
     atexit.register(sweeper.stop)
     atexit.register(service.close)
+    atexit.register(operations.close)
     log.info(
         "pfcon %s: storage=%s engine=%s storeBase=%s",
         settings.server_version,

@@ -83,9 +83,9 @@ class StagedData:
 
 @dataclass(frozen=True)
 class Accepted:
-    """The answer to a submission: what was staged, and the job's first state."""
+    """The answer to a submission: what was staged (``None``: staged earlier), and its first state."""
 
-    data: StagedData
+    data: StagedData | None
     compute: JobState
 
 
@@ -147,7 +147,7 @@ class JobService:
         return {"engine": self.backend.ping(), "storage": self.storage.ping(), "database": self.store.ping()}
 
     # -- submit ---------------------------------------------------------------------------
-    def submit(self, sub: Submission) -> Accepted:
+    def submit(self, sub: Submission, api: str = "classic") -> Accepted:
         """Record the job (the jid is taken), stage its input, queue it; the scheduler starts it.
 
         The store is written before anything is staged, so a database outage is a 503 that
@@ -157,7 +157,7 @@ class JobService:
         dirs = self.storage.job_dirs(jid, sub.data)
         spec = self._spec(sub, dirs)
         self.backend.validate(spec)
-        row = self.store.accept(_new_job(sub, spec, dirs))
+        row = self.store.accept(_new_job(sub, spec, dirs, api))
         try:
             self.storebase.claim(jid)
         except JobExists:
@@ -182,8 +182,53 @@ class JobService:
         self.starter.wake()
         timestamp = rfc3339(row.accepted_at)
         data = StagedData(jid, staged.nfiles, timestamp, staged.path)
-        info = JobInfo(jid, spec.image, spec.cmd, JobStatus.notStarted, WAITING, timestamp)
-        return Accepted(data, JobState(info))
+        return Accepted(data, JobState(_queued_info(spec, timestamp)))
+
+    def submit_staged(self, sub: Submission, api: str = "pfcon6") -> Accepted:
+        """Record and queue a job whose input a copy operation staged (pfcon 6's plugin job)."""
+        jid = validate_jid(sub.jid)
+        dirs = self.storage.staged_dirs(jid, sub.data.output_dir)
+        spec = self._spec(sub, dirs)
+        self.backend.validate(spec)
+        row = self.store.accept(_new_job(sub, spec, dirs, api))
+        self._open_output(dirs, spec.user)
+        if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
+            raise JobNotFound(f"job {jid!r} was deleted while it was being accepted")
+        log.info("[%s] accepted on staged input, starting %s", jid, spec.image)
+        self.starter.wake()
+        return Accepted(None, JobState(_queued_info(spec, rfc3339(row.accepted_at))))
+
+    def has_record(self, jid: str) -> bool:
+        return self.store.live(jid) is not None
+
+    def retire(self, jid: str) -> None:
+        """Put a failed plugin job into the history and remove its container, to run it again."""
+        row = self.store.tombstone(jid)
+        if row is not None and row.claimed:
+            wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
+        with contextlib.suppress(JobNotFound):
+            self.backend.remove(jid)
+
+    def cancel(self, jid: str) -> str | None:
+        """Stop a plugin job that has not ended; returns how far it had come (None: it had ended).
+
+        A start in flight is waited for, so the container it makes is the one stopped. The
+        job then reads ``finishedWithError``, ``cancelled: ...``, with its last logs.
+        """
+        row = self.store.live(jid)
+        if row is not None and row.claimed:
+            wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
+        state = self.status(jid) if row is not None else None
+        if state is None or state.info.status.terminal:
+            return None
+        came_to = state.info.status.value
+        message = f"cancelled: stopped while {came_to} (a delete job came for it)"
+        if self.store.mark_finished(row.id, JobStatus.finishedWithError.value, message, logs=state.logs):
+            with contextlib.suppress(JobNotFound):
+                self.backend.remove(jid)
+            log.info("[%s] cancelled while %s", jid, came_to)
+            return came_to
+        return None
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -327,11 +372,17 @@ class JobService:
         self.store.close()
 
 
-def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs) -> NewJob:
+def _queued_info(spec: JobSpec, timestamp: str) -> JobInfo:
+    return JobInfo(
+        spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "accepted, waiting to be started", timestamp
+    )
+
+
+def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs, api: str) -> NewJob:
     return NewJob(
         jid=spec.jid,
         kind="plugin",
-        api="classic",
+        api=api,
         image=spec.image,
         cmd=spec.cmd,
         auid=sub.auid,

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
 from pfcon.store import JobRow, JobStore
-from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED_ERROR, process_owner, utc_now
+from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED, FINISHED_ERROR, process_owner, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ class JobStarter:
             return
         self.store.unclaim(row.id)
         now = self.store.get(row.id)
-        if now is None or now.state == DELETED:
-            log.info("[%s] deleted while starting; removing its container", jid)
+        if now is None or now.state in (DELETED, FINISHED):  # deleted, or cancelled by a delete job
+            log.info("[%s] deleted or cancelled while starting; removing its container", jid)
             with contextlib.suppress(PfconError):
                 self.backend.remove(jid)
 

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from pfcon.errors import InvalidInput
 from pfcon.safetree import open_regular, open_root
 from pfcon.settings import LinkLimits, SwiftSettings
-from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Progress, StagedInput
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
 from pfcon.storage.innetwork import InNetworkStorage, data_files
 from pfcon.storage.links import (
@@ -71,7 +71,9 @@ class SwiftTree:
         bounded_each(one, pairs, COPY_WORKERS)
 
 
-def download_prefix(swift: SwiftContainer, prefix: PurePosixPath, dest: Path) -> int:
+def download_prefix(
+    swift: SwiftContainer, prefix: PurePosixPath, dest: Path, progress: Progress | None = None
+) -> int:
     """Download every object under ``prefix/`` into ``dest``, keeping the names below the prefix.
 
     Each object name is checked like a client path: one named ``a/../../x`` is refused
@@ -88,6 +90,8 @@ def download_prefix(swift: SwiftContainer, prefix: PurePosixPath, dest: Path) ->
                 continue
             relative = safe_relative(name[len(start) :], f"object {name!r}")
             count += 1
+            if progress is not None:
+                progress.add(obj.get("bytes", 0))
             yield name, dest / relative
 
     bounded_each(lambda pair: _fetch(swift, *pair), pairs(), COPY_WORKERS)
@@ -103,6 +107,8 @@ def _fetch(swift: SwiftContainer, name: str, dest: Path) -> None:
 
 class SwiftStorage(InNetworkStorage):
     name = "swift"
+    copies_input = True
+    uploads_output = True
 
     def __init__(
         self, storebase: StoreBase, settings: SwiftSettings, link_limits: LinkLimits | None = None
@@ -116,19 +122,31 @@ class SwiftStorage(InNetworkStorage):
         key = self.storebase.job_key(jid)
         return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
 
-    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+    def stage_input(
+        self, jid: str, request: InputRequest, dirs: JobDirs, progress: Progress | None = None
+    ) -> StagedInput:
         inputs, output = self.requested_dirs(request)
         incoming = self.storebase.root / dirs.input
         incoming.mkdir()
         (self.storebase.root / dirs.output).mkdir()
         for prefix in inputs:
-            download_prefix(self.swift, prefix, incoming)
+            download_prefix(self.swift, prefix, incoming, progress)
         policy = LinkPolicy(source=SwiftTree(self.swift), forbidden=(output,), limits=self.link_limits)
         resolve_links(incoming, policy, origins=inputs)
         self.remember_output(jid, output)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
+        files, _present = self._upload(jid, job_output_path, None)
+        return self.listing(job_output_path or "", files)
+
+    def upload_output(self, jid: str, job_output_path: str, progress: Progress | None = None) -> int:
+        return self._upload(jid, job_output_path, progress)[1]
+
+    def _upload(
+        self, jid: str, job_output_path: str | None, progress: Progress | None
+    ) -> tuple[list[str], int]:
+        """Upload what is missing; returns every output file and how many were already there."""
         target = self.listing_target(jid, job_output_path)
         outgoing = self.storebase.outgoing(jid)
         # One upload per job at a time, across threads and worker processes: two listing calls
@@ -137,12 +155,13 @@ class SwiftStorage(InNetworkStorage):
             fcntl.flock(lock, fcntl.LOCK_EX)
             root_fd = open_root(outgoing)
             try:
-                files = self._upload_new(root_fd, target)
+                return self._upload_new(root_fd, target, progress)
             finally:
                 os.close(root_fd)
-        return self.listing(job_output_path or "", files)
 
-    def _upload_new(self, root_fd: int, target: PurePosixPath) -> list[str]:
+    def _upload_new(
+        self, root_fd: int, target: PurePosixPath, progress: Progress | None
+    ) -> tuple[list[str], int]:
         """Upload the files not already in Swift with the same size (nothing twice); list all.
 
         Each file is opened fd-relative without following links while the walk is on it, and
@@ -152,9 +171,10 @@ class SwiftStorage(InNetworkStorage):
         present = {obj["name"]: obj["bytes"] for obj in self.swift.objects(prefix)}
         files: list[str] = []
         container_ready = False
+        kept = 0
 
         def todo() -> Iterator[tuple[str, BinaryIO, int]]:
-            nonlocal container_ready
+            nonlocal container_ready, kept
             for entry in data_files(root_fd):
                 opened = open_regular(entry.dir_fd, entry.name)
                 if opened is None:
@@ -163,15 +183,21 @@ class SwiftStorage(InNetworkStorage):
                 files.append(entry.path)
                 if present.get(prefix + entry.path) == info.st_size:
                     os.close(fd)
+                    kept += 1
                     continue
                 if not container_ready:
                     self.swift.ensure_container()
                     container_ready = True
                 yield prefix + entry.path, open(fd, "rb"), info.st_size  # noqa: SIM115 - closed by upload
 
-        bounded_each(lambda item: self.swift.upload(*item), todo(), COPY_WORKERS)
+        def send(item: tuple[str, BinaryIO, int]) -> None:
+            self.swift.upload(*item)
+            if progress is not None:
+                progress.add(item[2])
+
+        bounded_each(send, todo(), COPY_WORKERS)
         files.sort()
-        return files
+        return files, kept
 
     def info(self) -> dict[str, Any]:
         return {"swift_auth_url": self.settings.auth_url}
