@@ -193,8 +193,8 @@ class OperationService:
     def _delete(self, op: Operation, progress: Progress) -> str:
         stopped = self.jobs.cancel(op.jid)
         for folder in (self.storebase.incoming(op.jid), self.storebase.outgoing(op.jid)):
-            for entry in scan_files(os.fspath(folder)):
-                progress.add(entry.stat(follow_symlinks=False).st_size)
+            for found in scan_files(os.fspath(folder)):
+                progress.add(_size(found.path))
         self.storebase.remove_job_data(op.jid)
         summary = f"removed the job's data: {progress.files} files, {human_bytes(progress.bytes)}"
         return summary + (f"; stopped its plugin job, which was {stopped}" if stopped else "")
@@ -258,3 +258,11 @@ class OperationService:
             if self.storage.owns_output_path(jid, path):
                 return self.jobs.output(jid, path)
         return self.jobs.output(jid, job_output_paths[0])  # answers why it is not the job's
+
+
+def _size(path: str) -> int:
+    """A file's size for the log; 0 if it went or its path is too deep to name."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
