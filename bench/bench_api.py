@@ -126,7 +126,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def service(storebase: Path, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def service(
+    storebase: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``pfcon serve`` (gunicorn; its master keeps this PID) until the block ends."""
     port = free_port()
     env = {
@@ -135,6 +137,7 @@ def service(storebase: Path, log_path: Path) -> Iterator[tuple[str, subprocess.P
         "STOREBASE": str(storebase),
         "JOB_LABELS": "pfcon.bench=yes",
         "PFCON_BIND": f"127.0.0.1:{port}",
+        **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(PFCON), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -19,6 +19,8 @@ from pfcon.observability.capacity import HostCapacity
 from pfcon.observability.exporter import state_collector
 from pfcon.observability.instrument import timed_engine, timed_storage
 from pfcon.observability.observer import Observer
+from pfcon.operations.records import StoreOperationStore
+from pfcon.operations.service import OperationService
 from pfcon.settings import Settings, load_settings
 from pfcon.storage import build_storage
 from pfcon.storage.staging import Sweeper
@@ -45,10 +47,14 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     service = service or build_service(settings)
     app = Flask("pfcon")
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
+    operations = OperationService(
+        service, StoreOperationStore(service.store, settings.storebase_mount), settings.op_workers
+    )
     app.request_class = RuledRequest  # each view declares its body (pfcon.api.uploads.accepts)
     app.extensions["pfcon"] = service
     auth = TokenAuth(settings)
-    app.register_blueprint(blueprint(service, auth))
+    app.extensions["pfcon-operations"] = operations
+    app.register_blueprint(blueprint(operations, auth))
     host = HostCapacity(service.backend)
     state = state_collector(service.store, host)
     if (metrics := metrics_blueprint(settings.observability.metrics, auth, state)) is not None:
@@ -56,9 +62,11 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     dashboard.register(app, service, auth, host)
     errors.register(app)
     service.starter.resume()  # the scheduler: also starts what a stopped service left queued
+    operations.resume()  # operations whose process stopped before they ended
     sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died
     atexit.register(sweeper.stop)
     atexit.register(service.close)
+    atexit.register(operations.close)
     log.info(
         "pfcon %s: storage=%s engine=%s storeBase=%s",
         settings.server_version,

@@ -34,6 +34,10 @@ class JobExists(PfconError):
     """A live job already has this id."""
 
 
+class OutOfOrder(PfconError):
+    """A pfcon 6 job asked for before the one it depends on ended (a copy before its plugin)."""
+
+
 class InvalidJob(InvalidInput):
     """The engine cannot run the job as described (missing image, unsupported resources)."""
 

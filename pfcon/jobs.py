@@ -86,9 +86,9 @@ class StagedData:
 
 @dataclass(frozen=True)
 class Accepted:
-    """The answer to a submission: what was staged, and the job's first state."""
+    """The answer to a submission: what was staged (``None``: staged earlier), and its first state."""
 
-    data: StagedData
+    data: StagedData | None
     compute: JobState
 
 
@@ -195,8 +195,53 @@ class JobService:
         self.starter.wake()
         timestamp = rfc3339(row.accepted_at)
         data = StagedData(jid, staged.nfiles, timestamp, staged.path)
-        info = JobInfo(jid, spec.image, spec.cmd, JobStatus.notStarted, WAITING, timestamp)
-        return Accepted(data, JobState(info))
+        return Accepted(data, JobState(_queued_info(spec, timestamp)))
+
+    def submit_staged(self, sub: Submission) -> Accepted:
+        """Record and queue a job whose input a copy operation staged (pfcon 6's plugin job)."""
+        jid = validate_jid(sub.jid)
+        dirs = self.storage.staged_dirs(jid, sub.data.output_dir)
+        spec = self._spec(sub, dirs)
+        self.backend.validate(spec)
+        row = self.store.accept(_new_job(sub, spec, dirs))
+        self._open_output(dirs, spec.user)
+        if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
+            raise JobNotFound(f"job {jid!r} was deleted while it was being accepted")
+        log.info("[%s] accepted on staged input, starting %s", jid, spec.image)
+        self.starter.wake()
+        return Accepted(None, JobState(_queued_info(spec, rfc3339(row.accepted_at))))
+
+    def has_record(self, jid: str) -> bool:
+        return self.store.live(jid) is not None
+
+    def retire(self, jid: str) -> None:
+        """Put a failed plugin job into the history and remove its container, to run it again."""
+        row = self.store.tombstone(jid)
+        if row is not None and row.claimed:
+            wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
+        with contextlib.suppress(JobNotFound):
+            self.backend.remove(jid)
+
+    def cancel(self, jid: str) -> str | None:
+        """Stop a plugin job that has not ended; returns how far it had come (None: it had ended).
+
+        A start in flight is waited for, so the container it makes is the one stopped. The
+        job then reads ``finishedWithError``, ``cancelled: ...``, with its last logs.
+        """
+        row = self.store.live(jid)
+        if row is not None and row.claimed:
+            wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
+        state = self.status(jid) if row is not None else None
+        if state is None or state.info.status.terminal:
+            return None
+        came_to = state.info.status.value
+        message = f"cancelled: stopped while {came_to} (a delete job came for it)"
+        if self.store.mark_finished(row.id, JobStatus.finishedWithError.value, message, logs=state.logs):
+            with contextlib.suppress(JobNotFound):
+                self.backend.remove(jid)
+            log.info("[%s] cancelled while %s", jid, came_to)
+            return came_to
+        return None
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -282,11 +327,11 @@ class JobService:
         return JobInfo(row.jid, row.image, row.cmd, JobStatus.undefined, message, rfc3339(row.started_at))
 
     # -- output ---------------------------------------------------------------------------
-    def output(self, jid: str, job_output_path: str | None) -> ZipOutput | ListingOutput:
+    def output(self, jid: str, job_output_path: str | None, api: str = CLASSIC) -> ZipOutput | ListingOutput:
         validate_jid(jid)
         if job_output_path is not None and not job_output_path.strip():
             raise InvalidInput("job_output_path: must not be empty")
-        return self.observer.delivering(CLASSIC, self.storage.output(jid, job_output_path))
+        return self.observer.delivering(api, self.storage.output(jid, job_output_path))
 
     # -- delete ---------------------------------------------------------------------------
     def delete(self, jid: str) -> None:
@@ -338,6 +383,12 @@ class JobService:
         self.starter.shutdown()
         self.backend.close()
         self.store.close()
+
+
+def _queued_info(spec: JobSpec, timestamp: str) -> JobInfo:
+    return JobInfo(
+        spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "accepted, waiting to be started", timestamp
+    )
 
 
 def _new_job(sub: Submission, spec: JobSpec, dirs: JobDirs) -> NewJob:

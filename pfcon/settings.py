@@ -218,6 +218,7 @@ class Settings:
     start_retry_seconds: int = 600
     database_url: str = ""
     history_days: int = 30
+    op_workers: int = 4
     swift: SwiftSettings = field(default_factory=SwiftSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -754,6 +755,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
         database_url=_database_url(env, storebase_mount),
         history_days=env.int("PFCON_HISTORY_DAYS", 30, 1),
+        op_workers=env.int("PFCON_OP_WORKERS", 4, 1),
         swift=_swift(env, storage_env, mode),
         s3=_s3(env, storage_env, mode),
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),

@@ -26,7 +26,7 @@ from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
 from pfcon.observability.observer import Observer
 from pfcon.store import JobRow, JobStore
-from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED_ERROR, process_owner, utc_now
+from pfcon.store.repository import CLAIM_LEASE, DELETED, FINISHED, FINISHED_ERROR, process_owner, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ class JobStarter:
             return
         self.store.unclaim(row.id)
         now = self.store.get(row.id)
-        if now is None or now.state == DELETED:
-            log.info("[%s] deleted while starting; removing its container", jid)
+        if now is None or now.state in (DELETED, FINISHED):  # deleted, or cancelled by a delete job
+            log.info("[%s] deleted or cancelled while starting; removing its container", jid)
             with contextlib.suppress(PfconError):
                 self.backend.remove(jid)
 

@@ -148,16 +148,26 @@ class StoreBase:
         job_dir = self.job_dir(jid)
         if not job_dir.is_dir():
             return False
-        blocker = _undeletable_folder(job_dir)
+        self._remove_tree(jid, job_dir)
+        return True
+
+    def remove_job_data(self, jid: str) -> list[Path]:
+        """Delete the job's staged input and its output folder, keep its records; returns what went."""
+        present = [p for p in (self.incoming(jid), self.outgoing(jid)) if p.is_dir()]
+        for folder in present:
+            self._remove_tree(jid, folder)
+        return present
+
+    def _remove_tree(self, jid: str, folder: Path) -> None:
+        blocker = _undeletable_folder(folder)
         if blocker is not None:
             where, uid = blocker
             raise DataNotDeletable(
-                f"job {jid!r}: {self.job_key(jid)}/{where} belongs to uid {uid}, whose files "
+                f"job {jid!r}: {self.relative(folder)}/{where} belongs to uid {uid}, whose files "
                 f"pfcon (uid {os.geteuid()}) cannot remove; nothing was deleted. Run jobs as pfcon's "
                 "user (CONTAINER_USER) or remove the folder as its owner"
             )
-        remove_tree(job_dir)
-        return True
+        remove_tree(folder)
 
 
 def _undeletable_folder(root: Path) -> tuple[str, int] | None:

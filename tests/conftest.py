@@ -110,6 +110,7 @@ def make_app(docker_client: docker.DockerClient, make_settings):
     yield build
     for app in apps:
         app.extensions["pfcon"].starter.shutdown()
+        app.extensions["pfcon-operations"].close()
     remove_test_containers(docker_client)
 
 

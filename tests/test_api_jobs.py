@@ -37,7 +37,7 @@ def test_submit_poll_download_delete(client, auth, jid: str, storebase: Path, do
     assert body["data"]["jid"] == jid and body["data"]["nfiles"] == 3  # a, b, and the copy the link became
     assert body["data"]["path"] == str(storebase / f"key-{jid}/incoming")
     compute = body["compute"]
-    assert compute["status"] == "notStarted" and compute["jid"] == jid and compute["logs"] == ""
+    assert compute["status"] == "notstarted" and compute["jid"] == jid and compute["logs"] == ""
     assert compute["cmd"] == "pl-copy --prefix out- /share/incoming /share/outgoing"
     assert (storebase / f"key-{jid}/incoming/dir/a.txt").read_text() == "alpha"
     assert not (storebase / f"key-{jid}/incoming/dir/ref.chrislink").exists()

@@ -55,7 +55,7 @@ def test_submit_poll_download_delete(api, jid: str, storebase: Path, swarm_clien
     client, auth = api
     answer = submit(client, auth, job_form(jid, env=["GREETING=hi"]), {"a.txt": "alpha", "dir/b.txt": "beta"})
     assert answer.status_code == 201, answer.get_json()
-    assert answer.get_json()["compute"]["status"] == "notStarted"
+    assert answer.get_json()["compute"]["status"] == "notstarted"
     final = wait_terminal(client, auth, jid)["compute"]
     assert final["status"] == "finishedSuccessfully", final
     assert final["cmd"] == "pl-copy --prefix out- /share/incoming /share/outgoing"

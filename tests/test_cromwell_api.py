@@ -63,7 +63,7 @@ def test_submit_poll_download_delete(api, cromwell: FakeCromwell, storebase: Pat
     cromwell.planner = lambda w: Plan(queued=0.3, running=0.5, stdout="copied ./a.txt\npl-copy: done\n")
     answer = submit(client, auth, job_form(jid, env=["GREETING=it's ~{me}"]), {"a.txt": "alpha"})
     assert answer.status_code == 201, answer.get_json()
-    assert answer.get_json()["compute"]["status"] == "notStarted"
+    assert answer.get_json()["compute"]["status"] == "notstarted"
 
     states = set()
 
@@ -74,7 +74,7 @@ def test_submit_poll_download_delete(api, cromwell: FakeCromwell, storebase: Pat
 
     final = wait_for(poll, timeout=15, interval=0.05)
     assert final["status"] == "finishedSuccessfully", final
-    assert {"notStarted", "started"} <= states
+    assert {"notstarted", "started"} <= states
     assert final["logs"] == "copied ./a.txt\npl-copy: done\n" and final["timestamp"]
     assert final["cmd"] == "pl-copy --prefix out- /share/incoming /share/outgoing"
 

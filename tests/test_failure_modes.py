@@ -169,7 +169,7 @@ def test_a_start_that_meets_a_silent_engine_waits_for_it(
         assert row is not None and row.state == QUEUED and row.retry_at is not None
         assert row.message.startswith("waiting for the engine to answer")
         assert (
-            client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"] == "notStarted"
+            client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"] == "notstarted"
         )
     finally:
         private_dockerd.start()

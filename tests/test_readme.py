@@ -37,7 +37,7 @@ def test_curl_walkthrough(docker_client, storebase: Path, tmp_path: Path) -> Non
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert '"status":"notStarted"' in out and '"nfiles":2' in out
+    assert '"status":"notstarted"' in out and '"nfiles":2' in out
     assert '"status":"finishedSuccessfully"' in out
     assert "copy-hello.txt" in out and "sub/copy-world.txt" in out
     assert out.rstrip().endswith("delete: 204")

@@ -26,7 +26,7 @@ def test_lifecycle_as_recorded(service_app, docker_client, jid: str) -> None:
     store = service_app.extensions["pfcon"].store
     assert client.get("/api/v1/health/").get_json()["database"] == store.name
     answer = submit(client, auth, job_form(jid, args=["--fail", "3"]), {"a.txt": "x"})
-    assert answer.status_code == 201 and answer.get_json()["compute"]["status"] == "notStarted"
+    assert answer.status_code == 201 and answer.get_json()["compute"]["status"] == "notstarted"
     finished = wait_terminal(client, auth, jid)["compute"]
     assert finished["status"] == "finishedWithError" and "code 3" in finished["message"]
     row = store.live(jid)

@@ -1,26 +1,28 @@
-"""The HTTP resources of ``/api/v1/`` (pfcon 5.3's paths and shapes)."""
+"""The ``/api/v1/`` blueprint: what both API generations share (token, health, auth check).
+
+The classic ``jobs/`` routes (:mod:`pfcon.api.classic`), pfcon 6's ``copyjobs/``,
+``pluginjobs/``, ``uploadjobs/`` and ``deletejobs/`` (:mod:`pfcon.api.pfcon6`) and the history
+(:mod:`pfcon.api.history`) hang off the same blueprint, over the same job service: a job is
+one job whichever API created it.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from pfcon.api import history, schemas
+from pfcon.api import classic, history, pfcon6, schemas
 from pfcon.api.auth import TokenAuth
 from pfcon.api.uploads import accepts
 from pfcon.errors import InvalidInput, PfconError
-from pfcon.jobs import JobService
-from pfcon.observability.observer import CLASSIC
-from pfcon.storage.base import ZipOutput
+from pfcon.operations.service import OperationService
 
 OPEN_ENDPOINTS = frozenset({"api.health", "api.auth_token"})
 AUTH_BODY_LIMIT = 8 * 1024  # a login is a few hundred bytes; no login may cost more
-SERVER_INFO = schemas.ServerInfoSchema()
-SUBMIT_ANSWER = schemas.SubmitAnswerSchema()
-STATUS_ANSWER = schemas.StatusAnswerSchema()
 
 
-def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
+def blueprint(operations: OperationService, auth: TokenAuth) -> Blueprint:
+    service = operations.jobs
     api = Blueprint("api", __name__, url_prefix="/api/v1")
 
     @api.before_request
@@ -46,41 +48,7 @@ def blueprint(service: JobService, auth: TokenAuth) -> Blueprint:
             return jsonify(health="unavailable", message=error.message), 503
         return jsonify(health="OK", **parts)
 
-    @api.get("/jobs/")
-    def server_info() -> ResponseReturnValue:
-        return jsonify(SERVER_INFO.dump(service.server_info()))
-
-    @api.post("/jobs/")
-    @accepts(service.settings.zip_limits.max_upload_bytes, files={"data_file": service.storage.upload_sink})
-    def submit() -> ResponseReturnValue:
-        with service.observer.submission(CLASSIC, request.content_length or 0):
-            upload = request.files.get("data_file")
-            sub = schemas.submission(request.form, upload.stream if upload else None)
-            accepted = service.submit(sub)
-        return jsonify(SUBMIT_ANSWER.dump(accepted)), 201
-
-    @api.get("/jobs/<jid>/")
-    def status(jid: str) -> ResponseReturnValue:
-        return jsonify(STATUS_ANSWER.dump({"compute": service.status(jid)}))
-
-    @api.delete("/jobs/<jid>/")
-    def delete(jid: str) -> ResponseReturnValue:
-        with service.observer.operation(CLASSIC, "delete"):
-            service.delete(jid)
-        return "", 204
-
-    @api.get("/jobs/<jid>/file/")
-    def output(jid: str) -> ResponseReturnValue:
-        with service.observer.operation(CLASSIC, "output"):
-            result = service.output(jid, request.args.get("job_output_path"))
-        if isinstance(result, ZipOutput):
-            return Response(
-                result.chunks,
-                mimetype="application/zip",
-                headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
-                direct_passthrough=True,
-            )
-        return jsonify(result.body)
-
+    classic.register(api, service)
+    pfcon6.register(api, operations)
     history.register(api, service)
     return api

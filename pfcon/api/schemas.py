@@ -1,16 +1,23 @@
-"""Request schemas (marshmallow): the ``POST jobs/`` form and the auth-token body."""
+"""Schemas (marshmallow) of both API generations: job forms, the auth-token body, answers.
+
+The classic API and pfcon 6 share the plugin job's form and the ``compute`` answer; they
+differ in one spelling (pfcon 5.3 sends ``notstarted``, pfcon 6 ``notStarted``), in the
+server-info keys, and in pfcon 6's copy, upload and delete forms with their defaults.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from flask import Response, jsonify
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 from werkzeug.datastructures import MultiDict
 
+from pfcon.compute.base import JobStatus
 from pfcon.errors import InvalidInput
 from pfcon.imageref import check_image
 from pfcon.jobs import Submission
-from pfcon.storage.base import InputRequest
+from pfcon.storage.base import InputRequest, ListingOutput, ZipOutput
 
 LIST_FIELDS = frozenset({"entrypoint", "args", "args_path_flags", "env", "input_dirs"})
 
@@ -57,15 +64,27 @@ class AuthSchema(Schema):
 
 
 class ComputeSchema(Schema):
-    """The ``compute`` part of submit and status answers (pfcon 5.3's fields)."""
+    """The ``compute`` part of submit and status answers, spelled as pfcon 6 spells statuses."""
+
+    spelling: dict[str, str] = {}
 
     jid = fields.String(attribute="info.jid")
     image = fields.String(attribute="info.image")
     cmd = fields.String(attribute="info.cmd")
-    status = fields.Function(lambda state: state.info.status.value)
+    status = fields.Method("status_of")
     message = fields.String(attribute="info.message")
     timestamp = fields.String(attribute="info.timestamp")
     logs = fields.String()
+
+    def status_of(self, state: Any) -> str:
+        value = state.info.status.value
+        return self.spelling.get(value, value)
+
+
+class ClassicComputeSchema(ComputeSchema):
+    """pfcon 5.3's enum (tag v5.3.0) spells ``notstarted`` all lowercase; ChRIS 6.x compares it."""
+
+    spelling = {JobStatus.notStarted.value: "notstarted"}
 
 
 class DataSchema(Schema):
@@ -79,11 +98,11 @@ class DataSchema(Schema):
 
 class SubmitAnswerSchema(Schema):
     data = fields.Nested(DataSchema)
-    compute = fields.Nested(ComputeSchema)
+    compute = fields.Nested(ClassicComputeSchema)
 
 
 class StatusAnswerSchema(Schema):
-    compute = fields.Nested(ComputeSchema)
+    compute = fields.Nested(ClassicComputeSchema)
 
 
 class ServerInfoSchema(Schema):
@@ -94,6 +113,92 @@ class ServerInfoSchema(Schema):
     compute_volume_type = fields.String()
     swift_auth_url = fields.String()
     s3_endpoint_url = fields.String()
+
+
+class Pfcon6ServerInfoSchema(ServerInfoSchema):
+    """pfcon 6 adds two keys; ChRIS indexes both and fails if one is missing."""
+
+    requires_copy_job = fields.Boolean(required=True)
+    requires_upload_job = fields.Boolean(required=True)
+
+
+def _strip_leading_slash(data: Any, names: tuple[str, ...]) -> Any:
+    """pfcon 6 strips a leading ``/`` from these fields (``lstrip('/')``); so do we."""
+    if isinstance(data, dict):
+        data = {**data, **{n: data[n].lstrip("/") for n in names if isinstance(data.get(n), str)}}
+    return data
+
+
+class OperationForm(Schema):
+    """What copy, upload and delete POSTs share: pfcon 6's resource fields and defaults."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    jid = fields.String(required=True)
+    cpu_limit = fields.Integer(load_default=1000, validate=validate.Range(min=1))
+    memory_limit = fields.Integer(load_default=300, validate=validate.Range(min=1))
+
+    @pre_load
+    def strip(self, data: Any, **_kwargs: Any) -> Any:
+        return _strip_leading_slash(data, ("jid", "job_output_path"))
+
+
+class CopyForm(OperationForm):
+    input_dirs = fields.List(fields.String(), load_default=list)
+    output_dir = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class UploadForm(OperationForm):
+    job_output_path = fields.String(required=True, validate=validate.Length(min=1))
+
+
+class DeleteForm(OperationForm):
+    pass
+
+
+OPERATION_FORMS: dict[str, type[OperationForm]] = {
+    "copy": CopyForm,
+    "upload": UploadForm,
+    "delete": DeleteForm,
+}
+
+
+def operation_form(kind: str, form: MultiDict) -> tuple[str, dict[str, Any]]:
+    """The jid and the recorded parameters of a copy, upload or delete POST."""
+    values = load(OPERATION_FORMS[kind](), form_to_dict(form))
+    return values.pop("jid"), values
+
+
+class OperationComputeSchema(Schema):
+    """An operation as pfcon 6 answers its container: ``compute`` with ``status`` and ``logs``."""
+
+    jid = fields.String()
+    image = fields.Constant("")
+    cmd = fields.Constant("")
+    status = fields.String()
+    message = fields.String()
+    timestamp = fields.Function(lambda op: op.finished_at or op.started_at)
+    logs = fields.Function(lambda op: "\n".join(op.log))
+
+
+class Pfcon6SubmitAnswerSchema(Schema):
+    """``{"data", "compute"}``; ``data`` is ``{}`` when nothing was staged by this request."""
+
+    data = fields.Function(lambda accepted: DataSchema().dump(accepted.data) if accepted.data else {})
+    compute = fields.Nested(ComputeSchema)
+
+
+def output_response(result: ZipOutput | ListingOutput) -> Response:
+    """A streamed zip attachment, or the JSON listing."""
+    if isinstance(result, ZipOutput):
+        return Response(
+            result.chunks,
+            mimetype="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
+            direct_passthrough=True,
+        )
+    return jsonify(result.body)
 
 
 def _flatten(errors: dict[str, Any]) -> str:
@@ -133,8 +238,9 @@ def _path_flags(values: list[str]) -> frozenset[str]:
     return frozenset(flag.strip() for value in values for flag in value.split(",") if flag.strip())
 
 
-def submission(form: MultiDict, upload: Any) -> Submission:
-    values = load(SubmitSchema(), form_to_dict(form))
+def submission(form: MultiDict, upload: Any, api: str, strip_jid: bool = False) -> Submission:
+    data = form_to_dict(form)
+    values = load(SubmitSchema(), _strip_leading_slash(data, ("jid",)) if strip_jid else data)
     return Submission(
         jid=values["jid"],
         image=values["image"],
@@ -151,4 +257,5 @@ def submission(form: MultiDict, upload: Any) -> Submission:
         data=InputRequest(
             upload=upload, input_dirs=tuple(values["input_dirs"]), output_dir=values["output_dir"]
         ),
+        api=api,
     )

@@ -25,7 +25,8 @@ def utc_now() -> str:
 
 
 class JobStatus(enum.Enum):
-    """pfcon 5.3's status strings (its ``JobStatus`` enum values)."""
+    """The status strings as pfcon 6 spells them; the classic API answers ``notstarted``
+    (pfcon 5.3's spelling, see :class:`pfcon.api.schemas.ClassicComputeSchema`)."""
 
     notStarted = "notStarted"
     started = "started"

@@ -24,7 +24,7 @@ from docker.types import Mount as DockerMount
 from pfcon.cache import ExpiringCache
 from pfcon.compute.base import Capabilities, ComputeBackend, EngineCapacity, JobInfo, JobSpec, JobStatus
 from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
-from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
+from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound, PfconError
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,11 @@ class DockerBackend(DockerApiBackend):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        container.reload()
+        try:
+            with self._engine("inspect the started job", spec.jid):
+                container.reload()
+        except PfconError:  # Podman may fail the inspect of a job that already ended; it did start
+            return JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.started, "started", "")
         return self._job_info(container.attrs, spec.jid)
 
     def info(self, jid: str) -> JobInfo:

@@ -21,6 +21,7 @@ from pfcon.store import JobRow
 from pfcon.store.repository import FINISHED_ERROR, utc_now
 
 CLASSIC = "classic"  # pfcon 5.3's /api/v1/jobs/ API
+PFCON6 = "pfcon6"  # pfcon 6's copyjobs/, pluginjobs/, uploadjobs/ and deletejobs/
 
 
 def reason_of(error: BaseException) -> str:

@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pfcon.errors import InvalidInput
 from pfcon.safetree import DIR, FILE, MAX_DEPTH, Entry, open_dir, open_regular, open_root, walk
+
+if TYPE_CHECKING:
+    from pfcon.storage.base import Progress
 
 COPY_WORKERS = 8
 CHUNK = 8 * 1024 * 1024
@@ -183,7 +186,7 @@ def copy_new_files(pairs: Iterable[tuple[str, str]], workers: int = COPY_WORKERS
     bounded_each(lambda pair: _clone_or_copy(*pair, exist_ok=False), to_copy(), workers)
 
 
-def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
+def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS, progress: Progress | None = None) -> None:
     """Copy the regular files and folders of ``src`` into ``dest`` (merged if it exists).
 
     Both sides are walked and written fd-relative without following links
@@ -191,7 +194,8 @@ def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
     nowhere. A source deeper than :data:`~pfcon.safetree.MAX_DEPTH` folders is refused
     (:class:`InvalidInput`) rather than staged in part. The walk makes the folders and
     hard-links each file itself (one cheap syscall; a thread hand-off would cost more); only
-    files that must be copied byte by byte go to the pool.
+    files that must be copied byte by byte go to the pool. ``progress`` counts each file as
+    it is reached, with its size (pfcon 6's copy operation reports it while it runs).
     """
     os.makedirs(dest, exist_ok=True)
     src_fd = open_root(src)
@@ -211,7 +215,12 @@ def copy_tree(src: Path, dest: Path, workers: int = COPY_WORKERS) -> None:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(entry.name, dir_fd=parent)
                 stack.append(open_dir(entry.name, dir_fd=parent))
-            elif entry.kind == FILE and not _hard_link(entry.name, entry.name, entry.dir_fd, parent):
+                continue
+            if entry.kind != FILE:
+                continue
+            if progress is not None:
+                progress.add(os.stat(entry.name, dir_fd=entry.dir_fd, follow_symlinks=False).st_size)
+            if not _hard_link(entry.name, entry.name, entry.dir_fd, parent):
                 pair = _open_pair(entry, parent)
                 if pair is not None:
                     yield pair

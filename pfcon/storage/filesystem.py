@@ -8,7 +8,7 @@ output listing lists ``output_dir`` in place.
 from __future__ import annotations
 
 from pfcon.errors import InvalidInput
-from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Progress, StagedInput
 from pfcon.storage.innetwork import InNetworkStorage, overlaps
 from pfcon.storage.links import count_data_files
 
@@ -28,7 +28,9 @@ class FilesystemStorage(InNetworkStorage):
             raise InvalidInput(f"input_dirs: {inputs[0]} and output_dir {output} overlap")
         return JobDirs(input=source.as_posix(), output=target.as_posix())
 
-    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+    def stage_input(
+        self, jid: str, request: InputRequest, dirs: JobDirs, progress: Progress | None = None
+    ) -> StagedInput:
         source = self.storebase.root / dirs.input
         created = self.make_output_dir(self.storebase.root / dirs.output)
         self.remember_output(jid, self.requested_dirs(request)[1])

@@ -9,8 +9,10 @@ The output is ``output_dir`` itself, listed in place.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from pfcon.errors import InvalidInput
-from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Progress, StagedInput
 from pfcon.storage.copying import copy_tree
 from pfcon.storage.innetwork import InNetworkStorage, StoreBaseTree, overlaps
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
@@ -19,6 +21,7 @@ from pfcon.storebase import INCOMING
 
 class FslinkStorage(InNetworkStorage):
     name = "fslink"
+    copies_input = True
 
     def job_dirs(self, jid: str, request: InputRequest) -> JobDirs:
         inputs, output = self.requested_dirs(request)
@@ -29,7 +32,9 @@ class FslinkStorage(InNetworkStorage):
                 raise InvalidInput(f"input_dirs: {name} and output_dir {output} overlap")
         return JobDirs(input=f"{self.storebase.job_key(jid)}/{INCOMING}", output=target.as_posix())
 
-    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+    def stage_input(
+        self, jid: str, request: InputRequest, dirs: JobDirs, progress: Progress | None = None
+    ) -> StagedInput:
         inputs, output = self.requested_dirs(request)
         root = self.storebase.root
         incoming = root / dirs.input
@@ -37,7 +42,7 @@ class FslinkStorage(InNetworkStorage):
         sources = tuple(root / self.storebase_dir(n, "input_dirs", must_exist=True) for n in inputs)
         for source, name in zip(sources, inputs, strict=True):
             try:
-                copy_tree(source, incoming)
+                copy_tree(source, incoming, progress=progress)
             except (FileExistsError, NotADirectoryError, IsADirectoryError):
                 raise InvalidInput(
                     f"input_dirs: {name} has a file where another input has a folder"
@@ -50,6 +55,9 @@ class FslinkStorage(InNetworkStorage):
         created = self.make_output_dir(outgoing)
         self.remember_output(jid, output)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming), output_created=created)
+
+    def output_dir_of(self, jid: str, output_dir: PurePosixPath) -> str:
+        return output_dir.as_posix()  # the job writes straight into the client's folder
 
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
         return self.list_in_place(jid, job_output_path)

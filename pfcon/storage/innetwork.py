@@ -19,9 +19,17 @@ from pathlib import Path, PurePosixPath
 from pfcon.errors import InvalidInput, JobNotFound
 from pfcon.safetree import FILE, Entry, open_root, walk
 from pfcon.settings import STATE_DIR
-from pfcon.storage.base import InputRequest, ListingOutput, Storage
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Storage
 from pfcon.storage.links import LocalTree, is_link_file
-from pfcon.storebase import UPLOADS_DIR, StoreBase, resolve_inside, safe_relative, write_atomically
+from pfcon.storebase import (
+    INCOMING,
+    OUTGOING,
+    UPLOADS_DIR,
+    StoreBase,
+    resolve_inside,
+    safe_relative,
+    write_atomically,
+)
 
 RECORD_NAME = "innetwork.json"
 
@@ -61,7 +69,7 @@ class InNetworkStorage(Storage):
     # -- the submission ---------------------------------------------------------------------
     def requested_dirs(self, request: InputRequest) -> tuple[tuple[PurePosixPath, ...], PurePosixPath]:
         """``input_dirs`` and ``output_dir``, lexically safe, present and not overlapping."""
-        if not request.input_dirs:
+        if not request.input_dirs and request.inputs_required:
             raise InvalidInput("input_dirs: at least one is required with PFCON_INNETWORK=true")
         if not request.output_dir:
             raise InvalidInput("output_dir: field is required with PFCON_INNETWORK=true")
@@ -99,13 +107,42 @@ class InNetworkStorage(Storage):
             self.storebase.job_dir(jid) / RECORD_NAME, json.dumps({"output_dir": output_dir.as_posix()})
         )
 
+    def remembered_output(self, jid: str) -> PurePosixPath:
+        """The output dir the job's input was staged for; :class:`JobNotFound` if none was."""
+        record = self.storebase.job_dir(jid) / RECORD_NAME
+        try:
+            return PurePosixPath(json.loads(record.read_text())["output_dir"])
+        except (FileNotFoundError, NotADirectoryError):
+            raise JobNotFound(f"job {jid!r} has no staged data") from None
+
+    def staged_dirs(self, jid: str, output_dir: str | None) -> JobDirs:
+        """The copy operation's input folder, and the output it was staged for."""
+        if not output_dir:
+            raise InvalidInput("output_dir: field is required with PFCON_INNETWORK=true")
+        staged_for = self.remembered_output(jid)
+        if safe_relative(output_dir, "output_dir") != staged_for:
+            raise InvalidInput(
+                f"output_dir: {output_dir!r} is not the output_dir {staged_for} of the job's copy job"
+            )
+        key = self.storebase.job_key(jid)
+        return JobDirs(input=f"{key}/{INCOMING}", output=self.output_dir_of(jid, staged_for))
+
+    def owns_output_path(self, jid: str, job_output_path: str) -> bool:
+        try:
+            return safe_relative(job_output_path, "job_output_path") == self.remembered_output(jid)
+        except (InvalidInput, JobNotFound):
+            return False
+
+    def output_dir_of(self, jid: str, output_dir: PurePosixPath) -> str:
+        """The storeBase-relative folder mounted at /share/outgoing for a staged job."""
+        return f"{self.storebase.job_key(jid)}/{OUTGOING}"
+
     # -- the output -------------------------------------------------------------------------
     def listing_target(self, jid: str, job_output_path: str | None) -> PurePosixPath:
         """The job's own output dir, if ``job_output_path`` names it; else 400 (404: no job)."""
-        record = self.storebase.job_dir(jid) / RECORD_NAME
         try:
-            output_dir = PurePosixPath(json.loads(record.read_text())["output_dir"])
-        except FileNotFoundError:
+            output_dir = self.remembered_output(jid)
+        except JobNotFound:
             raise JobNotFound(f"job {jid!r} has no output data") from None
         if job_output_path is None:
             raise InvalidInput("job_output_path: query parameter is required with PFCON_INNETWORK=true")

@@ -25,7 +25,7 @@ from typing import Any
 from pfcon.errors import InvalidInput
 from pfcon.safetree import open_regular, open_root
 from pfcon.settings import LinkLimits
-from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, StagedInput
+from pfcon.storage.base import InputRequest, JobDirs, ListingOutput, Progress, StagedInput
 from pfcon.storage.innetwork import InNetworkStorage, data_files
 from pfcon.storage.links import (
     MAX_LINK_BYTES,
@@ -251,7 +251,9 @@ class ObjectTree:
         self.store.download_all(downloads(), exclusive=True)
 
 
-def download_prefix(store: ObjectStore, prefix: PurePosixPath, dest: Path) -> int:
+def download_prefix(
+    store: ObjectStore, prefix: PurePosixPath, dest: Path, progress: Progress | None = None
+) -> int:
     """Download every object under ``prefix/`` into ``dest``, keeping the names below the prefix.
 
     Each object name is checked like a client path: one named ``a/../../x`` is refused
@@ -275,6 +277,8 @@ def download_prefix(store: ObjectStore, prefix: PurePosixPath, dest: Path) -> in
                     raise clash(obj.name) from None
                 made.add(target.parent)
             count += 1
+            if progress is not None:
+                progress.add(obj.size)
             yield obj, target
 
     store.download_all(downloads())
@@ -282,7 +286,14 @@ def download_prefix(store: ObjectStore, prefix: PurePosixPath, dest: Path) -> in
 
 
 class ObjectStoreStorage(InNetworkStorage):
-    """Base of swift and s3: stage from the store, upload the output on the listing call."""
+    """Base of swift and s3: stage from the store, upload the output on the listing call.
+
+    Both of pfcon 6's operations do work here: the copy job stages the input, the upload job
+    sends the output (the classic API does the same on its submit and its listing call).
+    """
+
+    copies_input = True
+    uploads_output = True
 
     def __init__(
         self, storebase: StoreBase, store: ObjectStore, link_limits: LinkLimits | None = None
@@ -295,19 +306,31 @@ class ObjectStoreStorage(InNetworkStorage):
         key = self.storebase.job_key(jid)
         return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
 
-    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+    def stage_input(
+        self, jid: str, request: InputRequest, dirs: JobDirs, progress: Progress | None = None
+    ) -> StagedInput:
         inputs, output = self.requested_dirs(request)
         incoming = self.storebase.root / dirs.input
         incoming.mkdir()
         (self.storebase.root / dirs.output).mkdir()
         for prefix in inputs:
-            download_prefix(self.store, prefix, incoming)
+            download_prefix(self.store, prefix, incoming, progress)
         policy = LinkPolicy(source=ObjectTree(self.store), forbidden=(output,), limits=self.link_limits)
         resolve_links(incoming, policy, origins=inputs)
         self.remember_output(jid, output)
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
     def output(self, jid: str, job_output_path: str | None) -> ListingOutput:
+        files, _kept = self._upload(jid, job_output_path, None)
+        return self.listing(job_output_path or "", files)
+
+    def upload_output(self, jid: str, job_output_path: str, progress: Progress | None = None) -> int:
+        return self._upload(jid, job_output_path, progress)[1]
+
+    def _upload(
+        self, jid: str, job_output_path: str | None, progress: Progress | None
+    ) -> tuple[list[str], int]:
+        """Upload what is missing; returns every output file and how many were already there."""
         target = self.listing_target(jid, job_output_path)
         outgoing = self.storebase.outgoing(jid)
         # One upload per job at a time, across threads and worker processes: two listing calls
@@ -317,28 +340,30 @@ class ObjectStoreStorage(InNetworkStorage):
             try:
                 root_fd = open_root(outgoing)
             except FileNotFoundError:  # the job has not made it
-                return self.listing(job_output_path or "", [])
+                return [], 0
             try:
-                files = self.upload_new(root_fd, target)
+                return self.upload_new(root_fd, target, progress)
             finally:
                 os.close(root_fd)
-        return self.listing(job_output_path or "", files)
 
-    def upload_new(self, root_fd: int, target: PurePosixPath) -> list[str]:
+    def upload_new(
+        self, root_fd: int, target: PurePosixPath, progress: Progress | None = None
+    ) -> tuple[list[str], int]:
         """Upload the files the store does not already hold, byte for byte (nothing twice).
 
         Walks the output with :mod:`pfcon.safetree` (fd-relative, no link followed); each file
         is opened while the walk is on it and uploaded from that descriptor. A path too long
         for an object name (a job can write any depth) is left out with a warning: uploading
-        it would fail every listing call. Returns the sorted paths of the files in the store.
+        it would fail every listing call. Returns the sorted paths of the files in the store and
+        how many of them were there already (sent before, e.g. by an interrupted upload).
         """
         prefix = target.as_posix() + "/"
         present = {obj.name: obj for obj in self.store.objects(prefix)}
         files: list[str] = []
-        too_long = 0
+        too_long = kept = 0
 
         def uploads() -> Iterator[Upload]:
-            nonlocal too_long
+            nonlocal too_long, kept
             for entry in data_files(root_fd):
                 key = prefix + entry.path
                 if len(key.encode()) > MAX_KEY_BYTES:
@@ -354,7 +379,10 @@ class ObjectStoreStorage(InNetworkStorage):
                     same = there is not None and self.store.holds_copy(there, local)
                 if same:
                     os.close(local.fd)
+                    kept += 1
                     continue
+                if progress is not None:
+                    progress.add(local.size)  # counted as it is handed to the transfer pool
                 yield local, key
 
         pending = uploads()
@@ -368,7 +396,7 @@ class ObjectStoreStorage(InNetworkStorage):
                 "%d output files under %s: paths too long for an object name, not uploaded", too_long, target
             )
         files.sort()
-        return files
+        return files, kept
 
     def ping(self) -> str:
         local = super().ping()

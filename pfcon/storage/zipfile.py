@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import uuid
 
-from pfcon.errors import InvalidInput, JobNotFound
+from pfcon.errors import InvalidInput
 from pfcon.settings import LinkLimits, ZipLimits
-from pfcon.storage.base import InputRequest, JobDirs, StagedInput, Storage, ZipOutput
+from pfcon.storage.base import InputRequest, JobDirs, Progress, StagedInput, Storage, ZipOutput
 from pfcon.storage.links import LinkPolicy, count_data_files, resolve_links
 from pfcon.storage.unzip import StreamingUnzip
-from pfcon.storage.zipstream import stream_zip
 from pfcon.storebase import INCOMING, OUTGOING, StoreBase
 
 
@@ -37,7 +36,9 @@ class ZipFileStorage(Storage):
         key = self.storebase.job_key(jid)
         return JobDirs(input=f"{key}/{INCOMING}", output=f"{key}/{OUTGOING}")
 
-    def stage_input(self, jid: str, request: InputRequest, dirs: JobDirs) -> StagedInput:
+    def stage_input(
+        self, jid: str, request: InputRequest, dirs: JobDirs, progress: Progress | None = None
+    ) -> StagedInput:
         upload = request.upload
         if not isinstance(upload, StreamingUnzip):
             raise InvalidInput("data_file: must be sent as a file part of a multipart form")
@@ -51,8 +52,4 @@ class ZipFileStorage(Storage):
         return StagedInput(nfiles=count_data_files(incoming), path=str(incoming))
 
     def output(self, jid: str, job_output_path: str | None) -> ZipOutput:
-        try:  # opened here, before the 200: a job deleted meanwhile is a 404
-            chunks = stream_zip(self.storebase.outgoing(jid))
-        except (FileNotFoundError, NotADirectoryError):
-            raise JobNotFound(f"job {jid!r} has no output data") from None
-        return ZipOutput(filename=f"{jid}.zip", chunks=chunks)
+        return self.zip_output(jid)

@@ -155,8 +155,12 @@ class JobStore:
         self.engine.dispose()
 
     # -- recording --------------------------------------------------------------------------
-    def accept(self, new: NewJob, owner: str | None = None) -> JobRow:
-        """Insert the job in state ``accepted``; JobExists if its jid has a live row of this kind."""
+    def accept(self, new: NewJob, owner: str | None = None, **initial: Any) -> JobRow:
+        """Insert the job in state ``accepted``; JobExists if its jid has a live row of this kind.
+
+        ``initial`` sets other columns at once (an operation is queued with its parameters
+        in the same write: ``state``, ``spec``, ``logs``).
+        """
         if new.kind not in KINDS or new.api not in APIS:
             raise ValueError(f"unknown kind {new.kind!r} or api {new.api!r}")
         now = utc_now()
@@ -167,10 +171,11 @@ class JobStore:
             "owner": owner or process_owner(),
             "accepted_at": now,
             "updated_at": now,
+            **initial,
         }
         with self._write() as conn:
             job_id = conn.execute(sa.insert(jobs).values(**values)).inserted_primary_key[0]
-            self._event(conn, job_id, ACCEPTED, NOT_STARTED, new.message, now)
+            self._event(conn, job_id, values["state"], values["status"], new.message, now)
             return self._get(conn, job_id)
 
     def queue(self, job_id: int, spec: Mapping[str, Any] | None, message: str = "") -> bool:
@@ -242,6 +247,43 @@ class JobStore:
             finished_at=utc_now(),
             claimed_at=None,
         )
+
+    def record_operation(
+        self,
+        job_id: int,
+        state: str,
+        status: str,
+        message: str,
+        only_if_status: str | None = None,
+        **values: Any,
+    ) -> bool:
+        """An operation's own bookkeeping (pfcon 6's copy, upload, delete run inside pfcon).
+
+        Sets the columns whatever the live state (the operation runner decides the order),
+        or only while the status is ``only_if_status``; an event is written only when the
+        state or status changes, not for a progress line. False if the row was deleted (or
+        its status moved on) meanwhile.
+        """
+        now = utc_now()
+        if "logs" in values:
+            values["logs"] = _tail(values["logs"])
+        with self._write() as conn:
+            before = self._get(conn, job_id)
+            if before is None or before.state == DELETED:
+                return False
+            where = [jobs.c.id == job_id, jobs.c.state != DELETED]
+            if only_if_status is not None:
+                where.append(jobs.c.status == only_if_status)  # in the UPDATE itself: atomic
+            done = conn.execute(
+                sa.update(jobs)
+                .where(*where)
+                .values(state=state, status=status, message=message, updated_at=now, **values)
+            ).rowcount
+            if not done:
+                return False
+            if (before.state, before.status) != (state, status):
+                self._event(conn, job_id, state, status, message, now)
+        return True
 
     # -- starting exactly once --------------------------------------------------------------
     def claim(self, owner: str, limit: int, kind: str = "plugin") -> list[JobRow]:
