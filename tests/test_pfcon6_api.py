@@ -18,8 +18,9 @@ from pfcon.operations.records import Operation, StoreOperationStore
 from pfcon.store import open_store, prepare
 from tests.api_helpers import login
 from tests.helpers import job_form, wait_for
-from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
-from tests.test_innetwork import Data
+from tests.s3_fixtures import ENDPOINT, s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
+from tests.test_innetwork import OBJECT_STORES, Data, storage_data
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +70,8 @@ def plugin_form(jid: str, output_dir: str | None = None, **overrides) -> dict:
 @pytest.fixture
 def api6(request, make_app, storebase: Path):
     def build(storage: str, **env: str) -> tuple[Pfcon6, Data]:
-        if storage == "swift":
-            container = request.getfixturevalue("swift_container")
-            data = Data(storage, storebase, request.getfixturevalue("swift_conn"), container)
-            return Pfcon6(make_app(**swift_env(container, **env))), data
-        extra = {} if storage == "zipfile" else {"PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
-        return Pfcon6(make_app(**extra, **env)), Data(storage, storebase)
+        full_env, data = storage_data(request, storage, storebase, **env)
+        return Pfcon6(make_app(**full_env)), data
 
     return build
 
@@ -91,7 +88,13 @@ def _copied(api: Pfcon6, data: Data, jid: str, files: dict[str, str] | None = No
 # -- server info ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("storage", "flags"),
-    [("zipfile", (False, False)), ("filesystem", (False, False)), ("fslink", (True, False))],
+    [
+        ("zipfile", (False, False)),
+        ("filesystem", (False, False)),
+        ("fslink", (True, False)),
+        ("swift", (True, True)),
+        ("s3", (True, True)),
+    ],
 )
 def test_server_info_on_all_four_lists(api6, storage: str, flags: tuple[bool, bool]) -> None:
     api, _ = api6(storage)
@@ -102,6 +105,8 @@ def test_server_info_on_all_four_lists(api6, storage: str, flags: tuple[bool, bo
     assert infos[0]["server_version"] == api.app.extensions["pfcon"].settings.server_version
     classic = api.client.get(f"{API}/jobs/", headers=api.auth).get_json()
     assert "requires_copy_job" not in classic and classic["storage_env"] == storage
+    if storage == "s3":
+        assert infos[0]["s3_endpoint_url"] == classic["s3_endpoint_url"] == ENDPOINT
 
 
 # -- skipped operations are recorded ---------------------------------------------------------
@@ -166,8 +171,9 @@ def test_plugin_needs_its_copy_finished(api6, jid: str, storebase: Path) -> None
     api.post("plugin", plugin_form(jid, "home/u/elsewhere"), status=400)  # not the copy's output_dir
 
 
-def test_upload_needs_its_plugin_ended(api6, jid: str) -> None:
-    api, data = api6("swift")
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_upload_needs_its_plugin_ended(api6, storage: str, jid: str) -> None:
+    api, data = api6(storage)
     api.post("upload", {"jid": jid, "job_output_path": f"home/u/{jid}/out"}, status=409)
     _inputs, output = _copied(api, data, jid)
     api.post("plugin", plugin_form(jid, output, args=["--prefix", "out-", "--sleep", "2"]))
