@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.chris_like import ChrisLike, plugin_fields
-from tests.helpers import TEST_IMAGE, TEST_LABEL, make_zip
+from tests.helpers import TEST_IMAGE, TEST_LABEL, make_zip, wait_for
 from tests.live import live_pfcon
 from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
@@ -70,6 +70,7 @@ def test_chris_sequence(
         for kind in ("copy", "upload", "delete"):
             assert chris.call("GET", f"{kind}jobs/").json() == info
         plugin = plugin_fields(jid, "out-", TEST_IMAGE)
+        wait_for(chris.token_expired, timeout=10)  # a fast run still meets an expired token
         seen = chris.run(jid, plugin, [inputs], output, make_zip(files))
 
     assert seen["plugin"]["status"] == "finishedSuccessfully", seen["plugin"]
