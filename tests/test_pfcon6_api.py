@@ -10,6 +10,7 @@ import io
 import os
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,10 @@ def test_upload_needs_its_plugin_ended(api6, storage: str, jid: str) -> None:
     api.post("upload", {"jid": jid, "job_output_path": output})
     assert api.wait("upload", jid)["message"].startswith("uploaded 1 files")
     assert data.output(output) == {"out-a.txt": b"alpha"}
+    unnamed = api.client.get(f"{API}/pluginjobs/{jid}/file/", headers=api.auth)  # no query: pfcon 6 zips
+    assert unnamed.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(unnamed.data)) as archive:
+        assert {name: archive.read(name) for name in archive.namelist()} == {"out-a.txt": b"alpha"}
 
 
 def test_an_existing_job_is_answered_as_it_is_and_a_failed_one_redone(api6, jid: str, docker_client) -> None:
