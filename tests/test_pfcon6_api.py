@@ -19,7 +19,7 @@ from pfcon.operations.records import Operation, StoreOperationStore
 from pfcon.store import open_store, prepare
 from tests.api_helpers import login
 from tests.helpers import job_form, wait_for
-from tests.s3_fixtures import ENDPOINT, s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.s3_fixtures import ENDPOINT, Relay, relay_fixture, s3_bucket_fixture, s3_client_fixture  # noqa: F401
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
 from tests.test_innetwork import OBJECT_STORES, Data, storage_data
 
@@ -188,6 +188,31 @@ def test_upload_needs_its_plugin_ended(api6, storage: str, jid: str) -> None:
     assert unnamed.status_code == 200
     with zipfile.ZipFile(io.BytesIO(unnamed.data)) as archive:
         assert {name: archive.read(name) for name in archive.namelist()} == {"out-a.txt": b"alpha"}
+
+
+def test_s3_copy_and_upload_fail_in_an_outage_and_are_redone_after_it(api6, relay: Relay, jid: str) -> None:
+    """Endpoint down: the operation ends finishedWithError naming S3; a re-POST redoes it."""
+    api, data = api6("s3", S3_ENDPOINT_URL=relay.url)
+    inputs, output = f"home/u/{jid}/in", f"home/u/{jid}/out"
+    data.put({f"{inputs}/a.txt": "alpha"})
+    copy = {"jid": jid, "input_dirs": inputs, "output_dir": output}
+    relay.down()
+    api.post("copy", copy)
+    failed = api.wait("copy", jid)
+    assert failed["status"] == "finishedWithError" and "does not answer" in failed["message"], failed
+    relay.up()
+    api.post("copy", copy)
+    assert api.wait("copy", jid)["status"] == "finishedSuccessfully"
+    api.post("plugin", plugin_form(jid, output, args=["--prefix", "out-"]))
+    assert api.wait("plugin", jid)["status"] == "finishedSuccessfully"
+    relay.down()
+    api.post("upload", {"jid": jid, "job_output_path": output})
+    failed = api.wait("upload", jid)
+    assert failed["status"] == "finishedWithError" and "does not answer" in failed["message"], failed
+    relay.up()
+    api.post("upload", {"jid": jid, "job_output_path": output})
+    assert api.wait("upload", jid)["status"] == "finishedSuccessfully"
+    assert data.output(output) == {"out-a.txt": b"alpha"}
 
 
 def test_an_existing_job_is_answered_as_it_is_and_a_failed_one_redone(api6, jid: str, docker_client) -> None:
