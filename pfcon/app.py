@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     operations.resume()  # operations whose process stopped before they ended
     sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died
     atexit.register(sweeper.stop)
+    service.feed.start()  # running jobs' state flows in from the engine
     atexit.register(service.close)
     atexit.register(operations.close)
     log.info(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
+from pfcon.compute.feed import LogTails, StateFeed, build_feed
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
 from pfcon.observability.observer import CLASSIC, Observer
@@ -140,6 +141,8 @@ class JobService:
             settings.history_days,
             observer=self.observer,
         )
+        self.feed: StateFeed = build_feed(backend, store, settings.job_logs_tail, self.observer.finished)
+        self.tails = LogTails(backend.logs, settings.job_logs_tail)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -288,10 +291,12 @@ class JobService:
 
     # -- status ---------------------------------------------------------------------------
     def status(self, jid: str) -> JobState:
-        """From the store, and from the engine only while the job runs there.
+        """From the store, and for a running job from the engine's feed (no engine call).
 
         A finished job answers its recorded status and log tail however often it is asked,
-        even after the engine forgot it (Kubernetes deletes finished Jobs after a day).
+        even after the engine forgot it (Kubernetes deletes finished Jobs after a day). A
+        running job answers what the feed last saw and a log tail at most a second old;
+        only when the feed cannot vouch for it (not seen yet, stream down) is the engine asked.
         """
         validate_jid(jid)
         row = self.store.live(jid)
@@ -303,14 +308,24 @@ class JobService:
         if row.state != STARTED:
             return JobState(_info_of(row), row.logs or "")
         try:
-            info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
+            info, logs = self._running(jid)
         except JobNotFound:
             return JobState(self._vanished(row))
-        if info.status in RECORDED and self.store.mark_finished(
-            row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
-        ):
-            self.observer.finished(row, info.status.value)
+        if info.status in RECORDED:
+            self.tails.forget(jid)
+            if self.store.mark_finished(
+                row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
+            ):
+                self.observer.finished(row, info.status.value)
         return JobState(info, logs)
+
+    def _running(self, jid: str) -> tuple[JobInfo, str]:
+        info = self.feed.current(jid)
+        if info is None:
+            return self.backend.snapshot(jid, self.settings.job_logs_tail)
+        if info.status in RECORDED:  # the final tail, not one read a second ago
+            return info, self.backend.logs(jid, self.settings.job_logs_tail)
+        return info, self.tails.get(jid)
 
     def _unrecorded(self, jid: str) -> JobInfo:
         if not self.storebase.has_job(jid):
@@ -359,6 +374,8 @@ class JobService:
             if row is not None:
                 self.store.restore(row, error.message)
             raise
+        self.feed.forget(jid)
+        self.tails.forget(jid)
         if row is None and not had_data and not in_engine:
             raise JobNotFound(f"job {jid!r} not found")
         log.info("[%s] deleted (engine: %s, data: %s)", jid, in_engine, had_data)
@@ -380,6 +397,7 @@ class JobService:
         return row is not None and row.claimed
 
     def close(self) -> None:
+        self.feed.close()
         self.starter.shutdown()
         self.backend.close()
         self.store.close()

@@ -8,6 +8,7 @@ its jid and labelled as ours; the engine's container states map to pfcon's statu
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import shlex
@@ -36,6 +37,11 @@ MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
+#: container events that may change a job's state (``exec_*``, ``attach`` and the like do not)
+EVENTS = ("start", "die", "oom", "pause", "unpause", "destroy")
+#: beyond the window, how long the event stream may stay silent before it counts as hung
+EVENT_READ_SLACK = 10.0
+
 #: How long the engine's start time is reused before it is asked again (one call per poll of
 #: a finished job would double the engine traffic of a busy status endpoint).
 ENGINE_START_TTL = 2.0
@@ -62,6 +68,7 @@ class DockerBackend(DockerApiBackend):
     name = "docker"
     capabilities = Capabilities(max_workers=1, gpus=True, shm_size=True, labels=True)
     judgement = Judgement(DOCKER_STATES)
+    event_stream = True
 
     def __init__(self, client: docker.DockerClient | None = None, engine_name: str = "docker") -> None:
         super().__init__(client)
@@ -121,7 +128,18 @@ class DockerBackend(DockerApiBackend):
             return self._job_info(self._container(jid).attrs, jid)
 
     def logs(self, jid: str, tail: int) -> str:
-        return self.snapshot(jid, tail)[1]
+        """One logs call, no inspect: callers ask only for jobs pfcon created (its store and
+        the feed, which sees only containers labelled as ours, vouch for that)."""
+        if tail <= 0:
+            return ""
+        api = self.client.api
+        params = {"stdout": 1, "stderr": 1, "tail": tail}
+        with self._engine("read the job's logs", jid):
+            # docker-py's own logs() inspects the container first (to learn if it has a TTY;
+            # pfcon's never do), which would double the cost of every read
+            reply = api.get(f"{api.base_url}/v{API_VERSION}/containers/{jid}/logs", params=params)
+            api._raise_for_status(reply)
+        return demultiplex(reply.content).decode("utf-8", errors="replace")
 
     def snapshot(self, jid: str, tail: int) -> tuple[JobInfo, str]:
         """One inspect and one logs call (``info`` + ``logs`` would inspect twice)."""
@@ -129,6 +147,35 @@ class DockerBackend(DockerApiBackend):
             container = self._container(jid)
             raw = container.logs(stdout=True, stderr=True, tail=tail) if tail > 0 else b""
         return self._job_info(container.attrs, jid), raw.decode("utf-8", errors="replace")
+
+    def events(self, since: float, until: float) -> Iterator[str]:
+        """Our containers' events in one window of the engine's stream.
+
+        Read with a timeout of its own: docker-py reads event streams without one, and a
+        hung engine would then hold the feed's thread for ever.
+        """
+        api = self.client.api
+        params = {
+            "since": f"{since:.6f}",
+            "until": f"{until:.6f}",
+            "filters": json.dumps({"type": ["container"], "label": [JOB_LABEL], "event": list(EVENTS)}),
+        }
+        with self._engine("follow the event stream"):
+            reply = api.get(
+                f"{api.base_url}/v{API_VERSION}/events",
+                params=params,
+                stream=True,
+                timeout=(10, max(0.0, until - since) + EVENT_READ_SLACK),
+            )
+            try:
+                if reply.status_code != 200:
+                    raise BackendUnavailable(f"{self.name} refused events: HTTP {reply.status_code}")
+                for line in reply.iter_lines():
+                    jid = _event_jid(line)
+                    if jid:
+                        yield jid
+            finally:
+                reply.close()
 
     def remove(self, jid: str) -> None:
         with self._engine("remove the job", jid):
@@ -218,6 +265,30 @@ class DockerBackend(DockerApiBackend):
             timestamp=_timestamp(state, attrs.get("Created", "")),
             exit_code=state.get("ExitCode") if status.terminal else None,
         )
+
+
+def demultiplex(data: bytes) -> bytes:
+    """The payload of a non-TTY container's log stream: frames of an 8-byte header (stream
+    type, 3 zero bytes, big-endian length) and that many bytes, stdout and stderr interleaved."""
+    out, position = [], 0
+    while position + 8 <= len(data):
+        size = int.from_bytes(data[position + 4 : position + 8], "big")
+        out.append(data[position + 8 : position + 8 + size])
+        position += 8 + size
+    return b"".join(out)
+
+
+def _event_jid(line: bytes) -> str | None:
+    """The jid label of one event line (None for a blank keep-alive or junk)."""
+    try:
+        event = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    jid = attributes.get(JOB_LABEL)
+    return jid if isinstance(jid, str) and jid else None
 
 
 def _timestamp(state: Mapping[str, Any], created: str) -> str:
