@@ -1,0 +1,109 @@
+"""Running jobs' status from one periodic query for all live jobs, on the real Slurm cluster.
+
+Every scheduler command the backend runs is recorded with the thread that ran it: a status
+poll (the test's thread) runs none, the feed's thread asks ``squeue`` once per round for all
+live jobs together, and the end of a job shows within a poll round.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pfcon.jobs import JobService
+from tests.api_helpers import login, submit, wait_started
+from tests.helpers import TEST_LABEL, job_form, wait_for
+from tests.slurm_fixtures import remove_slurm_containers, slurm_cluster  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+WAIT_FOR_STOP = "echo hello from the job; while [ ! -e /share/incoming/stop ]; do sleep 0.05; done; echo bye"
+
+
+def test_slurm_status_polls_run_no_command_and_one_squeue_serves_all_jobs(
+    slurm_cluster,  # noqa: F811
+    make_app,
+    docker_client,
+    storebase: Path,
+    jid: str,
+) -> None:
+    app = make_app(CONTAINER_ENV="slurm", JOB_LABELS=TEST_LABEL, TIMELIMIT_MINUTES="10")
+    service: JobService = app.extensions["pfcon"]
+    commands: list[tuple[str, list[str]]] = []
+    run = service.backend._run
+
+    def recorded(argv, timeout=None):
+        commands.append((threading.current_thread().name, list(argv)))
+        return run(argv, timeout)
+
+    service.backend._run = recorded
+    client = app.test_client()
+    auth = login(client)
+    jids = [jid, f"{jid}-b"]
+    try:
+        for each in jids:
+            form = job_form(each, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
+            assert submit(client, auth, form, {"a": "1"}).status_code == 201
+        for each in jids:
+            wait_started(client, auth, each, timeout=120)
+            wait_for(lambda each=each: service.feed.current(each) or None, timeout=30)
+
+        commands.clear()
+        for _ in range(40):
+            answer = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+            assert answer["status"] == "started", answer
+        time.sleep(2.2)
+        mine = threading.current_thread().name
+        assert [argv for name, argv in commands if name == mine] == [], "a status poll ran a slurm command"
+        rounds = [argv for name, argv in commands if name == "pfcon-poll-feed"]
+        assert rounds, "the feed did not poll"
+        assert all(
+            argv[0] == "squeue" and set(argv[-1].split(",")) == {*_slurm_ids(service, jids)}
+            for argv in rounds
+        )
+
+        (storebase / f"key-{jid}" / "incoming" / "stop").write_text("")
+        engine_said = _when_the_backend_says_finished(service, jid)
+        wait_for(
+            lambda: (
+                client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+                == "finishedSuccessfully"
+            ),
+            interval=0.05,
+            timeout=60,
+        )
+        delay = time.monotonic() - engine_said.result()
+        # a poll round is 1 s plus one squeue: the change shows within a round of Slurm saying it
+        assert delay < 2.0, f"the end of the job showed {delay:.2f} s after slurm said it"
+        assert [argv for name, argv in commands if name == mine] == []
+        row = service.store.live(jid)
+        assert row is not None and row.status == "finishedSuccessfully" and "bye" in (row.logs or "")
+    finally:
+        for each in jids:
+            client.delete(f"/api/v1/jobs/{each}/", headers=auth)
+        service.feed.close()
+        remove_slurm_containers(docker_client)
+
+
+def _when_the_backend_says_finished(service: JobService, jid: str) -> Future[float]:
+    """In a thread of its own (its commands are not the request path's): when the backend,
+    asked directly and often, first says the job finished."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="probe")
+
+    def probe() -> float:
+        while not service.backend.info(jid).status.terminal:
+            time.sleep(0.1)
+        return time.monotonic()
+
+    try:
+        return pool.submit(probe)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _slurm_ids(service: JobService, jids: list[str]) -> list[str]:
+    return [service.backend._record(service.backend._files(each), each)["job_id"] for each in jids]
