@@ -1,12 +1,14 @@
-"""Running jobs' status from one periodic query for all live jobs, on the real Slurm cluster.
+"""Running jobs' status from one periodic query for all live jobs: the real Slurm cluster, Swarm.
 
-Every scheduler command the backend runs is recorded with the thread that ran it: a status
-poll (the test's thread) runs none, the feed's thread asks ``squeue`` once per round for all
-live jobs together, and the end of a job shows within a poll round.
+Every scheduler command (Slurm) or engine request (Swarm) the backend makes is recorded with
+the thread that made it: a status poll (the test's thread) asks nothing of the job's state,
+the feed's thread asks once per round for all live jobs together, and the end of a job shows
+within a poll round.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +20,8 @@ from pfcon.jobs import JobService
 from tests.api_helpers import login, submit, wait_started
 from tests.helpers import TEST_LABEL, job_form, wait_for
 from tests.slurm_fixtures import remove_slurm_containers, slurm_cluster  # noqa: F401
+from tests.swarm_fixtures import no_leftover_services_fixture, swarm_client_fixture  # noqa: F401
+from tests.test_status_feed import EngineCalls
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +111,55 @@ def _when_the_backend_says_finished(service: JobService, jid: str) -> Future[flo
 
 def _slurm_ids(service: JobService, jids: list[str]) -> list[str]:
     return [service.backend._record(service.backend._files(each), each)["job_id"] for each in jids]
+
+
+def test_swarm_status_polls_ask_no_task_and_one_round_serves_all_jobs(
+    make_app,
+    swarm_client,
+    storebase: Path,
+    jid: str,
+) -> None:
+    app = make_app(CONTAINER_ENV="swarm")
+    service: JobService = app.extensions["pfcon"]
+    calls = EngineCalls()
+    calls.install(service.backend.client)
+    client = app.test_client()
+    auth = login(client)
+    jids = [jid, f"{jid}-b"]
+    try:
+        for each in jids:
+            form = job_form(each, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
+            assert submit(client, auth, form, {"a": "1"}).status_code == 201
+        for each in jids:
+            wait_started(client, auth, each, timeout=120)
+            wait_for(lambda each=each: service.feed.current(each), timeout=30)
+
+        calls.clear()
+        began = time.monotonic()
+        for _ in range(40):
+            answer = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+            assert answer["status"] == "started" and "hello from the job" in answer["logs"], answer
+        elapsed = time.monotonic() - began
+        time.sleep(2.2)
+        mine = calls.by(threading.current_thread().name)
+        assert not [path for _, path in mine if "/tasks" in path], "a status poll asked swarm for tasks"
+        log_reads = [path for _, path in mine if path.endswith("/logs")]
+        assert len(log_reads) <= math.ceil(elapsed) + 1, (log_reads, elapsed)
+        feed = [path for _, path in calls.by("pfcon-poll-feed")]
+        assert feed.count("/v1.41/tasks") >= 2, feed
+        # each round is one service list and one task list for all jobs, never a call per job
+        assert set(feed) == {"/v1.41/services", "/v1.41/tasks"}, feed
+
+        (storebase / f"key-{jid}" / "incoming" / "stop").write_text("")
+        wait_for(
+            lambda: (
+                client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+                == "finishedSuccessfully"
+            ),
+            interval=0.05,
+            timeout=60,
+        )
+        row = service.store.live(jid)
+        assert row is not None and row.status == "finishedSuccessfully" and "bye" in (row.logs or "")
+    finally:
+        service.feed.close()
