@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from tests.api_helpers import login, submit, submit_ticking_job, wait_started, wait_terminal
-from tests.helpers import job_form
+from tests.helpers import job_form, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,12 @@ def test_running_job_removed_behind_our_back_is_undefined(client, auth, jid: str
     assert submit(client, auth, job_form(jid, args=["--sleep", "30"]), {"a": "x"}).status_code == 201
     wait_started(client, auth, jid)
     docker_client.containers.get(jid).remove(force=True)
-    compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+
+    def answer() -> dict | None:  # the engine's events reach the answer within a second
+        compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+        return compute if compute["status"] != "started" else None
+
+    compute = wait_for(answer, timeout=5, interval=0.05)
     assert compute["status"] == "undefined" and "no longer knows" in compute["message"], compute
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
 

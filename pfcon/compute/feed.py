@@ -195,10 +195,13 @@ class StateFeed:
     def _replace(self, infos: Mapping[str, JobInfo]) -> None:
         """A full picture of the live jobs (after a (re)connection or a poll)."""
         with self._lock:
-            self._seen = dict(infos)
+            self._seen = {jid: info for jid, info in infos.items() if info.status is not JobStatus.undefined}
         self._record_ended(infos.values())
 
     def _note(self, info: JobInfo) -> None:
+        if info.status is JobStatus.undefined:  # a passing engine state ('removing'): not vouched for
+            self.forget(info.jid)
+            return
         with self._lock:
             self._seen[info.jid] = info
         self._record_ended((info,))
