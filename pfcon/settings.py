@@ -22,6 +22,9 @@ DEV_USER = "pfcon"
 DEV_PASSWORD = "pfcon1234"
 DEV_SECRET_KEY = "pfcon-development-secret-key-not-for-production"
 DEFAULT_STOREBASE_MOUNT = "/var/local/storeBase"
+#: set in the gunicorn master once the job store is prepared, so its workers do not repeat it
+#: (here, not in pfcon.store, so the master can set it without loading SQLAlchemy)
+STORE_PREPARED_ENV = "PFCON_STORE_PREPARED"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 MiB = 1024**2
