@@ -2,15 +2,20 @@
 
 What it measures (FNNDSC pfcon 5.3 figures and our targets are printed beside each):
 
-1. ``POST jobs/`` latency (median, p95) for 40 small jobs submitted one after another;
-2. jobs/s from the first submit until all 40 are seen finished (status polling);
+0. the idle RSS of the whole service (gunicorn master and workers, default settings);
+1. ``POST jobs/`` latency (median, p95) for 40 small jobs POSTed from 8 threads;
+2. jobs/s from the first submit until all 40 are seen finished (status polling), beside the
+   engine's own parallel start rate measured in the same run (docker-py create+start of 40
+   containers from 8 threads); the load average is printed with it;
 3. status ``GET jobs/<jid>/`` per second with 8 concurrent keep-alive clients for ~5 s
    (``wrk`` if it is on PATH, else 8 client processes using ``http.client``), on finished jobs
-   (which pfcon answers from its job store) and, informative, on running jobs (which
-   always cost two engine calls);
+   (which pfcon answers from its job store) and on 20 running jobs (answered from the engine's
+   event feed, no engine call per poll): rate, p95 latency and the load average;
 4. upload of a 512 MiB zip of random bytes (ZIP_STORED), streamed from disk: POST time and the
    service's peak RSS growth (VmRSS of the gunicorn master and all its descendants);
 5. download of a 512 MiB job output as a zip: time to first byte, total time, RSS growth.
+
+``--small`` skips 4 and 5 (and building the 512 MiB zip).
 
 It starts its own service (``pfcon serve`` on a free port, a fresh STOREBASE under /var/tmp),
 needs a running dockerd and the image ``localhost/pfcon-busybox:1``, deletes every job it made
