@@ -110,6 +110,11 @@ def _prepare_service() -> int:
 
 def when_ready(server) -> None:
     """PFCON_METRICS=HOST:PORT: the master serves /metrics there, summed over its workers."""
+    from pfcon.settings import load_settings
+
+    observability = load_settings().observability
+    if observability.metrics != "bind" or not observability.metrics_bind:
+        return  # the exporter loads the job store (SQLAlchemy): not into a master that needs none
     from pfcon.observability.exporter import serve_metrics_if_bound
 
     serve_metrics_if_bound()

@@ -38,13 +38,14 @@ def test_slurm_status_polls_run_no_command_and_one_squeue_serves_all_jobs(
     app = make_app(CONTAINER_ENV="slurm", JOB_LABELS=TEST_LABEL, TIMELIMIT_MINUTES="10")
     service: JobService = app.extensions["pfcon"]
     commands: list[tuple[str, list[str]]] = []
-    run = service.backend._run
+    backend = getattr(service.backend, "wrapped", service.backend)  # under the metrics' timing proxy
+    run = backend._run
 
     def recorded(argv, timeout=None):
         commands.append((threading.current_thread().name, list(argv)))
         return run(argv, timeout)
 
-    service.backend._run = recorded
+    backend._run = recorded
     client = app.test_client()
     auth = login(client)
     jids = [jid, f"{jid}-b"]
@@ -133,6 +134,10 @@ def test_swarm_status_polls_ask_no_task_and_one_round_serves_all_jobs(
         for each in jids:
             wait_started(client, auth, each, timeout=120)
             wait_for(lambda each=each: service.feed.current(each), timeout=30)
+        wait_for(  # swarm's service logs lag the container's a little
+            lambda: "hello" in client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["logs"],
+            timeout=30,
+        )
 
         calls.clear()
         began = time.monotonic()
