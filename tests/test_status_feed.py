@@ -1,4 +1,4 @@
-"""Running jobs' status from the engine's event stream, on the real dockerd.
+"""Running jobs' status from the engine's event stream, on the real dockerd (and Podman).
 
 Every HTTP call the backend's client makes to the engine is recorded with the thread that
 made it, so the tests tell the request path (the test's own thread, through the Flask test
@@ -23,6 +23,7 @@ import pytest
 
 from pfcon.jobs import JobService
 from tests.api_helpers import login, submit, wait_started
+from tests.conftest import remove_test_containers
 from tests.helpers import job_form, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,19 @@ def watched(make_app) -> Iterator[tuple[object, JobService, EngineCalls]]:
     service.feed.close()
 
 
+@pytest.fixture(params=["docker", "podman"])
+def watched_engine(request: pytest.FixtureRequest, make_app) -> Iterator[tuple]:
+    """The same on each engine with an event stream: the app, its calls, the engine's client."""
+    engine_client = request.getfixturevalue(f"{request.param}_client")
+    app = make_app(CONTAINER_ENV=request.param)
+    service: JobService = app.extensions["pfcon"]
+    calls = EngineCalls()
+    calls.install(service.backend.client)
+    yield app, service, calls, engine_client
+    service.feed.close()
+    remove_test_containers(engine_client)
+
+
 def start_waiting_job(client, auth, jid: str, service: JobService) -> None:
     form = job_form(jid, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
     assert submit(client, auth, form, {"a": "1"}).status_code == 201
@@ -100,9 +114,9 @@ def finished_at(docker_client: docker.DockerClient, jid: str) -> float:
 
 
 def test_running_status_costs_no_engine_call_and_a_change_shows_within_a_second(
-    watched, docker_client: docker.DockerClient, storebase: Path, jid: str
+    watched_engine, storebase: Path, jid: str
 ) -> None:
-    app, service, calls = watched
+    app, service, calls, engine_client = watched_engine
     client = app.test_client()
     auth = login(client)
     start_waiting_job(client, auth, jid, service)
@@ -124,7 +138,7 @@ def test_running_status_costs_no_engine_call_and_a_change_shows_within_a_second(
         seen = (time.time(), poll(client, auth, jid))
     assert seen[1]["status"] == "finishedSuccessfully", seen
     assert "bye" in seen[1]["logs"]  # the final tail, not one read a second before
-    delay = seen[0] - finished_at(docker_client, jid)
+    delay = seen[0] - finished_at(engine_client, jid)
     assert delay < 1.0, f"the end of the job showed {delay:.2f} s after it happened"
     assert inspects(calls) == [], "the end of the job was read on the request path"
     row = service.store.live(jid)

@@ -46,7 +46,7 @@ STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: container events that may change a job's state (``exec_*``, ``attach`` and the like do not)
-EVENTS = ("start", "die", "oom", "pause", "unpause", "destroy")
+EVENTS = frozenset({"start", "die", "oom", "pause", "unpause", "destroy", "remove"})  # remove: Podman
 #: beyond the window, how long the event stream may stay silent before it counts as hung
 EVENT_READ_SLACK = 10.0
 
@@ -179,7 +179,9 @@ class DockerBackend(DockerApiBackend):
         params = {
             "since": f"{since:.6f}",
             "until": f"{until:.6f}",
-            "filters": json.dumps({"type": ["container"], "label": [JOB_LABEL], "event": list(EVENTS)}),
+            # by type only: Podman's compatible API matches no event to a key-only label filter;
+            # pfcon's own containers and the events that matter are picked out here
+            "filters": json.dumps({"type": ["container"]}),
         }
         with self._engine("follow the event stream"):
             reply = api.get(
@@ -300,12 +302,13 @@ def demultiplex(data: bytes) -> bytes:
 
 
 def _event_jid(line: bytes) -> str | None:
-    """The jid label of one event line (None for a blank keep-alive or junk)."""
+    """The jid label of one event line that may change a job's state (None for other events,
+    other containers, a blank keep-alive or junk)."""
     try:
         event = json.loads(line) if line.strip() else None
     except ValueError:
         return None
-    if not isinstance(event, dict):
+    if not isinstance(event, dict) or (event.get("Action") or event.get("status")) not in EVENTS:
         return None
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
     jid = attributes.get(JOB_LABEL)
