@@ -50,12 +50,7 @@ def test_slurm_status_polls_run_no_command_and_one_squeue_serves_all_jobs(
     auth = login(client)
     jids = [jid, f"{jid}-b"]
     try:
-        for each in jids:
-            form = job_form(each, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
-            assert submit(client, auth, form, {"a": "1"}).status_code == 201
-        for each in jids:
-            wait_started(client, auth, each, timeout=120)
-            wait_for(lambda each=each: service.feed.current(each) or None, timeout=30)
+        start_waiting_jobs(client, auth, service, jids)
 
         commands.clear()
         for _ in range(40):
@@ -94,6 +89,16 @@ def test_slurm_status_polls_run_no_command_and_one_squeue_serves_all_jobs(
         remove_slurm_containers(docker_client)
 
 
+def start_waiting_jobs(client, auth, service: JobService, jids: list[str]) -> None:
+    """Jobs that wait for a ``stop`` file, running and seen by the feed."""
+    for each in jids:
+        form = job_form(each, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
+        assert submit(client, auth, form, {"a": "1"}).status_code == 201
+    for each in jids:
+        wait_started(client, auth, each, timeout=120)
+        wait_for(lambda each=each: service.feed.current(each), timeout=30)
+
+
 def _when_the_backend_says_finished(service: JobService, jid: str) -> Future[float]:
     """In a thread of its own (its commands are not the request path's): when the backend,
     asked directly and often, first says the job finished."""
@@ -128,12 +133,7 @@ def test_swarm_status_polls_ask_no_task_and_one_round_serves_all_jobs(
     auth = login(client)
     jids = [jid, f"{jid}-b"]
     try:
-        for each in jids:
-            form = job_form(each, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
-            assert submit(client, auth, form, {"a": "1"}).status_code == 201
-        for each in jids:
-            wait_started(client, auth, each, timeout=120)
-            wait_for(lambda each=each: service.feed.current(each), timeout=30)
+        start_waiting_jobs(client, auth, service, jids)
         wait_for(  # swarm's service logs lag the container's a little
             lambda: "hello" in client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["logs"],
             timeout=30,
