@@ -51,6 +51,11 @@ class ChrisLike:
         self.token = answer.json()["token"]
         self.logins += 1
 
+    def token_expired(self) -> bool:
+        """Whether the server now refuses the token in hand (without renewing it)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.get(self.url + "pluginjobs/", headers=headers, timeout=30).status_code == 401
+
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request; on 401 a new token and one retry (abstractjobs.py L183-253)."""
         if self.token is None:

@@ -63,19 +63,24 @@ class Data:
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def storage_data(
+    request: pytest.FixtureRequest, storage: str, storebase: Path, **env: str
+) -> tuple[dict[str, str], Data]:
+    """pfcon's environment for any storage mode, and where the client's data goes for it."""
+    if storage in OBJECT_STORES:
+        store_env, objects = object_store(request, storage, **env)
+        return store_env, Data(storage, storebase, objects)
+    mode = {} if storage == "zipfile" else {"PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
+    return {**mode, **env}, Data(storage, storebase)
+
+
 @pytest.fixture
 def innetwork(request, make_app, storebase: Path) -> Callable[..., tuple]:
     """Build an in-network app for a storage: (client, auth, data)."""
 
     def build(storage: str, **env: str):
-        if storage in OBJECT_STORES:
-            full_env, objects = object_store(request, storage, **env)
-            app = make_app(**full_env)
-            data = Data(storage, storebase, objects)
-        else:
-            app = make_app(PFCON_INNETWORK="true", STORAGE_ENV=storage, **env)
-            data = Data(storage, storebase)
-        client = app.test_client()
+        full_env, data = storage_data(request, storage, storebase, **env)
+        client = make_app(**full_env).test_client()
         return client, login(client), data
 
     return build
@@ -179,11 +184,7 @@ def test_pfconclient_in_network(
     storage: str, request, docker_client, storebase: Path, tmp_path: Path, jid
 ) -> None:
     """python-pfconclient 3.3.0 as the ChRIS backend uses it in-network, against real gunicorn."""
-    env = {"JOB_LABELS": TEST_LABEL, "PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
-    data = Data(storage, storebase)
-    if storage in OBJECT_STORES:
-        store_env, data.objects = object_store(request, storage)
-        env = {**store_env, **env}
+    env, data = storage_data(request, storage, storebase, JOB_LABELS=TEST_LABEL)
     base = f"home/{jid}"
     data.put({f"{base}/in/a.txt": "alpha", f"{base}/in/d/b.txt": "beta"})
     with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:

@@ -10,6 +10,7 @@ import io
 import os
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from pfcon.operations.records import Operation, StoreOperationStore
 from pfcon.store import open_store, prepare
 from tests.api_helpers import login
 from tests.helpers import job_form, wait_for
-from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture, swift_env  # noqa: F401
-from tests.test_innetwork import Data
+from tests.s3_fixtures import ENDPOINT, Relay, relay_fixture, s3_bucket_fixture, s3_client_fixture  # noqa: F401
+from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
+from tests.test_innetwork import OBJECT_STORES, Data, storage_data
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +71,8 @@ def plugin_form(jid: str, output_dir: str | None = None, **overrides) -> dict:
 @pytest.fixture
 def api6(request, make_app, storebase: Path):
     def build(storage: str, **env: str) -> tuple[Pfcon6, Data]:
-        if storage == "swift":
-            container = request.getfixturevalue("swift_container")
-            data = Data(storage, storebase, request.getfixturevalue("swift_conn"), container)
-            return Pfcon6(make_app(**swift_env(container, **env))), data
-        extra = {} if storage == "zipfile" else {"PFCON_INNETWORK": "true", "STORAGE_ENV": storage}
-        return Pfcon6(make_app(**extra, **env)), Data(storage, storebase)
+        full_env, data = storage_data(request, storage, storebase, **env)
+        return Pfcon6(make_app(**full_env)), data
 
     return build
 
@@ -91,7 +89,13 @@ def _copied(api: Pfcon6, data: Data, jid: str, files: dict[str, str] | None = No
 # -- server info ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("storage", "flags"),
-    [("zipfile", (False, False)), ("filesystem", (False, False)), ("fslink", (True, False))],
+    [
+        ("zipfile", (False, False)),
+        ("filesystem", (False, False)),
+        ("fslink", (True, False)),
+        ("swift", (True, True)),
+        ("s3", (True, True)),
+    ],
 )
 def test_server_info_on_all_four_lists(api6, storage: str, flags: tuple[bool, bool]) -> None:
     api, _ = api6(storage)
@@ -102,6 +106,8 @@ def test_server_info_on_all_four_lists(api6, storage: str, flags: tuple[bool, bo
     assert infos[0]["server_version"] == api.app.extensions["pfcon"].settings.server_version
     classic = api.client.get(f"{API}/jobs/", headers=api.auth).get_json()
     assert "requires_copy_job" not in classic and classic["storage_env"] == storage
+    if storage == "s3":
+        assert infos[0]["s3_endpoint_url"] == classic["s3_endpoint_url"] == ENDPOINT
 
 
 # -- skipped operations are recorded ---------------------------------------------------------
@@ -166,8 +172,9 @@ def test_plugin_needs_its_copy_finished(api6, jid: str, storebase: Path) -> None
     api.post("plugin", plugin_form(jid, "home/u/elsewhere"), status=400)  # not the copy's output_dir
 
 
-def test_upload_needs_its_plugin_ended(api6, jid: str) -> None:
-    api, data = api6("swift")
+@pytest.mark.parametrize("storage", OBJECT_STORES)
+def test_upload_needs_its_plugin_ended(api6, storage: str, jid: str) -> None:
+    api, data = api6(storage)
     api.post("upload", {"jid": jid, "job_output_path": f"home/u/{jid}/out"}, status=409)
     _inputs, output = _copied(api, data, jid)
     api.post("plugin", plugin_form(jid, output, args=["--prefix", "out-", "--sleep", "2"]))
@@ -176,6 +183,35 @@ def test_upload_needs_its_plugin_ended(api6, jid: str) -> None:
     assert api.wait("plugin", jid)["status"] == "finishedSuccessfully"
     api.post("upload", {"jid": jid, "job_output_path": output})
     assert api.wait("upload", jid)["message"].startswith("uploaded 1 files")
+    assert data.output(output) == {"out-a.txt": b"alpha"}
+    unnamed = api.client.get(f"{API}/pluginjobs/{jid}/file/", headers=api.auth)  # no query: pfcon 6 zips
+    assert unnamed.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(unnamed.data)) as archive:
+        assert {name: archive.read(name) for name in archive.namelist()} == {"out-a.txt": b"alpha"}
+
+
+def test_s3_copy_and_upload_fail_in_an_outage_and_are_redone_after_it(api6, relay: Relay, jid: str) -> None:
+    """Endpoint down: the operation ends finishedWithError naming S3; a re-POST redoes it."""
+    api, data = api6("s3", S3_ENDPOINT_URL=relay.url)
+    inputs, output = f"home/u/{jid}/in", f"home/u/{jid}/out"
+    data.put({f"{inputs}/a.txt": "alpha"})
+    copy = {"jid": jid, "input_dirs": inputs, "output_dir": output}
+    relay.down()
+    api.post("copy", copy)
+    failed = api.wait("copy", jid)
+    assert failed["status"] == "finishedWithError" and "does not answer" in failed["message"], failed
+    relay.up()
+    api.post("copy", copy)
+    assert api.wait("copy", jid)["status"] == "finishedSuccessfully"
+    api.post("plugin", plugin_form(jid, output, args=["--prefix", "out-"]))
+    assert api.wait("plugin", jid)["status"] == "finishedSuccessfully"
+    relay.down()
+    api.post("upload", {"jid": jid, "job_output_path": output})
+    failed = api.wait("upload", jid)
+    assert failed["status"] == "finishedWithError" and "does not answer" in failed["message"], failed
+    relay.up()
+    api.post("upload", {"jid": jid, "job_output_path": output})
+    assert api.wait("upload", jid)["status"] == "finishedSuccessfully"
     assert data.output(output) == {"out-a.txt": b"alpha"}
 
 

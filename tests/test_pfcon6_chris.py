@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.chris_like import ChrisLike, plugin_fields
-from tests.helpers import TEST_IMAGE, TEST_LABEL, make_zip
+from tests.helpers import TEST_IMAGE, TEST_LABEL, make_zip, wait_for
 from tests.live import live_pfcon
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
-from tests.test_innetwork import Data
+from tests.test_innetwork import OBJECT_STORES, Data, storage_data
 
 pytestmark = pytest.mark.integration
 
@@ -28,33 +29,18 @@ FLAGS = {  # storage -> (pfcon_innetwork, requires_copy_job, requires_upload_job
     "filesystem": (True, False, False),
     "fslink": (True, True, False),
     "swift": (True, True, True),
+    "s3": (True, True, True),
 }
-
-
-def _env(storage: str) -> dict[str, str]:
-    env = {"JOB_LABELS": TEST_LABEL, "AUTH_TOKEN_LIFETIME": "1"}
-    if storage != "zipfile":
-        env.update(PFCON_INNETWORK="true", STORAGE_ENV=storage)
-    return env
-
-
-@pytest.fixture
-def data_for(request, storebase: Path):
-    def build(storage: str, env: dict[str, str]) -> Data:
-        data = Data(storage, storebase)
-        if storage == "swift":
-            data.conn = request.getfixturevalue("swift_conn")
-            data.container = env["SWIFT_CONTAINER_NAME"] = request.getfixturevalue("swift_container")
-        return data
-
-    return build
+COPIES = ("fslink", *OBJECT_STORES)
+CHRIS_ENV = {"JOB_LABELS": TEST_LABEL, "AUTH_TOKEN_LIFETIME": "1"}
 
 
 @contextmanager
 def fslink_chris(storebase: Path, tmp_path: Path, files: dict[str, str]) -> Iterator[ChrisLike]:
     """A registered ChRIS-like client of a live fslink pfcon whose storeBase holds ``files``."""
     Data("fslink", storebase).put(files)
-    with live_pfcon(storebase, tmp_path / "pfcon.log", _env("fslink")) as url:
+    env = {**CHRIS_ENV, "PFCON_INNETWORK": "true", "STORAGE_ENV": "fslink"}
+    with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
         chris = ChrisLike(url)
         chris.register()
         yield chris
@@ -62,10 +48,9 @@ def fslink_chris(storebase: Path, tmp_path: Path, files: dict[str, str]) -> Iter
 
 @pytest.mark.parametrize("storage", list(FLAGS))
 def test_chris_sequence(
-    storage: str, data_for, docker_client, storebase: Path, tmp_path: Path, jid: str
+    storage: str, request, docker_client, storebase: Path, tmp_path: Path, jid: str
 ) -> None:
-    env = _env(storage)
-    data = data_for(storage, env)
+    env, data = storage_data(request, storage, storebase, **CHRIS_ENV)
     feed = f"home/chris+user/feeds/feed_{jid}"
     inputs, output = f"{feed}/pl-dircopy_1/data", f"{feed}/pl-copy_2/data"
     files = {"a.txt": "alpha", "sub/b.txt": "beta"}
@@ -80,9 +65,12 @@ def test_chris_sequence(
             storage
         ]
         assert info["storage_env"] == storage and info["server_version"]
+        if storage == "s3":
+            assert info["s3_endpoint_url"] == env["S3_ENDPOINT_URL"]
         for kind in ("copy", "upload", "delete"):
             assert chris.call("GET", f"{kind}jobs/").json() == info
         plugin = plugin_fields(jid, "out-", TEST_IMAGE)
+        wait_for(chris.token_expired, timeout=10)  # a fast run still meets an expired token
         seen = chris.run(jid, plugin, [inputs], output, make_zip(files))
 
     assert seen["plugin"]["status"] == "finishedSuccessfully", seen["plugin"]
@@ -95,10 +83,10 @@ def test_chris_sequence(
     else:
         assert seen["files"] == {"job_output_path": output, "rel_file_paths": expected}
         assert sorted(data.output(output)) == expected
-    if storage in ("fslink", "swift"):
+    if storage in COPIES:
         assert seen["submitted"]["data"] == {}
         assert seen["copy"]["message"].startswith("copied 2 files")
-    if storage == "swift":
+    if storage in OBJECT_STORES:
         assert seen["upload"]["status"] == "finishedSuccessfully"
         assert seen["upload"]["message"].startswith("uploaded 2 files")
         assert seen["plugin_again"]["status"] == "finishedSuccessfully"

@@ -18,42 +18,35 @@ import pytest
 from tests.helpers import TEST_IMAGE, TEST_LABEL, client_descriptors
 from tests.live import live_pfcon
 from tests.pfconclient4 import cli, run_flow
+from tests.s3_fixtures import s3_bucket_fixture, s3_client_fixture  # noqa: F401
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
-from tests.test_innetwork import Data
+from tests.test_innetwork import OBJECT_STORES, Data, storage_data
 
 pytestmark = pytest.mark.integration
 
-STORAGES = ("zipfile", "filesystem", "fslink", "swift")
-
-
-def _server(request, storage: str, storebase: Path, tmp_path: Path):
-    env = {"JOB_LABELS": TEST_LABEL}
-    data = Data(storage, storebase)
-    if storage != "zipfile":
-        env.update(PFCON_INNETWORK="true", STORAGE_ENV=storage)
-    if storage == "swift":
-        data.conn = request.getfixturevalue("swift_conn")
-        data.container = env["SWIFT_CONTAINER_NAME"] = request.getfixturevalue("swift_container")
-    return live_pfcon(storebase, tmp_path / "pfcon.log", env), data
+STORAGES = ("zipfile", "filesystem", "fslink", *OBJECT_STORES)
+COPIES = ("fslink", *OBJECT_STORES)
 
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_library_runs_chris_sequence(
     storage: str, request, docker_client, storebase: Path, tmp_path: Path, jid: str
 ) -> None:
-    server, data = _server(request, storage, storebase, tmp_path)
+    env, data = storage_data(request, storage, storebase, JOB_LABELS=TEST_LABEL)
     inputs, output = f"home/chris/feeds/{jid}/in", f"home/chris/feeds/{jid}/out"
     data.put({f"{inputs}/a.txt": "alpha", f"{inputs}/d/b.txt": "beta"})
     zip_dir = storebase / inputs  # out-of-network: the client zips a local folder
     plugin = client_descriptors("v4-", image=TEST_IMAGE, memory_limit=300)
-    with server as url:
+    with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
         seen = run_flow(
             url=url, jid=jid, plugin=plugin, input_dirs=[inputs], output_dir=output, zip_dir=str(zip_dir)
         )
     info = seen["info"]
     assert info["storage_env"] == storage and info["server_version"]
-    assert info["requires_copy_job"] is (storage in ("fslink", "swift"))
-    assert info["requires_upload_job"] is (storage == "swift")
+    assert info["requires_copy_job"] is (storage in COPIES)
+    assert info["requires_upload_job"] is (storage in OBJECT_STORES)
+    if storage == "s3":
+        assert info["s3_endpoint_url"] == env["S3_ENDPOINT_URL"]
     assert seen["plugin"] == "finishedSuccessfully"
     assert seen["plugin_submit"]["compute"]["status"] in ("notStarted", "started", "finishedSuccessfully")
     if storage == "zipfile":
@@ -62,9 +55,9 @@ def test_library_runs_chris_sequence(
     else:
         assert seen["files"] == {"job_output_path": output, "rel_file_paths": ["d/v4-b.txt", "v4-a.txt"]}
         assert data.output(output) == {"d/v4-b.txt": b"beta", "v4-a.txt": b"alpha"}
-    if storage in ("fslink", "swift"):
+    if storage in COPIES:
         assert seen["copy"] == "finishedSuccessfully" and seen["plugin_submit"]["data"] == {}
-    if storage == "swift":
+    if storage in OBJECT_STORES:
         assert seen["upload"] == "finishedSuccessfully" and seen["plugin_again"] == "finishedSuccessfully"
     assert seen["delete"] == "finishedSuccessfully"
     assert not (storebase / f"key-{jid}").exists()
