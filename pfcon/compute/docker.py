@@ -12,7 +12,8 @@ import json
 import logging
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,11 @@ NEVER = "0001-01-01T00:00:00Z"
 POOL_SIZE = 64
 MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
+MiB = 1024 * 1024
+#: a job container's ``State`` while it holds its resources (created: being started)
+HOLDING_STATES = frozenset(
+    {"created", "running", "paused", "restarting", "configured", "initialized", "stopping"}
+)
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: container events that may change a job's state (``exec_*``, ``attach`` and the like do not)
@@ -215,6 +221,50 @@ class DockerBackend(DockerApiBackend):
     def close(self) -> None:
         self.client.close()
 
+    # -- what admission control asks ---------------------------------------------------------
+    def host_resources(self) -> tuple[int, int, int]:
+        """The engine host's CPUs, memory (MiB) and GPUs as the engine reports them.
+
+        GPUs are the ``GenericResources`` the engine advertises (dockerd's
+        ``node-generic-resources``, e.g. ``NVIDIA-GPU=GPU-0``): the Docker API has no other
+        count of them, so a host whose dockerd does not advertise its GPUs reports none.
+        """
+        with self._engine("describe its host"):
+            info = self.client.info()
+        return int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0) // MiB, advertised_gpus(info)
+
+    def job_containers(self) -> dict[str, bool]:
+        """Every pfcon job container, by jid: True while it holds resources, False once it ended."""
+        with self._engine("list the job containers"):
+            found = self.client.api.containers(all=True, filters={"label": JOB_LABEL})
+        return {
+            (entry.get("Labels") or {})[JOB_LABEL]: str(entry.get("State", "")).lower() in HOLDING_STATES
+            for entry in found
+            if (entry.get("Labels") or {}).get(JOB_LABEL)
+        }
+
+    def watch_ends(
+        self, on_end: Callable[[str], None], stopped: Callable[[], bool], window: float = 5.0
+    ) -> None:
+        """Call ``on_end(jid)`` as job containers die or are removed, until ``stopped()``.
+
+        Reads the engine's event stream in windows of ``window`` seconds (a new request each
+        time), so an engine restart or a dropped stream costs at most one window.
+        """
+        filters = {"type": "container", "event": ["die", "destroy"], "label": [JOB_LABEL]}
+        since = time.time()
+        while not stopped():
+            until = time.time() + window
+            try:
+                for event in self.client.events(since=since, until=until, filters=filters, decode=True):
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    if attributes.get(JOB_LABEL):
+                        on_end(attributes[JOB_LABEL])
+            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
+                log.debug("engine events: %s", error)
+                time.sleep(min(window, max(0.0, until - time.time())))
+            since = until
+
     # -- helpers --------------------------------------------------------------------------
     def _container(self, jid: str) -> Any:
         container = self.client.containers.get(jid)
@@ -313,6 +363,17 @@ def _event_jid(line: bytes) -> str | None:
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
     jid = attributes.get(JOB_LABEL)
     return jid if isinstance(jid, str) and jid else None
+
+
+def advertised_gpus(info: Mapping[str, Any]) -> int:
+    """How many GPUs an engine's ``info`` advertises as generic resources."""
+    count = 0
+    for resource in info.get("GenericResources") or []:
+        for spec in resource.values():
+            if isinstance(spec, Mapping) and "gpu" in str(spec.get("Kind", "")).lower():
+                value = spec.get("Value")
+                count += int(value) if isinstance(value, int) else 1
+    return count
 
 
 def _timestamp(state: Mapping[str, Any], created: str) -> str:

@@ -53,6 +53,11 @@ class PodmanBackend(DockerBackend):
         )
         super().__init__(client, engine_name="podman")
 
+    def host_resources(self) -> tuple[int, int, int]:
+        """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
+        cpus, memory_mib, _ = super().host_resources()
+        return cpus, memory_mib, 0
+
     def engine_started_at(self) -> datetime | None:
         """Podman's containers are watched by conmon, not by the API service: restarting the
         service stops no job, so there is no engine start to judge an ending by."""
