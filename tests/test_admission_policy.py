@@ -192,3 +192,14 @@ def test_describe() -> None:
     assert Amount(1500, 6 * GiB).describe() == "1.5 CPUs, 6 GiB"
     assert Amount(1000, 512, 1).describe() == "1 CPU, 512 MiB, 1 GPU"
     assert Amount(250, 1536).describe(gpus=True) == "0.25 CPUs, 1.5 GiB, 0 GPUs"
+
+
+def test_fair_share_between_equal_shares_serves_the_user_served_least_recently() -> None:
+    """One job fits at a time, so nobody runs when the next is chosen: the tie goes to bob,
+    who was never served, not to alice's older queued job."""
+    capacity = Amount(1000, 16 * GiB)
+    queued = [job(2, 1, 1, "alice"), job(3, 1, 1, "alice"), job(4, 1, 1, "bob")]
+    policy = AdmissionPolicy(capacity, fair_share=True)
+    assert policy.decide([], queued, served={"alice": 100.0}).start == (4,)
+    assert [j.id for j in policy.order([], queued, {"alice": 100.0})] == [4, 2, 3]
+    assert policy.decide([], queued, served={"alice": 100.0, "bob": 200.0}).start == (2,)

@@ -10,8 +10,9 @@ The rule (documented in docs/admission.md):
 1. **Order.** First come, first served (the store's queue order). With fair share, the queue is
    interleaved between ``auid``s by *dominant resource fairness*: the next place goes to the
    user whose running and already-placed jobs hold the smallest share of the capacity in their
-   most used resource (ties: the older job first), so a 500-job pipeline does not lock out a
-   user who submits one job.
+   most used resource; between equal shares, to the user served least recently (then the
+   older job), so a 500-job pipeline does not lock out a user who submits one job, even when
+   only one job fits at a time.
 2. **Start in order** while each job fits in what is free.
 3. **The first job that does not fit is the head**: it gets a reservation, EASY-style, worked
    out from the running jobs' limits instead of run-time estimates (pfcon has none). The head
@@ -27,7 +28,7 @@ The rule (documented in docs/admission.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 RESOURCES = ("cpu_millicores", "memory_mib", "gpus")
@@ -134,10 +135,15 @@ class AdmissionPolicy:
     def free(self, running: Sequence[Job]) -> Amount:
         return self.capacity - total(job.amount for job in running)
 
-    def decide(self, running: Sequence[Job], queued: Sequence[Job]) -> Decision:
-        """Which of ``queued`` (in queue order) start now, given ``running``."""
+    def decide(
+        self, running: Sequence[Job], queued: Sequence[Job], served: Mapping[str, float] | None = None
+    ) -> Decision:
+        """Which of ``queued`` (in queue order) start now, given ``running``.
+
+        ``served`` is when each user last had a job admitted (fair share's tie-break).
+        """
         never = {job.id: reason for job in queued if (reason := self.too_big(job.amount))}
-        order = self.order(running, [job for job in queued if job.id not in never])
+        order = self.order(running, [job for job in queued if job.id not in never], served or {})
         free = self.free(running)
         holding = [job.amount for job in running]
         started: list[int] = []
@@ -159,11 +165,13 @@ class AdmissionPolicy:
         reasons = self._reasons(order, set(started), blocked, free)
         return Decision(tuple(started), reasons, never, tuple(job.id for job in order))
 
-    def order(self, running: Sequence[Job], queued: Sequence[Job]) -> list[Job]:
+    def order(
+        self, running: Sequence[Job], queued: Sequence[Job], served: Mapping[str, float] | None = None
+    ) -> list[Job]:
         """The queue in the order jobs get their turn."""
         if not self.fair_share:
             return list(queued)
-        return dominant_share_order(self.capacity, running, queued)
+        return dominant_share_order(self.capacity, running, queued, served)
 
     def _reasons(
         self, order: list[Job], started: set[int], blocked: dict[int, bool], free: Amount
@@ -217,11 +225,15 @@ def smallest_sum_at_least(sizes: Sequence[int], target: int) -> int | None:
     return target + (above & -above).bit_length() - 1
 
 
-def dominant_share_order(capacity: Amount, running: Sequence[Job], queued: Sequence[Job]) -> list[Job]:
+def dominant_share_order(
+    capacity: Amount, running: Sequence[Job], queued: Sequence[Job], served: Mapping[str, float] | None = None
+) -> list[Job]:
     """Interleave ``queued`` between users by dominant resource fairness (see the module docstring)."""
     used: dict[str, Amount] = {}
     for job in running:
         used[job.auid] = used.get(job.auid, Amount()) + job.amount
+    last = dict(served or {})
+    turn = max(last.values(), default=0.0)
     pending: dict[str, list[Job]] = {}
     for job in queued:
         pending.setdefault(job.auid, []).append(job)
@@ -230,22 +242,18 @@ def dominant_share_order(capacity: Amount, running: Sequence[Job], queued: Seque
 
     def share(auid: str) -> float:
         amount = used.get(auid, Amount())
-        return max(
-            (
-                value / room
-                for value, room in zip(amount.values(), capacity.values(), strict=True)
-                if room > 0
-            ),
-            default=0.0,
-        )
+        fractions = zip(amount.values(), capacity.values(), strict=True)
+        return max((value / room for value, room in fractions if room > 0), default=0.0)
 
     while len(order) < len(queued):
         auid = min(
             (user for user in pending if position[user] < len(pending[user])),
-            key=lambda user: (share(user), pending[user][position[user]].id),
+            key=lambda user: (share(user), last.get(user, float("-inf")), pending[user][position[user]].id),
         )
         job = pending[auid][position[auid]]
         position[auid] += 1
         used[auid] = used.get(auid, Amount()) + job.amount
+        turn += 1.0
+        last[auid] = turn
         order.append(job)
     return order

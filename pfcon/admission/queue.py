@@ -110,7 +110,8 @@ class AdmissionQueue:
         """
         policy = self.policy()
         holding, waiting = self.store.admission_view()
-        first = policy.decide(as_jobs(holding), as_jobs(waiting))
+        served = self._served(waiting)
+        first = policy.decide(as_jobs(holding), as_jobs(waiting), served)
         self.store.note_many(
             {
                 row.id: first.reasons[row.id]
@@ -123,12 +124,18 @@ class AdmissionQueue:
         taken: list[Decision] = []
 
         def choose(holding: list[JobRow], waiting: list[JobRow]) -> list[int]:
-            decision = policy.decide(as_jobs(holding), as_jobs(waiting))
+            decision = policy.decide(as_jobs(holding), as_jobs(waiting), served)
             taken.append(decision)
             return [*decision.start, *decision.never]
 
         claimed = self.store.admit(owner, choose)
         return claimed, taken[-1].never if taken else {}
+
+    def _served(self, waiting: Sequence[JobRow]) -> dict[str, float]:
+        if not self.settings.fair_share or not waiting:
+            return {}
+        last = self.store.last_admitted(row.auid for row in waiting)
+        return {auid: when.timestamp() for auid, when in last.items()}
 
     def stats(self) -> QueueStats:
         """From the store only (never the engine once the capacity is known): cheap for metrics."""

@@ -403,6 +403,8 @@ def engine_errors(
     """
     try:
         yield
+    except docker.errors.ImageNotFound as exc:  # e.g. removed while its job waited in the queue
+        raise InvalidJob(f"image: not present on the {engine} engine ({exc.explanation or exc})") from exc
     except docker.errors.NotFound as exc:
         raise JobNotFound(f"job {jid!r} is not known to the {engine} engine") from exc
     except docker.errors.APIError as exc:

@@ -85,6 +85,7 @@ from pfcon.store.tables import job_events, jobs
 #: the values are also importable from here, where the repository's users first look
 __all__ = [
     "ACCEPTED",
+    "ADMITTED_MESSAGE",
     "APIS",
     "CLAIM_LEASE",
     "DELETED",
@@ -114,6 +115,8 @@ __all__ = [
     "utc_now",
     "wait_until",
 ]
+#: the event of a job the admission queue took (its resources are reserved from then on)
+ADMITTED_MESSAGE = "admitted: its resources are reserved, starting it"
 #: PostgreSQL advisory lock key serialising admission decisions across replicas ("pfcqueue")
 ADMISSION_LOCK = 0x7066637175657565
 
@@ -344,9 +347,11 @@ class JobStore:
         """Claim the jobs ``choose(holding, waiting)`` picks, deciding under one lock.
 
         ``holding`` are the jobs that hold resources (started, or claimed to be started) and
-        ``waiting`` the due queued jobs in queue order. The decision and the claims are one
-        transaction under a lock that every process and replica takes (SQLite's write lock,
-        a PostgreSQL advisory lock), so two schedulers never hand out the same free share.
+        ``waiting`` the due queued jobs in queue order. Each claimed job gets an ``admitted``
+        event, so the history shows when its turn came (its start follows the engine's pace).
+        The decision and the claims are one transaction under a lock that every process and
+        replica takes (SQLite's write lock, a PostgreSQL advisory lock), so two schedulers
+        never hand out the same free share.
         """
         now = utc_now()
         with self._write() as conn:
@@ -354,7 +359,10 @@ class JobStore:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK)))
             holding, waiting = self._admission_rows(conn, kind, now)
             ids = list(choose(holding, waiting))
-            return self._claim_ids(conn, ids, owner, now) if ids else []
+            claimed = self._claim_ids(conn, ids, owner, now) if ids else []
+            for row in claimed:
+                self._event(conn, row.id, QUEUED, NOT_STARTED, ADMITTED_MESSAGE, now)
+            return claimed
 
     def admission_view(self, kind: str = "plugin") -> tuple[list[JobRow], list[JobRow]]:
         """``(holding, waiting)`` as :meth:`admit` sees them, read without a lock."""
@@ -380,6 +388,19 @@ class JobStore:
             [_row(r._mapping) for r in conn.execute(holding.order_by(jobs.c.id))],
             [_row(r._mapping) for r in conn.execute(waiting)],
         )
+
+    def last_admitted(self, auids: Iterable[str], kind: str = "plugin") -> dict[str, datetime]:
+        """When each of ``auids`` last had a job started (fair share's tie-break)."""
+        names = sorted(set(auids))
+        if not names:
+            return {}
+        query = (
+            sa.select(jobs.c.auid, sa.func.max(jobs.c.started_at))
+            .where(jobs.c.kind == kind, jobs.c.auid.in_(names), jobs.c.started_at.is_not(None))
+            .group_by(jobs.c.auid)
+        )
+        with self._read() as conn:
+            return {auid: _aware(when) for auid, when in conn.execute(query)}
 
     def note_many(self, messages: Mapping[int, str]) -> None:
         """Messages of many queued jobs at once (why each waits); no events."""
