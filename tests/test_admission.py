@@ -251,8 +251,9 @@ def test_delete_of_queued_and_running_jobs_and_a_vanished_one(queue_app, engine)
 
 
 def test_a_queued_job_whose_image_vanished_fails_and_the_queue_goes_on(queue_app, engine) -> None:
-    doomed_image = f"localhost/pfcon-vanishing-{uuid.uuid4().hex[:8]}:1"
-    engine.client.images.get(TEST_IMAGE).tag(doomed_image)
+    repository = f"localhost/pfcon-vanishing-{uuid.uuid4().hex[:8]}"
+    engine.client.images.get(TEST_IMAGE).tag(repository, "1")
+    doomed_image = f"{repository}:1"
     app = queue_app(PFCON_CAPACITY_CPUS=1, PFCON_CAPACITY_MEMORY_MIB=1024)
     client = app.test_client()
     auth = login(client)
