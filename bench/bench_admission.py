@@ -8,12 +8,12 @@ as on a real host, without putting the rest of the machine at risk. The queue is
 capacity below that host (``PFCON_CAPACITY_*``).
 
 Printed, for each run: jobs that succeeded, OOM kills (exit 137, the engine's ``OOMKilled``
-flag and the cgroup's own count), the peak of the limits running at once read from the
-engine every 0.25 s, the cgroup's peak memory, the makespan (first submit to last container
-end) beside the ideal packing (the larger of the CPU and memory areas over the capacity, and the longest job: no
-schedule can beat it) and the same policy simulated without engine overhead; the engine's
-own start latency (``docker run`` of an empty container, measured in the same run) is the
-physical reference for the overhead between a job's end and the next start.
+flag and the cgroup's own count), the peak of the limits running at once read from the engine
+every 0.25 s, the cgroup's peak memory, the makespan (first submit to last container end)
+beside the ideal packing (the larger of the CPU and memory areas over the capacity, and the
+longest job: no schedule can beat it) and the same policy simulated without engine overhead;
+the engine's own start latency (``docker run`` of an empty container, measured in the same
+run) is the physical reference for the overhead between a job's end and the next start.
 
 Needs root (the cgroup), dockerd with the cgroupfs driver and ``debian:bookworm-slim`` (perl
 allocates the memory). About 4 minutes. Run from the repository root::
