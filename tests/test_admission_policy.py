@@ -17,6 +17,9 @@ from pfcon.admission.policy import (
     head_slack,
     smallest_sum_at_least,
 )
+from pfcon.admission.queue import Capacity
+from pfcon.compute.docker import advertised_gpus
+from pfcon.settings import AdmissionSettings
 
 GiB = 1024
 
@@ -203,3 +206,29 @@ def test_fair_share_between_equal_shares_serves_the_user_served_least_recently()
     assert policy.decide([], queued, served={"alice": 100.0}).start == (4,)
     assert [j.id for j in policy.order([], queued, {"alice": 100.0})] == [4, 2, 3]
     assert policy.decide([], queued, served={"alice": 100.0, "bob": 200.0}).start == (2,)
+
+
+def test_capacity_from_the_engine_with_overrides_and_cpu_overcommit() -> None:
+    asked: list[int] = []
+
+    def host() -> tuple[int, int, int]:
+        asked.append(1)
+        return 2, 24 * GiB, 1
+
+    overridden = Capacity(AdmissionSettings(True, None, 8 * GiB, None, 1.5), host)
+    assert overridden.get() == Amount(3000, 8 * GiB, 1) and overridden.get() == Amount(3000, 8 * GiB, 1)
+    assert asked == [1]  # read once
+    assert Capacity(AdmissionSettings(True, 1.5, 1024, 0), host).get() == Amount(1500, 1024, 0)
+    assert asked == [1]  # all three set: the engine is not asked
+
+
+def test_gpus_are_what_the_engine_advertises() -> None:
+    info = {
+        "GenericResources": [
+            {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}},
+            {"NamedResourceSpec": {"Kind": "gpu", "Value": "GPU-aa"}},
+            {"DiscreteResourceSpec": {"Kind": "SSD", "Value": 1}},
+        ]
+    }
+    assert advertised_gpus(info) == 3
+    assert advertised_gpus({"GenericResources": None}) == 0
