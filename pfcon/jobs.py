@@ -135,7 +135,7 @@ class JobService:
         self.store = store
         self.observer = observer or Observer(storage.name)
         self.admission = (
-            AdmissionQueue(settings.admission, store, backend.host_resources)  # type: ignore[attr-defined]
+            AdmissionQueue(settings.admission, store, backend.host_resources)
             if settings.admission.queue
             else None
         )
@@ -355,7 +355,7 @@ class JobService:
         rows = self.store.running()
         if not rows:
             return 0
-        containers = self.backend.job_containers()  # type: ignore[attr-defined]
+        containers = self.backend.job_containers()
         ended = 0
         for row in rows:
             if containers.get(row.jid):

@@ -86,7 +86,7 @@ class JobStarter:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._loop, name="pfcon-scheduler", daemon=True)
                 self._thread.start()
-                if self.admission is not None and hasattr(self.backend, "watch_ends"):
+                if self.admission is not None:
                     threading.Thread(target=self._watch, name="pfcon-engine-events", daemon=True).start()
         self.wake()
 
@@ -121,7 +121,7 @@ class JobStarter:
     def _watch(self) -> None:
         """Wake the scheduler whenever a job container dies or is removed."""
         try:
-            self.backend.watch_ends(lambda _jid: self.wake(), self._is_closed)  # type: ignore[attr-defined]
+            self.backend.watch_ends(lambda _jid: self.wake(), self._is_closed)
         except Exception:
             log.exception("engine events: the watcher stopped; ends are seen at each poll")
 
