@@ -307,14 +307,21 @@ class DockerBackend(DockerApiBackend):
         Without live-restore, dockerd removes and recreates its default ``bridge`` network
         at every start, so that network's creation time is the engine's start time. A job
         that ended around then was stopped by the engine, whatever its exit code says.
+        An engine that is starting may not answer for its network yet: that is a 503 (nothing
+        is judged, or recorded, until it does), not "cannot tell" (an engine without a
+        ``bridge`` network, for good).
         """
         cached = self._engine_start.get("started")
         if cached is not None:
             return cached[0]
         try:
             started = parse_time(self.client.api.inspect_network("bridge").get("Created"))
-        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        except docker.errors.NotFound:
             started = None
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            raise BackendUnavailable(
+                f"the {self.name} engine does not answer for its start time yet ({type(exc).__name__})"
+            ) from exc
         self._engine_start.put("started", (started,))
         return started
 
