@@ -135,9 +135,7 @@ class JobService:
         self.store = store
         self.observer = observer or Observer(storage.name)
         self.admission = (
-            AdmissionQueue(settings.admission, store, backend.host_resources)
-            if settings.admission.queue
-            else None
+            AdmissionQueue(settings.admission, store, backend.capacity) if settings.admission.queue else None
         )
         self.starter = JobStarter(
             backend,

@@ -18,6 +18,7 @@ from pfcon.admission.policy import (
     smallest_sum_at_least,
 )
 from pfcon.admission.queue import Capacity
+from pfcon.compute.base import EngineCapacity
 from pfcon.compute.docker import advertised_gpus
 from pfcon.settings import AdmissionSettings
 
@@ -211,9 +212,9 @@ def test_fair_share_between_equal_shares_serves_the_user_served_least_recently()
 def test_capacity_from_the_engine_with_overrides_and_cpu_overcommit() -> None:
     asked: list[int] = []
 
-    def host() -> tuple[int, int, int]:
+    def host() -> EngineCapacity:
         asked.append(1)
-        return 2, 24 * GiB, 1
+        return EngineCapacity(cpus=2, memory_bytes=24 * GiB * 2**20, gpus=1)
 
     overridden = Capacity(AdmissionSettings(True, None, 8 * GiB, None, 1.5), host)
     assert overridden.get() == Amount(3000, 8 * GiB, 1) and overridden.get() == Amount(3000, 8 * GiB, 1)

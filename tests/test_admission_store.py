@@ -18,7 +18,7 @@ from tests.test_store import SPEC, _open
 CAPACITY = AdmissionSettings(queue=True, cpus=4, memory_mib=4096, gpus=0)
 
 
-def _no_engine() -> tuple[int, int, int]:
+def _no_engine() -> None:
     raise AssertionError("the capacity is set: the engine is not asked")
 
 

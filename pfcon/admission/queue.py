@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pfcon.admission.policy import AdmissionPolicy, Amount, Decision, Job, total
-from pfcon.compute.base import Resources
+from pfcon.compute.base import EngineCapacity, Resources
 from pfcon.errors import InvalidJob
 from pfcon.settings import AdmissionSettings
 from pfcon.store import JobRow, JobStore
 
-#: the engine host's CPUs, memory (MiB) and GPUs (DockerBackend.host_resources)
-HostResources = Callable[[], tuple[int, int, int]]
+#: the engine host's size (ComputeBackend.capacity of docker and podman)
+HostResources = Callable[[], EngineCapacity | None]
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,10 @@ class Capacity:
         if s.cpus is not None and s.memory_mib is not None and s.gpus is not None:
             cpus, memory_mib, gpus = s.cpus, s.memory_mib, s.gpus
         else:
-            host_cpus, host_memory, host_gpus = self.host()
-            cpus = s.cpus if s.cpus is not None else host_cpus
-            memory_mib = s.memory_mib if s.memory_mib is not None else host_memory
-            gpus = s.gpus if s.gpus is not None else host_gpus
+            host = self.host() or EngineCapacity(0, 0)
+            cpus = s.cpus if s.cpus is not None else host.cpus
+            memory_mib = s.memory_mib if s.memory_mib is not None else host.memory_bytes // MiB
+            gpus = s.gpus if s.gpus is not None else host.gpus
         return Amount(round(cpus * 1000 * s.cpu_overcommit), memory_mib, gpus)
 
 

@@ -220,10 +220,6 @@ class ComputeBackend(ABC):
         """Release engine connections."""
 
     # -- for pfcon's admission queue (engines that start every job at once: docker, podman) --
-    def host_resources(self) -> tuple[int, int, int]:
-        """The engine host's CPUs, memory (MiB) and GPUs."""
-        raise NotImplementedError(f"{self.name} queues its jobs itself")
-
     def job_containers(self) -> dict[str, bool]:
         """Every pfcon job the engine holds, by jid: True while it holds resources."""
         raise NotImplementedError(f"{self.name} queues its jobs itself")

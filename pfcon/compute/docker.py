@@ -100,10 +100,19 @@ class DockerBackend(DockerApiBackend):
         return f"{self.name} {version.get('Version', '?')}"
 
     def capacity(self) -> EngineCapacity:
-        """NCPU and MemTotal of the engine's host (GPUs are not reported by the engine API)."""
+        """NCPU, MemTotal and the GPUs of the engine's host.
+
+        GPUs are the ``GenericResources`` the engine advertises (dockerd's
+        ``node-generic-resources``, e.g. ``NVIDIA-GPU=GPU-0``): the Docker API has no other
+        count of them, so a host whose dockerd does not advertise its GPUs reports none.
+        """
         with self._engine("describe its host"):
             info = self.client.info()
-        return EngineCapacity(cpus=float(info.get("NCPU", 0)), memory_bytes=int(info.get("MemTotal", 0)))
+        return EngineCapacity(
+            cpus=float(info.get("NCPU", 0)),
+            memory_bytes=int(info.get("MemTotal", 0)),
+            gpus=advertised_gpus(info),
+        )
 
     def validate(self, spec: JobSpec) -> None:
         super().validate(spec)
@@ -222,17 +231,6 @@ class DockerBackend(DockerApiBackend):
         self.client.close()
 
     # -- what admission control asks ---------------------------------------------------------
-    def host_resources(self) -> tuple[int, int, int]:
-        """The engine host's CPUs, memory (MiB) and GPUs as the engine reports them.
-
-        GPUs are the ``GenericResources`` the engine advertises (dockerd's
-        ``node-generic-resources``, e.g. ``NVIDIA-GPU=GPU-0``): the Docker API has no other
-        count of them, so a host whose dockerd does not advertise its GPUs reports none.
-        """
-        with self._engine("describe its host"):
-            info = self.client.info()
-        return int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0) // MiB, advertised_gpus(info)
-
     def job_containers(self) -> dict[str, bool]:
         """Every pfcon job container, by jid: True while it holds resources, False once it ended."""
         with self._engine("list the job containers"):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import docker
 
-from pfcon.compute.base import Capabilities
+from pfcon.compute.base import Capabilities, EngineCapacity
 from pfcon.compute.container_state import PODMAN_STATES, Judgement
 from pfcon.compute.docker import API_VERSION, POOL_SIZE, DockerBackend
 
@@ -53,10 +54,9 @@ class PodmanBackend(DockerBackend):
         )
         super().__init__(client, engine_name="podman")
 
-    def host_resources(self) -> tuple[int, int, int]:
+    def capacity(self) -> EngineCapacity:
         """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
-        cpus, memory_mib, _ = super().host_resources()
-        return cpus, memory_mib, 0
+        return replace(super().capacity(), gpus=0)
 
     def engine_started_at(self) -> datetime | None:
         """Podman's containers are watched by conmon, not by the API service: restarting the
