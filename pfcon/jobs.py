@@ -219,7 +219,7 @@ class JobService:
         jid = validate_jid(sub.jid)
         dirs = self.storage.staged_dirs(jid, sub.data.output_dir)
         spec = self._spec(sub, dirs)
-        self.backend.validate(spec)
+        self._validate(spec)
         row = self.store.accept(_new_job(sub, spec, dirs))
         self._open_output(dirs, spec.user)
         if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
@@ -256,6 +256,7 @@ class JobService:
         if self.store.mark_finished(row.id, JobStatus.finishedWithError.value, message, logs=state.logs):
             with contextlib.suppress(JobNotFound):
                 self.backend.remove(jid)
+            self.starter.wake()  # its share of the admission queue's capacity is free
             log.info("[%s] cancelled while %s", jid, came_to)
             return came_to
         return None
