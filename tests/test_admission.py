@@ -268,3 +268,29 @@ def test_a_queued_job_whose_image_vanished_fails_and_the_queue_goes_on(queue_app
     assert compute["status"] == "finishedWithError"
     assert compute["message"].startswith("failed to start: image: not present on the"), compute
     assert wait_terminal(client, auth, after, timeout=60)["compute"]["status"] == "finishedSuccessfully"
+
+
+def test_pfcon6_plugin_jobs_wait_in_the_same_queue(make_app, storebase: Path) -> None:
+    """A classic job holds the only CPU: a pfcon 6 plugin job waits behind it with the queue's
+    message, starts when it ends; a pfcon 6 plugin job bigger than the capacity is a 400."""
+    from tests.test_innetwork import Data
+    from tests.test_pfcon6_api import Pfcon6, _copied, plugin_form
+
+    app = make_app(PFCON_INNETWORK="true", STORAGE_ENV="fslink", PFCON_CAPACITY_CPUS="1")
+    api, data = Pfcon6(app), Data("fslink", storebase)
+    classic = _job("p6c", 6, 1, 64)
+    classic.update(input_dirs="home/u/shared", output_dir="home/u/classic-out")
+    data.put({"home/u/shared/a.txt": "x"})
+    answer = api.client.post("/api/v1/jobs/", data=classic, headers=api.auth)
+    assert answer.status_code == 201, answer.get_json()
+    wait_started(api.client, api.auth, classic["jid"])
+    jid = f"p6-{uuid.uuid4().hex[:8]}"
+    _inputs, output = _copied(api, data, jid)
+    api.post("plugin", plugin_form(jid, output, cpu_limit="1000"))
+    wait_for(lambda: api.get("plugin", jid)["compute"]["message"].startswith("queued: 0 ahead; needs 1 CPU"))
+    assert api.wait("plugin", jid, timeout=90)["status"] == "finishedSuccessfully"
+    assert _admitted(api.client, api.auth, jid) > _admitted(api.client, api.auth, classic["jid"])
+    big = f"p6-{uuid.uuid4().hex[:8]}"
+    _inputs, output = _copied(api, data, big)
+    refused = api.post("plugin", plugin_form(big, output, cpu_limit="2000"), status=400)
+    assert refused["message"].startswith("cpu_limit: the job asks for 2 CPUs, more than the whole capacity")
