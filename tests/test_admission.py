@@ -288,6 +288,9 @@ def test_pfcon6_plugin_jobs_wait_in_the_same_queue(make_app, storebase: Path) ->
     _inputs, output = _copied(api, data, jid)
     api.post("plugin", plugin_form(jid, output, cpu_limit="1000"))
     wait_for(lambda: api.get("plugin", jid)["compute"]["message"].startswith("queued: 0 ahead; needs 1 CPU"))
+    for listing in ("jobs", "pluginjobs", "copyjobs"):  # both APIs' server info report the queue
+        queue = api.client.get(f"/api/v1/{listing}/", headers=api.auth).get_json()["queue"]
+        assert queue["capacity"]["cpus"] == 1.0 and queue["queued"] == 1 and queue["running"] == 1
     assert api.wait("plugin", jid, timeout=90)["status"] == "finishedSuccessfully"
     assert _admitted(api.client, api.auth, jid) > _admitted(api.client, api.auth, classic["jid"])
     big = f"p6-{uuid.uuid4().hex[:8]}"
