@@ -31,7 +31,9 @@ SERVING = {
     "PFCON_UPLOAD_SLOTS": "8",
     "PFCON_CAPACITY_CPUS": "256",
 }
-MAX_THREADS = 1 + 6 + 3 + 3  # main, request threads, starters, scheduler, events, spare
+#: main, request threads, starters; then one each: scheduler, the admission queue's end watcher,
+#: the engine status feed, the pfcon 6 operations' progress reporter, the staging sweeper, spare
+MAX_THREADS = 1 + 6 + 3 + 6
 
 
 def _session(url: str) -> requests.Session:
