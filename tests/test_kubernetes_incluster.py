@@ -29,7 +29,11 @@ pytestmark = pytest.mark.integration
 NAMESPACE = "pfcon"  # kubernetes/kustomization.yaml's
 PKI = KUBECONFIG.parent / "pki"
 IMAGE = f"localhost/pfcon-k8s-test:{RUN_ID}"
-CREDENTIALS = {"SECRET_KEY": "in-cluster-secret", "PFCON_USER": "chris", "PFCON_PASSWORD": "chris1234"}
+CREDENTIALS = {
+    "SECRET_KEY": "in-cluster-secret-of-at-least-32-bytes",
+    "PFCON_USER": "chris",
+    "PFCON_PASSWORD": "chris1234",
+}
 
 
 def kubectl(*args: str) -> str:
