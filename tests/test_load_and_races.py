@@ -28,7 +28,9 @@ SERVING = {
     "PFCON_START_WORKERS": "3",
     "PFCON_UPLOAD_SLOTS": "8",
 }
-MAX_THREADS = 1 + 6 + 3 + 2
+#: main, request threads, starters; then one each: the scheduler, the staging sweeper, the pfcon 6
+#: operations' progress reporter, spare
+MAX_THREADS = 1 + 6 + 3 + 4
 
 
 def _session(url: str) -> requests.Session:
