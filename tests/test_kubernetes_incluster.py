@@ -104,7 +104,7 @@ def deployed(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def forwarded(deployed: str) -> Iterator[str]:
-    """``kubectl port-forward svc/pfcon`` as the README shows: the base URL on the host."""
+    """``kubectl port-forward svc/pfcon`` as docs/deploying.md shows: the base URL on the host."""
     port = free_port()
     command = ["bash", str(ROOT / "scripts/kubernetes/kubectl.sh"), "-n", NAMESPACE, "port-forward"]
     process = subprocess.Popen(

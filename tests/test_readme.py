@@ -1,9 +1,8 @@
-"""The README's curl walk-through runs verbatim against a live pfcon and does what it says."""
+"""The curl walk-through (README.md) runs verbatim against a live pfcon and does what it says."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,17 +11,9 @@ import pytest
 
 from tests.helpers import TEST_LABEL
 from tests.live import live_pfcon
+from tests.walkthrough import block
 
 pytestmark = pytest.mark.integration
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def walkthrough() -> str:
-    text = README.read_text()
-    block = re.search(r"<!-- walkthrough:start -->\n```bash\n(.*?)```\n<!-- walkthrough:end -->", text, re.S)
-    assert block, "README lost its walk-through markers"
-    return block.group(1)
 
 
 def test_curl_walkthrough(docker_client, storebase: Path, tmp_path: Path) -> None:
@@ -32,7 +23,7 @@ def test_curl_walkthrough(docker_client, storebase: Path, tmp_path: Path) -> Non
     with live_pfcon(storebase, tmp_path / "pfcon.log", {"JOB_LABELS": TEST_LABEL}) as url:
         env = {**os.environ, "PFCON_URL": url.rstrip("/")}
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", walkthrough()],
+            ["bash", "-euo", "pipefail", "-c", block("walkthrough")],
             env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,10 +1,9 @@
-"""The README's in-network walk-through runs verbatim against a live pfcon, for each storage."""
+"""The in-network walk-through (docs/storage.md) runs verbatim against a live pfcon, for each storage."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,19 +14,11 @@ import pytest
 from tests.helpers import TEST_LABEL
 from tests.live import live_pfcon
 from tests.swift_fixtures import swift_conn_fixture, swift_container_fixture  # noqa: F401
+from tests.walkthrough import block
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 LINKED = ["copy-hello.txt", "home_me_lib/copy-shared.txt", "sub/copy-world.txt"]
-
-
-def walkthrough() -> str:
-    text = README.read_text()
-    pattern = r"<!-- innetwork-walkthrough:start -->\n```bash\n(.*?)```\n<!-- innetwork-walkthrough:end -->"
-    block = re.search(pattern, text, re.S)
-    assert block, "README lost its in-network walk-through markers"
-    return block.group(1)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +43,7 @@ def test_innetwork_walkthrough(
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # the swift client
         }
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", walkthrough()],
+            ["bash", "-euo", "pipefail", "-c", block("innetwork-walkthrough")],
             env=shell_env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

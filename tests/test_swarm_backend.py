@@ -78,7 +78,7 @@ def test_service_spec_has_limits_reservations_user_labels_mounts(
         _task(swarm_client, jid)["Status"]["ContainerStatus"]["ContainerID"]
     )
     assert host["HostConfig"]["NanoCpus"] == 1_500_000_000 and host["HostConfig"]["Memory"] == 96 * MiB
-    assert host["HostConfig"]["MemorySwap"] == 2 * 96 * MiB  # services cannot set it (README says so)
+    assert host["HostConfig"]["MemorySwap"] == 2 * 96 * MiB  # services cannot set it (docs/backends.md)
     backend.remove(jid)
 
 
