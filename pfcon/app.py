@@ -7,12 +7,11 @@ import logging
 
 from flask import Flask
 
-from pfcon import dashboard
-from pfcon.api import errors
+from pfcon.api import dashboard, errors
 from pfcon.api.auth import TokenAuth
 from pfcon.api.metrics import metrics_blueprint
-from pfcon.api.routes import blueprint
 from pfcon.api.uploads import RuledRequest
+from pfcon.api.v1 import blueprint
 from pfcon.compute import build_backend
 from pfcon.jobs import JobService
 from pfcon.observability.capacity import HostCapacity

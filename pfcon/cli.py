@@ -69,7 +69,7 @@ def check(_args: argparse.Namespace) -> int:
 
 def slurm_script(args: argparse.Namespace) -> int:
     """Print the Slurm batch-script template in use, or the script a sample job would submit."""
-    from pfcon.compute.slurm import example_script, slurm_template
+    from pfcon.compute.batch.slurm import example_script, slurm_template
 
     try:
         # printing a script needs no credentials: development defaults unless set

@@ -17,8 +17,8 @@ import docker
 import pytest
 
 from pfcon.app import create_app
-from pfcon.compute.docker import DockerBackend
-from pfcon.compute.podman import PodmanBackend, podman_base_url
+from pfcon.compute.dockerapi.docker import DockerBackend
+from pfcon.compute.dockerapi.podman import PodmanBackend, podman_base_url
 from pfcon.settings import load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 

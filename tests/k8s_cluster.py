@@ -18,8 +18,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from pfcon.compute.base import JobSpec
-from pfcon.compute.kubernetes import KubernetesBackend, client_configuration
-from pfcon.compute.kubernetes_job import JobTemplate
+from pfcon.compute.kubernetes.backend import KubernetesBackend, client_configuration
+from pfcon.compute.kubernetes.job import JobTemplate
 from pfcon.settings import KubernetesSettings
 from tests.helpers import RUN_ID, wait_for
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.compute.kubernetes import KubernetesBackend, client_configuration
-from pfcon.compute.kubernetes_job import JobTemplate
+from pfcon.compute.kubernetes.backend import KubernetesBackend, client_configuration
+from pfcon.compute.kubernetes.job import JobTemplate
 from pfcon.settings import KubernetesSettings
 from tests.k8s_server import FakeApiServer, FakeCluster, write_kubeconfig
 

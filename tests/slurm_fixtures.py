@@ -16,8 +16,8 @@ import docker
 import docker.errors
 import pytest
 
-from pfcon.compute.batch import BatchBackend
-from pfcon.compute.slurm import build_slurm_backend
+from pfcon.compute.batch.backend import BatchBackend
+from pfcon.compute.batch.slurm import build_slurm_backend
 from pfcon.errors import PfconError
 from pfcon.settings import load_settings
 from tests.conftest import ROOT

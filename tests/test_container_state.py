@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pfcon.compute.base import JobStatus
-from pfcon.compute.container_state import DOCKER_STATES, PODMAN_STATES, Judgement, container_status
+from pfcon.compute.dockerapi.container_state import DOCKER_STATES, PODMAN_STATES, Judgement, container_status
 
 PODMAN = Judgement(PODMAN_STATES, sigkill_means_oom=True)
 MiB = 1024 * 1024

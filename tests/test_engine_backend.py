@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from pfcon.compute.base import Resources
-from pfcon.compute.docker import DockerBackend, engine_errors
-from pfcon.compute.podman import PodmanBackend
+from pfcon.compute.dockerapi.docker import DockerBackend, engine_errors
+from pfcon.compute.dockerapi.podman import PodmanBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from tests.conftest import Engine, remove_test_containers
 from tests.contract import BackendContract, finished, limits_spec, make_spec

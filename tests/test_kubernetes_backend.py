@@ -17,8 +17,8 @@ import pytest
 import trustme
 
 from pfcon.compute.base import JobStatus, Mount, Resources
-from pfcon.compute.kubernetes import KubernetesBackend, client_configuration, engine_state
-from pfcon.compute.kubernetes_job import JOB_LABEL, JobTemplate
+from pfcon.compute.kubernetes.backend import KubernetesBackend, client_configuration, engine_state
+from pfcon.compute.kubernetes.job import JOB_LABEL, JobTemplate
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from pfcon.settings import KubernetesSettings, SettingsError
 from tests.contract import BackendContract, make_spec
@@ -239,14 +239,14 @@ def test_an_invalid_job_answer_is_invalid_job(
     backend, cluster, jid: str, tmp_path: Path, monkeypatch
 ) -> None:
     """422 from the API server (a name it refuses) is the job's fault: a clear 400 for pfcon."""
-    from pfcon.compute import kubernetes_job
+    from pfcon.compute.kubernetes import job as kubernetes_job
 
     def misnamed(spec, template):
         manifest = kubernetes_job.build_job(spec, template)
         manifest["metadata"]["name"] = "Not_A_DNS_Label"
         return manifest
 
-    monkeypatch.setattr("pfcon.compute.kubernetes.build_job", misnamed)
+    monkeypatch.setattr("pfcon.compute.kubernetes.backend.build_job", misnamed)
     with pytest.raises(InvalidJob, match="is invalid"):
         backend.submit(make_spec(jid, tmp_path, ("true",)))
     assert cluster.jobs == {}

@@ -16,8 +16,8 @@ import pytest
 from pfconclient.client import Client
 
 from pfcon.compute.base import JobStatus, Resources
-from pfcon.compute.kubernetes import client_configuration
-from pfcon.compute.kubernetes_job import JobTemplate
+from pfcon.compute.kubernetes.backend import client_configuration
+from pfcon.compute.kubernetes.job import JobTemplate
 from pfcon.errors import JobNotFound
 from pfcon.settings import KubernetesSettings
 from tests.contract import BackendContract, finished, limits_spec, make_spec

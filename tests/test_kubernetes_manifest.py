@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from pfcon.compute.base import JobSpec, Mount, Resources
-from pfcon.compute.kubernetes_job import GPU_RESOURCE, JOB_LABEL, JobTemplate, build_job
+from pfcon.compute.kubernetes.job import GPU_RESOURCE, JOB_LABEL, JobTemplate, build_job
 from pfcon.errors import InvalidJob
 
 K8S_VERSION = "1.37.0"

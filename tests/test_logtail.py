@@ -8,12 +8,12 @@ import threading
 import tracemalloc
 from pathlib import Path
 
-from pfcon.compute.batch import BatchBackend
+from pfcon.compute.batch.backend import BatchBackend
+from pfcon.compute.batch.runtimes import RUNTIMES
+from pfcon.compute.batch.scheduler import BatchOptions
+from pfcon.compute.batch.script import ScriptTemplate
+from pfcon.compute.batch.slurm import SLURM, TEMPLATE
 from pfcon.compute.logtail import MAX_TAIL_BYTES, read_tail
-from pfcon.compute.runtimes import RUNTIMES
-from pfcon.compute.scheduler import BatchOptions
-from pfcon.compute.script import ScriptTemplate
-from pfcon.compute.slurm import SLURM, TEMPLATE
 
 
 def test_tail_reads_only_the_end(tmp_path: Path) -> None:

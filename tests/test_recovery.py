@@ -11,7 +11,7 @@ import requests
 
 from pfcon.app import build_service
 from pfcon.compute.base import JobSpec
-from pfcon.compute.docker import DockerBackend
+from pfcon.compute.dockerapi.docker import DockerBackend
 from pfcon.store import open_store
 from pfcon.store.repository import QUEUED
 from tests.api_helpers import login, submit, wait_terminal

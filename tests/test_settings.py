@@ -147,7 +147,7 @@ def test_storebase_is_never_created(tmp_path: Path) -> None:
 def test_settings_an_engine_cannot_honour_stop_the_service() -> None:
     from pfcon.compute import check_capabilities
     from pfcon.compute.base import Capabilities
-    from pfcon.compute.docker import DockerBackend
+    from pfcon.compute.dockerapi.docker import DockerBackend
 
     class Limited(DockerBackend):
         name = "limited"

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from pfcon.compute.base import JobStatus, Resources
-from pfcon.compute.batch import BatchBackend
+from pfcon.compute.batch.backend import BatchBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobNotFound
 from tests.contract import BackendContract, finished, make_spec
 from tests.helpers import TEST_LABEL, TEST_LABELS, wait_for
@@ -233,7 +233,7 @@ def test_gpu_request_is_refused_by_slurm_and_leaves_nothing(
 
 
 def _files(backend: BatchBackend, jid: str):
-    from pfcon.compute.jobfiles import JobFiles
+    from pfcon.compute.batch.jobfiles import JobFiles
 
     return JobFiles.of(backend.pfcon_root, backend.node_root, jid, "slurm")
 

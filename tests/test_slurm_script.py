@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from pfcon.compute.base import JobSpec, JobStatus, Mount, Resources
-from pfcon.compute.batch import BatchBackend
-from pfcon.compute.jobfiles import JobFiles
-from pfcon.compute.outcome import decide, exit_outcome, from_table
-from pfcon.compute.runtimes import RUNTIMES, run_command
-from pfcon.compute.scheduler import BatchOptions, QueueState
-from pfcon.compute.script import ScriptTemplate
-from pfcon.compute.slurm import (
+from pfcon.compute.batch.backend import BatchBackend
+from pfcon.compute.batch.jobfiles import JobFiles
+from pfcon.compute.batch.outcome import decide, exit_outcome, from_table
+from pfcon.compute.batch.runtimes import RUNTIMES, run_command
+from pfcon.compute.batch.scheduler import BatchOptions, QueueState
+from pfcon.compute.batch.script import ScriptTemplate
+from pfcon.compute.batch.slurm import (
     SLURM,
     STATES,
     build_slurm_backend,

@@ -9,8 +9,8 @@ import docker
 import pytest
 
 from pfcon.compute.base import JobStatus, Mount, Resources
-from pfcon.compute.docker import JOB_LABEL
-from pfcon.compute.swarm import SwarmBackend, service_args
+from pfcon.compute.dockerapi.docker import JOB_LABEL
+from pfcon.compute.dockerapi.swarm import SwarmBackend, service_args
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from tests.contract import BackendContract, finished, limits_spec, make_spec
 from tests.helpers import TEST_LABELS, wait_for

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from pfcon.compute.base import JobStatus, Resources
-from pfcon.compute.swarm import (
+from pfcon.compute.dockerapi.swarm import (
     STATE_TABLE,
     SwarmBackend,
     check_fits,

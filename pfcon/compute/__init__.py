@@ -10,23 +10,23 @@ from pfcon.compute.volumes import HostPaths, docker_volume_root
 from pfcon.settings import Settings, SettingsError, is_label_key, is_label_value
 
 if TYPE_CHECKING:
-    from pfcon.compute.docker import DockerApiBackend
+    from pfcon.compute.dockerapi.docker import DockerApiBackend
 
 
 def _docker(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
-    from pfcon.compute.docker import DockerBackend
+    from pfcon.compute.dockerapi.docker import DockerBackend
 
     return _with_docker_volumes(DockerBackend(), settings)
 
 
 def _podman(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
-    from pfcon.compute.podman import PodmanBackend
+    from pfcon.compute.dockerapi.podman import PodmanBackend
 
     return _with_docker_volumes(PodmanBackend(), settings)
 
 
 def _swarm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
-    from pfcon.compute.swarm import SwarmBackend
+    from pfcon.compute.dockerapi.swarm import SwarmBackend
 
     return _with_docker_volumes(SwarmBackend(), settings)
 
@@ -45,8 +45,8 @@ def _with_docker_volumes(backend: DockerApiBackend, settings: Settings) -> tuple
 
 def _kubernetes(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
     """Jobs mount storeBase as subPaths of the PVC VOLUME_NAME: a mount source is a path in it."""
-    from pfcon.compute.kubernetes import KubernetesBackend, client_configuration
-    from pfcon.compute.kubernetes_job import JobTemplate
+    from pfcon.compute.kubernetes.backend import KubernetesBackend, client_configuration
+    from pfcon.compute.kubernetes.job import JobTemplate
 
     for key, value in settings.job_labels.items():
         if not (is_label_key(key) and is_label_value(value)):
@@ -70,7 +70,7 @@ def _cromwell(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
 
 
 def _slurm(settings: Settings) -> tuple[ComputeBackend, HostPaths]:
-    from pfcon.compute.slurm import build_slurm_backend
+    from pfcon.compute.batch.slurm import build_slurm_backend
 
     return build_slurm_backend(settings)
 

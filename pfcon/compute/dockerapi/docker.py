@@ -23,7 +23,7 @@ from docker.types import Mount as DockerMount
 
 from pfcon.cache import ExpiringCache
 from pfcon.compute.base import Capabilities, ComputeBackend, EngineCapacity, JobInfo, JobSpec, JobStatus
-from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
+from pfcon.compute.dockerapi.container_state import DOCKER_STATES, Judgement, container_status, parse_time
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound, PfconError
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""The logic every batch scheduler shares; a scheduler itself is data (:mod:`pfcon.compute.scheduler`).
+"""The logic every batch scheduler shares; a scheduler itself is data (:mod:`pfcon.compute.batch.scheduler`).
 
 :class:`BatchBackend` renders the batch script from a visible template, submits it, reads the
 state from the scheduler while it knows the job and from the files the script leaves in the
-job's folder once it does not (:mod:`pfcon.compute.jobfiles`, :mod:`pfcon.compute.outcome`),
+job's folder once it does not (:mod:`pfcon.compute.batch.jobfiles`, :mod:`pfcon.compute.batch.outcome`),
 tails the output file, and cancels.
 
 Commands run with a timeout; a controller that does not answer is
@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pfcon.compute import jobfiles
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus, utc_now
-from pfcon.compute.jobfiles import JobFiles
-from pfcon.compute.outcome import decide
-from pfcon.compute.runtimes import JID_LABEL, Runtime, run_command
-from pfcon.compute.scheduler import BatchOptions, QueueState, Scheduler, time_limit
-from pfcon.compute.script import ScriptTemplate
+from pfcon.compute.batch import jobfiles
+from pfcon.compute.batch.jobfiles import JobFiles
+from pfcon.compute.batch.outcome import decide
+from pfcon.compute.batch.runtimes import JID_LABEL, Runtime, run_command
+from pfcon.compute.batch.scheduler import BatchOptions, QueueState, Scheduler, time_limit
+from pfcon.compute.batch.script import ScriptTemplate
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pfcon.compute.base import JobStatus
-from pfcon.compute.scheduler import QueueState, Scheduler
+from pfcon.compute.batch.scheduler import QueueState, Scheduler
 
 
 def decide(

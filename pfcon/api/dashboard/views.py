@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from pfcon.api.auth import TokenAuth
-from pfcon.dashboard import session as login
+from pfcon.api.dashboard import session as login
 from pfcon.errors import InvalidInput, JobNotFound, PfconError
 from pfcon.jobs import JobService
 from pfcon.observability.capacity import HostCapacity, free_capacity

@@ -1,7 +1,7 @@
 """Batch-script templates: the file a batch backend submits, visible and replaceable.
 
 A template is a shell script with ``{{name}}`` placeholders. pfcon ships one per scheduler
-(``pfcon/compute/templates/``); a site may point a setting at its own file. Every value put in
+(``pfcon/compute/batch/templates/``); a site may point a setting at its own file. Every value put in
 a placeholder is already quoted for the shell (or is a ready shell line), so a template never
 quotes them again. Placeholders are checked when the template is loaded, at start-up: an
 unknown one, or a missing required one, stops the service with the setting's name.
@@ -41,8 +41,8 @@ class ScriptTemplate:
 
     @classmethod
     def packaged(cls, name: str) -> ScriptTemplate:
-        text = resources.files("pfcon.compute").joinpath("templates", name).read_text()
-        return cls.checked(text, f"pfcon/compute/templates/{name}", "")
+        text = resources.files("pfcon.compute.batch").joinpath("templates", name).read_text()
+        return cls.checked(text, f"pfcon/compute/batch/templates/{name}", "")
 
     @classmethod
     def from_file(cls, path: Path, variable: str) -> ScriptTemplate:

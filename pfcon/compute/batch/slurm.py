@@ -1,4 +1,4 @@
-"""Slurm, as data for :class:`~pfcon.compute.batch.BatchBackend` (CONTAINER_ENV=slurm).
+"""Slurm, as data for :class:`~pfcon.compute.batch.backend.BatchBackend` (CONTAINER_ENV=slurm).
 
 ``sbatch --parsable`` submits the rendered script, ``scancel`` cancels, ``squeue -t all``
 reports a job while Slurm remembers it (``MinJobAge``), ``sacct`` only when the site has
@@ -14,13 +14,13 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from pfcon.compute import jobfiles
 from pfcon.compute.base import JobSpec, JobStatus, Mount, Resources
-from pfcon.compute.batch import BatchBackend
-from pfcon.compute.jobfiles import JobFiles
-from pfcon.compute.runtimes import RUNTIMES
-from pfcon.compute.scheduler import BatchOptions, QueueState, Scheduler
-from pfcon.compute.script import ScriptTemplate
+from pfcon.compute.batch import jobfiles
+from pfcon.compute.batch.backend import BatchBackend
+from pfcon.compute.batch.jobfiles import JobFiles
+from pfcon.compute.batch.runtimes import RUNTIMES
+from pfcon.compute.batch.scheduler import BatchOptions, QueueState, Scheduler
+from pfcon.compute.batch.script import ScriptTemplate
 from pfcon.compute.volumes import HostPaths
 from pfcon.settings import Settings, SettingsError
 

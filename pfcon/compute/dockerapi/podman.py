@@ -15,8 +15,8 @@ from pathlib import Path
 import docker
 
 from pfcon.compute.base import Capabilities
-from pfcon.compute.container_state import PODMAN_STATES, Judgement
-from pfcon.compute.docker import API_VERSION, POOL_SIZE, DockerBackend
+from pfcon.compute.dockerapi.container_state import PODMAN_STATES, Judgement
+from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend
 
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
 

@@ -4,7 +4,7 @@ The service has one replica and restart condition ``none``, so Swarm runs it onc
 with room for its reservations and leaves the finished task in place for pfcon to read. The
 service's newest task carries the job's state; task states map to pfcon's statuses through
 :data:`STATE_TABLE`. It speaks the Docker API through the same SDK as the docker backend and
-shares its error translation (:func:`pfcon.compute.docker.engine_errors`).
+shares its error translation (:func:`pfcon.compute.dockerapi.docker.engine_errors`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from docker.types import Mount as DockerMount
 from docker.types import Resources as DockerResources
 
 from pfcon.compute.base import Capabilities, JobInfo, JobSpec, JobStatus
-from pfcon.compute.container_state import container_status
-from pfcon.compute.docker import JOB_LABEL, MIN_MEMORY_MIB, DockerApiBackend
+from pfcon.compute.dockerapi.container_state import container_status
+from pfcon.compute.dockerapi.docker import JOB_LABEL, MIN_MEMORY_MIB, DockerApiBackend
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 MiB = 1024 * 1024

@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import Flask
 
 from pfcon.api.auth import TokenAuth
-from pfcon.dashboard import session
-from pfcon.dashboard.views import dashboard_blueprint
+from pfcon.api.dashboard import session
+from pfcon.api.dashboard.views import dashboard_blueprint
 from pfcon.jobs import JobService
 from pfcon.observability.capacity import HostCapacity
 

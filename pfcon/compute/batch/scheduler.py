@@ -2,7 +2,7 @@
 
 A :class:`Scheduler` is the commands that submit, cancel and query a job, the parsers for their
 answers, one table from its job states to pfcon's, and how a job's resources become script
-directives. :mod:`pfcon.compute.slurm` fills one in; :class:`~pfcon.compute.batch.BatchBackend`
+directives. :mod:`pfcon.compute.batch.slurm` fills one in; :class:`~pfcon.compute.batch.backend.BatchBackend`
 runs any of them.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pfcon.compute.base import JobSpec, JobStatus
-from pfcon.compute.jobfiles import JobFiles
+from pfcon.compute.batch.jobfiles import JobFiles
 from pfcon.errors import InvalidJob
 
 #: a job's env entry that overrides TIMELIMIT_MINUTES for that job

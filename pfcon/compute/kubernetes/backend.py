@@ -2,7 +2,7 @@
 
 One API client serves the whole process; how it reaches the cluster (the pod's service
 account, or a kubeconfig) is chosen once at start-up by :func:`client_configuration`. The
-Job manifest is built by :mod:`pfcon.compute.kubernetes_job`. A job's state is read from the
+Job manifest is built by :mod:`pfcon.compute.kubernetes.job`. A job's state is read from the
 Job and its pods and mapped to pfcon's statuses through :data:`STATE_TABLE`.
 """
 
@@ -28,7 +28,7 @@ from kubernetes.config.incluster_config import (
 from kubernetes.config.kube_config import load_kube_config
 
 from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
-from pfcon.compute.kubernetes_job import JOB_LABEL, JobTemplate, build_job, check_job_name
+from pfcon.compute.kubernetes.job import JOB_LABEL, JobTemplate, build_job, check_job_name
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from pfcon.settings import KubernetesSettings, SettingsError
 

@@ -79,7 +79,7 @@ class Runtime:
 
 
 #: Podman under runc on cgroup v1 never sets OOMKilled: a SIGKILL (137) under a memory limit
-#: is then reported as a "likely" out-of-memory kill (as pfcon.compute.container_state does)
+#: is then reported as a "likely" out-of-memory kill (as pfcon.compute.dockerapi.container_state does)
 _OOM_LIKELY = (
     ' | awk \'{ oom = $2; if (oom != "true" && $1 == 137 && $3 > 0) oom = "likely"; print $1, oom }\''
 )

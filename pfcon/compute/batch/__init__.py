@@ -1,0 +1,1 @@
+"""Batch schedulers (Slurm): a scheduler is data over one shared backend that writes job scripts."""
