@@ -1,20 +1,15 @@
-"""Where the engine finds storeBase: the COMPUTE_VOLUME_TYPE strategies.
+"""Where the engine finds storeBase: mount sources under a root the engine knows.
 
-pfcon sees storeBase at STOREBASE_MOUNT; the engine needs the same folder by its own name.
-``host`` uses STOREBASE; ``docker_local_volume`` uses the host mountpoint of a named Docker
-volume (VOLUME_NAME, or the volume mounted at STOREBASE_MOUNT in the container labelled
-PFCON_SELECTOR). Chosen once at start-up.
+pfcon sees storeBase at STOREBASE_MOUNT; the engine needs the same folder by its own name,
+which each family decides once at start-up from COMPUTE_VOLUME_TYPE: STOREBASE for ``host``,
+the PVC for ``kubernetes_pvc``, a named volume's mountpoint for ``docker_local_volume``
+(:mod:`pfcon.compute.dockerapi.volume`).
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-
-import docker
-import docker.errors
-
-from pfcon.settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -25,33 +20,3 @@ class HostPaths:
 
     def source(self, storebase_relative: str) -> str:
         return posixpath.join(self.root, storebase_relative)
-
-
-def docker_volume_root(client: docker.DockerClient, settings: Settings) -> HostPaths:
-    """Resolve the host folder of the storeBase volume (a start-up call to the engine)."""
-    name = settings.volume_name or _discover_volume(client, settings)
-    try:
-        volume = client.volumes.get(name)
-    except docker.errors.NotFound:
-        raise SettingsError("VOLUME_NAME", f"docker volume {name!r} does not exist") from None
-    except docker.errors.DockerException as exc:
-        raise SettingsError("VOLUME_NAME", f"cannot inspect docker volume {name!r}: {exc}") from None
-    return HostPaths(volume.attrs["Mountpoint"])
-
-
-def _discover_volume(client: docker.DockerClient, settings: Settings) -> str:
-    """Find the volume mounted at STOREBASE_MOUNT in the container labelled PFCON_SELECTOR."""
-    try:
-        containers = client.containers.list(filters={"label": settings.pfcon_selector})
-    except docker.errors.DockerException as exc:
-        raise SettingsError("PFCON_SELECTOR", f"cannot list containers to find the volume: {exc}") from None
-    target = str(settings.storebase_mount)
-    for container in containers:
-        for mount in container.attrs.get("Mounts", []):
-            if mount.get("Destination") == target and mount.get("Type") == "volume":
-                return mount["Name"]
-    raise SettingsError(
-        "VOLUME_NAME",
-        f"not set, and no running container labelled {settings.pfcon_selector!r} "
-        f"has a volume mounted at {target}",
-    )

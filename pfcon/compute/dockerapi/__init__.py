@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pfcon.compute.base import ComputeBackend
-from pfcon.compute.volumes import HostPaths, docker_volume_root
+from pfcon.compute.volumes import HostPaths
 from pfcon.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ def _with_docker_volumes(backend: DockerApiBackend, settings: Settings) -> tuple
     if settings.compute_volume_type == "host":
         return backend, HostPaths(settings.storebase or "")
     if settings.compute_volume_type == "docker_local_volume":
+        from pfcon.compute.dockerapi.volume import docker_volume_root
+
         return backend, docker_volume_root(backend.client, settings)
     raise SettingsError(
         "COMPUTE_VOLUME_TYPE",
