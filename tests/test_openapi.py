@@ -1,0 +1,144 @@
+"""The API description: current in docs/, complete, and true of a live pfcon (schemathesis).
+
+The fuzz runs against real gunicorn on the real Docker engine with zipfile storage: every
+operation of the document, with a token (and a dashboard session) and without, checked for
+no 5xx and answers (status, content type, body) the document allows. Job submissions name
+images the engine does not have (a 400: pfcon never pulls during a request), so the fuzz starts
+no container; the known-good flows at the end submit real jobs and check those answers too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from pfcon.api.openapi import ROUTES, document, document_text
+from pfcon.api.schemas import LIST_FIELDS
+from tests.helpers import TEST_LABEL
+from tests.live import live_pfcon
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKED_IN = ROOT / "docs" / "openapi.json"
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: without credentials, auth comes first (401, or the dashboard's redirect), whatever the input
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+EXAMPLES = 8  # per operation and credential: the whole fuzz stays well under 90 s
+
+
+def test_checked_in_document_is_current() -> None:
+    assert CHECKED_IN.read_text(encoding="utf-8") == document_text(), (
+        "docs/openapi.json is out of date: run `pfcon openapi --output docs/openapi.json`"
+    )
+
+
+@pytest.mark.integration
+def test_every_route_is_described(app) -> None:
+    served = {
+        (method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(route.method, route.path) for route in ROUTES}
+    assert served == described
+
+
+def test_document_is_openapi_31() -> None:
+    doc = document()
+    assert doc["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(doc)  # refuses a document it cannot read
+    tags = {op["tags"][0] for path in doc["paths"].values() for op in path.values()}
+    assert tags == {"classic", "pfcon6", "history", "operations", "dashboard"}
+
+
+# -- the fuzz -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("openapi")
+    (tmp / "storeBase").mkdir()
+    env = {"JOB_LABELS": TEST_LABEL, "PFCON_METRICS": "token"}
+    with live_pfcon(tmp / "storeBase", tmp / "pfcon.log", env) as url:
+        yield url.removesuffix("/api/v1/")
+
+
+@pytest.fixture(scope="module")
+def credentials(live: str) -> dict[str, dict[str, dict[str, str]]]:
+    """Per mode, the headers and cookies a client sends: a token and a dashboard session, or none."""
+    login = {"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
+    token = requests.post(f"{live}/api/v1/auth-token/", json=login, timeout=10).json()["token"]
+    board = requests.Session()
+    form = board.get(f"{live}/dashboard/login", timeout=10).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    answer = board.post(
+        f"{live}/dashboard/login",
+        data={"username": "pfcon", "password": "pfcon1234", "csrf_token": csrf, "next": "/dashboard/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert answer.status_code == 302, answer.text
+    return {
+        "with": {"headers": {"Authorization": f"Bearer {token}"}, "cookies": board.cookies.get_dict()},
+        "without": {"headers": {}, "cookies": {}},
+    }
+
+
+#: the document is built from the code, so it is loaded at collection; each call names the live URL
+fuzzed = schemathesis.openapi.from_dict(document())
+
+
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schemathesis.check
+def rejects_negative_data(ctx, response, case) -> bool | None:
+    """schemathesis' negative_data_rejection, less one case no server can tell: a form's lone
+    value for a list field is a list of one on the wire."""
+    body = case.body if case.media_type in FORMS and isinstance(case.body, dict) else {}
+    if any(not isinstance(body.get(name, []), list) for name in LIST_FIELDS):
+        return None
+    return negative_data_rejection(ctx, response, case)
+
+
+def _call(case, base_url: str, sent: dict[str, dict[str, str]], checks: list) -> None:
+    case.headers = {**(case.headers or {}), **sent["headers"]}
+    case.cookies = {**(case.cookies or {}), **sent["cookies"]}
+    case.call_and_validate(base_url=base_url, checks=checks, timeout=30, allow_redirects=False)
+
+
+@pytest.mark.integration
+@fuzzed.parametrize()
+@FUZZ_SETTINGS
+def test_fuzz_with_credentials(case, live: str, credentials) -> None:
+    _call(case, live, credentials["with"], [*CHECKS, rejects_negative_data])
+
+
+@pytest.mark.integration
+@fuzzed.parametrize()
+@FUZZ_SETTINGS
+def test_fuzz_without_credentials(case, live: str, credentials) -> None:
+    _call(case, live, credentials["without"], CHECKS)
