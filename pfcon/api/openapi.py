@@ -315,7 +315,7 @@ def _dashboard() -> list[Route]:
         Route("GET", f"{p}/api/jobs/{{jid}}", DASHBOARD, "A job and its events",
               {200: json_answer("The job.", board.JobDetailSchema)}, (404, 503), security=login),
         Route("GET", f"{p}/api/jobs/{{jid}}/logs", DASHBOARD, "A job's log tail",
-              {200: json_answer("The logs.", board.JobLogsSchema)}, (503,), security=login),
+              {200: json_answer("The logs.", board.JobLogsSchema)}, (400, 503), security=login),
         Route("GET", f"{p}/api/timeline", DASHBOARD, "The jobs of a time window",
               {200: json_answer("At most `limit` jobs.", board.TimelineSchema)}, (400, 503),
               query=board.RangeQuerySchema, security=login),
