@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from pfcon.api.openapi import ROUTES, document, document_text
 from pfcon.api.schemas import LIST_FIELDS
-from tests.helpers import TEST_LABEL
+from tests.helpers import RUN_ID, TERMINAL, TEST_LABEL, job_form, make_zip, wait_for
 from tests.live import live_pfcon
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,3 +142,50 @@ def test_fuzz_with_credentials(case, live: str, credentials) -> None:
 @FUZZ_SETTINGS
 def test_fuzz_without_credentials(case, live: str, credentials) -> None:
     _call(case, live, credentials["without"], CHECKS)
+
+
+def _validated(base_url: str, sent: dict, method: str, path: str, **case_args):
+    """Call one operation with the given input and check the answer against the document."""
+    operation = fuzzed[path][method]
+    case = operation.Case(**case_args)
+    case.headers = {**(case.headers or {}), **sent["headers"]}
+    case.cookies = sent["cookies"]
+    return case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=60, allow_redirects=False)
+
+
+@pytest.mark.integration
+def test_real_jobs_answer_as_documented(live: str, credentials) -> None:
+    """The answers the fuzz rarely reaches (a job accepted, run, listed, zipped, deleted), through
+    both APIs, each checked against the document."""
+    sent = credentials["with"]
+
+    def call(method: str, path: str, **args):
+        return _validated(live, sent, method, path, **args)
+
+    upload = make_zip({"in.txt": "hello"})
+    for api, submit_path in (("classic", "/api/v1/jobs/"), ("pfcon6", "/api/v1/pluginjobs/")):
+        jid = f"oa-{api}-{RUN_ID}"
+        base = submit_path + "{jid}/"
+        if api == "pfcon6":
+            call("POST", "/api/v1/copyjobs/", body={"jid": jid, "output_dir": "out"}, media_type=FORMS[0])
+        form = {**job_form(jid), "data_file": upload}
+        assert call("POST", submit_path, body=form, media_type=FORMS[1]).status_code == 201
+        wait_for(
+            lambda jid=jid, base=base: (
+                call("GET", base, path_parameters={"jid": jid}).json()["compute"]["status"] in TERMINAL
+            )
+        )
+        output = call("GET", base + "file/", path_parameters={"jid": jid})
+        assert output.status_code == 200 and output.content.startswith(b"PK")  # the zip
+        assert call("GET", "/api/v1/history/{jid}/", path_parameters={"jid": jid}).status_code == 200
+        if api == "pfcon6":
+            for kind in ("uploadjobs", "deletejobs"):
+                form = {"jid": jid, "job_output_path": "out"} if kind == "uploadjobs" else {"jid": jid}
+                call("POST", f"/api/v1/{kind}/", body=form, media_type=FORMS[0])
+                call("GET", f"/api/v1/{kind}/{{jid}}/", path_parameters={"jid": jid})
+                call("DELETE", f"/api/v1/{kind}/{{jid}}/", path_parameters={"jid": jid})
+        assert call("DELETE", base, path_parameters={"jid": jid}).status_code == 204
+    page = call("GET", "/api/v1/history/", query={"limit": 1})
+    assert page.json()["results"] and page.json()["next"]
+    assert call("GET", "/metrics").status_code == 200
+    assert call("GET", "/dashboard/api/jobs").json()["items"]

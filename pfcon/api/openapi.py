@@ -77,6 +77,7 @@ ERRORS = {
     507: "storeBase is full; the upload was discarded.",
 }
 ERROR_SCHEMA = "Error"
+URI_TOO_LONG = "UriTooLong"
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,10 @@ class Route:
             "summary": self.summary,
             "operationId": _operation_id(self.method, self.path),
             "security": [{name: []} for name in self.security],
-            "responses": {str(code): self._answer(code) for code in statuses},
+            "responses": {
+                **{str(code): self._answer(code) for code in statuses},
+                "414": URI_TOO_LONG,  # gunicorn's own answer, before pfcon sees the request
+            },
         }
         if self.description:
             op["description"] = self.description
@@ -352,6 +356,14 @@ def document() -> dict[str, Any]:
         spec.components.security_scheme(name, scheme)
     spec.components.schema(ERROR_SCHEMA, schema=schemas.ErrorSchema)
     spec.components.schema("Data", schema=schemas.DataSchema)
+    spec.components.response(
+        URI_TOO_LONG,
+        {
+            "description": "The request line is over gunicorn's limit (4094 bytes): gunicorn answers "
+            "this itself, in HTML, on any path.",
+            "content": {HTML: {"schema": {"type": "string"}}},
+        },
+    )
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = route.operation()
