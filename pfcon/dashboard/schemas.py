@@ -12,7 +12,7 @@ from pfcon.store.repository import APIS, STATUSES
 
 STATUS = {"enum": STATUSES}
 WHEN = {"description": "UTC, `YYYY-MM-DD HH:MM:SS`; empty when it has not happened"}
-EPOCH_MS = {"type": ["integer", "null"], "description": "milliseconds since the epoch"}
+EPOCH_MS = {"description": "milliseconds since the epoch"}
 
 
 class JobRowSchema(Schema):
