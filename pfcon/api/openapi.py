@@ -325,8 +325,9 @@ def _dashboard() -> list[Route]:
               query=board.RangeQuerySchema, security=login),
         Route("GET", f"{p}/static/{{filename}}", DASHBOARD, "The dashboard's CSS, scripts and images",
               {200: Answer("The file (cached for a week: its URL carries pfcon's version).",
-                           {"*/*": {"type": "string", "format": "binary"}})}, (404,), security=OPEN,
-              error_type=HTML),
+                           {"*/*": {"type": "string", "format": "binary"}}),
+               404: Answer("No such file: the dashboard's error page, or JSON for a name no route takes.",
+                           {HTML: {"type": "string"}, JSON: ERROR_SCHEMA})}, security=OPEN),
         Route("GET", f"{p}/api/capacity", DASHBOARD, "What the local engine has free",
               {200: json_answer("The capacity.", board.CapacitySchema)}, (503,), security=login),
     ]  # fmt: skip

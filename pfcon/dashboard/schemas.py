@@ -109,7 +109,7 @@ class RangeQuerySchema(Schema):
 class JobsQuerySchema(Schema):
     """The job list's filters (documentation only: the view reads them itself)."""
 
-    status = fields.String(metadata=STATUS)
+    status = fields.String(metadata={"enum": ["", *STATUSES], "description": "empty: any"})
     auid = fields.String()
     image = fields.String()
     q = fields.String(metadata={"description": "a search in jid, image and auid"})
