@@ -73,7 +73,8 @@ ERRORS = {
     409: "In conflict with the job's state: a live job has this jid, a step was asked for before the "
     "one it needs, or job data pfcon may not delete.",
     413: "The body, a form's fields or an upload's content is over a limit.",
-    503: "The container engine, the storage or the job database does not answer.",
+    503: "The container engine, the storage or the job database does not answer; or, for a request "
+    "with a body, this worker already receives as many bodies as it may (`Retry-After: 5`).",
     507: "storeBase is full; the upload was discarded.",
 }
 ERROR_SCHEMA = "Error"
@@ -93,6 +94,7 @@ def json_answer(description: str, schema: Any) -> Answer:
 
 
 NO_CONTENT = Answer("Done; no body.")
+BUSY = json_answer(ERRORS[503], ERROR_SCHEMA)
 OUTPUT = Answer(
     "The job's output: a zip attachment (zipfile storage, and swift or s3 without "
     "`job_output_path`), or the listing of what the job wrote under `job_output_path`.",
@@ -180,7 +182,7 @@ class OutputQuery(Schema):
 
 
 # -- the table ---------------------------------------------------------------------------------
-BODY_ERRORS = (400, 408, 413)
+BODY_ERRORS = (400, 408, 413, 503)
 JOB_ERRORS = (400, 404, 503)
 OPEN: tuple[str, ...] = ()
 
@@ -299,10 +301,10 @@ def _dashboard() -> list[Route]:
         Route("GET", f"{p}/login", DASHBOARD, "The login page", {200: page}, security=OPEN),
         Route("POST", f"{p}/login", DASHBOARD, "Log in", {302: redirect, 401: Answer(
               "Wrong user name or password: the login page again.", {HTML: {"type": "string"}}),
-              403: Answer(ERRORS[403], {HTML: {"type": "string"}})},
+              403: Answer(ERRORS[403], {HTML: {"type": "string"}}), 503: BUSY},
               (400, 408, 413), {FORM: board.LoginFormSchema}, security=OPEN, error_type=HTML),
         Route("POST", f"{p}/logout", DASHBOARD, "Log out", {302: redirect,
-              403: Answer(ERRORS[403], {HTML: {"type": "string"}})}, (400, 408, 413),
+              403: Answer(ERRORS[403], {HTML: {"type": "string"}}), 503: BUSY}, (400, 408, 413),
               {FORM: board.LogoutFormSchema}, security=login, error_type=HTML),
         Route("GET", f"{p}/", DASHBOARD, "The jobs page", {200: page, 302: redirect}, (400,),
               query=board.JobsQuerySchema, security=login, error_type=HTML),
