@@ -114,6 +114,16 @@ class SubmitUpload(schemas.SubmitSchema):
     )
 
 
+class Pfcon6Submit(schemas.SubmitSchema):
+    """The job form as pfcon 6 takes it: a leading ``/`` of ``jid`` is stripped."""
+
+    jid = fields.String(required=True, metadata=schemas.PFCON6_JID)
+
+
+class Pfcon6SubmitUpload(SubmitUpload):
+    jid = fields.String(required=True, metadata=schemas.PFCON6_JID)
+
+
 @dataclass(frozen=True)
 class Route:
     """One route: what it takes and every answer it gives."""
@@ -245,7 +255,7 @@ def _pfcon6() -> list[Route]:
         Route("POST", f"{p}/", PFCON6, "Submit a plugin job",
               {201: json_answer("Accepted (or the live job of this jid, as it is).",
                                 schemas.Pfcon6SubmitAnswerSchema)},
-              (*BODY_ERRORS, 409, 503, 507), _forms(schemas.SubmitSchema, SubmitUpload)),
+              (*BODY_ERRORS, 409, 503, 507), _forms(Pfcon6Submit, Pfcon6SubmitUpload)),
         Route("GET", f"{p}/{{jid}}/", PFCON6, "A plugin job's status and log tail",
               {200: json_answer("The job.", schemas.Pfcon6StatusAnswerSchema)}, JOB_ERRORS),
         Route("DELETE", f"{p}/{{jid}}/", PFCON6, "Remove a plugin job's container and folder",

@@ -25,6 +25,7 @@ STATUS_NAMES = tuple(status.value for status in JobStatus)
 CLASSIC_STATUS_NAMES = ("notstarted", *STATUS_NAMES[1:])
 #: a jid as the store takes it (pfcon.storebase.JID_PATTERN), for the API description
 JID = {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "description": "the job id, chosen by the client"}
+PFCON6_JID = {**JID, "pattern": "^/*" + JID["pattern"][1:]}  # pfcon 6 strips a leading "/"
 
 
 def _env_pair(value: str) -> None:
@@ -180,7 +181,7 @@ class OperationForm(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    jid = fields.String(required=True, metadata={**JID, "pattern": "^/*" + JID["pattern"][1:]})
+    jid = fields.String(required=True, metadata=PFCON6_JID)
     cpu_limit = fields.Integer(load_default=1000, validate=validate.Range(min=1))
     memory_limit = fields.Integer(load_default=300, validate=validate.Range(min=1))
 
