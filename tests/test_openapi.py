@@ -4,7 +4,8 @@ The fuzz runs against real gunicorn on the real Docker engine with zipfile stora
 operation of the document, with a token (and a dashboard session) and without, checked for
 no 5xx and answers (status, content type, body) the document allows. Job submissions name
 images the engine does not have (a 400: pfcon never pulls during a request), so the fuzz starts
-no container; the known-good flows at the end submit real jobs and check those answers too.
+no container; the known-good flows at the end submit real jobs (zipfile through both APIs, and
+in-network filesystem) and check those answers too.
 """
 
 from __future__ import annotations
@@ -221,3 +222,41 @@ def test_the_reference_page_works_offline_in_a_browser(live: str, browser) -> No
     page.screenshot(path=str(in_chromium.ARTIFACTS / "openapi-reference.png"))
     assert not elsewhere, elsewhere
     assert not problems, problems
+
+
+@pytest.mark.integration
+def test_in_network_answers_as_documented(docker_client, tmp_path: Path) -> None:
+    """In-network storage answers its own shapes (server info, the output listing): filesystem."""
+    storebase = tmp_path / "storeBase"
+    (storebase / "home/me/in").mkdir(parents=True)
+    (storebase / "home/me/in/a.txt").write_text("a")
+    env = {"JOB_LABELS": TEST_LABEL, "PFCON_INNETWORK": "true", "STORAGE_ENV": "filesystem"}
+    with live_pfcon(storebase, tmp_path / "pfcon.log", env) as url:
+        base = url.removesuffix("/api/v1/")
+        login = {"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
+        token = requests.post(f"{url}auth-token/", json=login, timeout=10).json()["token"]
+        sent = {"headers": {"Authorization": f"Bearer {token}"}, "cookies": {}}
+        jid = f"oa-fs-{RUN_ID}"
+        form = job_form(jid, input_dirs=["home/me/in"], output_dir="home/me/out")
+        for info in ("/api/v1/jobs/", "/api/v1/pluginjobs/"):
+            assert _validated(base, sent, "GET", info).json()["pfcon_innetwork"] is True
+        _validated(base, sent, "POST", "/api/v1/jobs/", body=form, media_type=FORMS[0])
+        status = "/api/v1/jobs/{jid}/"
+        wait_for(
+            lambda: (
+                _validated(base, sent, "GET", status, path_parameters={"jid": jid}).json()["compute"][
+                    "status"
+                ]
+                in TERMINAL
+            )
+        )
+        listing = _validated(
+            base,
+            sent,
+            "GET",
+            status + "file/",
+            path_parameters={"jid": jid},
+            query={"job_output_path": "home/me/out"},
+        )
+        assert listing.json()["rel_file_paths"]
+        _validated(base, sent, "DELETE", status, path_parameters={"jid": jid})
