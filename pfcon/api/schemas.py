@@ -18,14 +18,15 @@ from pfcon.errors import InvalidInput
 from pfcon.imageref import check_image
 from pfcon.jobs import Submission
 from pfcon.storage.base import InputRequest, ListingOutput, ZipOutput
+from pfcon.storebase import JID_PATTERN
 
 LIST_FIELDS = frozenset({"entrypoint", "args", "args_path_flags", "env", "input_dirs"})
 #: the status strings of pfcon 6 (and of this pfcon's history); pfcon 5.3 spelled the first one ``notstarted``
 STATUS_NAMES = tuple(status.value for status in JobStatus)
 CLASSIC_STATUS_NAMES = ("notstarted", *STATUS_NAMES[1:])
-#: a jid as the store takes it (pfcon.storebase.JID_PATTERN), for the API description
-JID = {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "description": "the job id, chosen by the client"}
-PFCON6_JID = {**JID, "pattern": "^/*" + JID["pattern"][1:]}  # pfcon 6 strips a leading "/"
+#: a jid as the store takes it, for the API description
+JID = {"pattern": f"^{JID_PATTERN.pattern}$", "description": "the job id, chosen by the client"}
+PFCON6_JID = {**JID, "pattern": f"^/*{JID_PATTERN.pattern}$"}  # pfcon 6 strips a leading "/"
 
 
 def _env_pair(value: str) -> None:
