@@ -26,10 +26,13 @@ RUN /opt/pfcon/bin/pip install --no-cache-dir --disable-pip-version-check --no-d
  && rm -rf /opt/pfcon/bin/activate* /opt/pfcon/bin/Activate.ps1 \
  && rm -rf /opt/pfcon/lib/python3*/site-packages/kubernetes/aio \
  && find /opt/pfcon/lib/python3*/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d ! -name s3 \
-      -exec rm -rf {} +
+      -exec rm -rf {} + \
+ && find /opt/pfcon/lib/python3*/site-packages/swagger_ui/static -type f ! -name LICENSE \
+      ! -name swagger-ui-bundle.js ! -name swagger-ui.css ! -name favicon-32x32.png -delete
 # kubernetes/aio is the client's asyncio twin (68 MB, half the image); pfcon uses the
 # synchronous client only, and nothing in the package imports the twin. botocore carries the
-# API models of some 450 AWS services (27 MB); pfcon's S3 storage loads only s3's.
+# API models of some 450 AWS services (27 MB); pfcon's S3 storage loads only s3's. swagger_ui
+# also ships Swagger Editor (23 MB); the reference page (/api/v1/docs/) serves three files.
 
 FROM ${BASE_IMAGE}
 # python3 only (its standard library); no pip, no venv module, no compilers.

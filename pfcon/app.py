@@ -10,6 +10,7 @@ from flask import Flask
 from pfcon.api import dashboard, errors
 from pfcon.api.auth import TokenAuth
 from pfcon.api.metrics import metrics_blueprint
+from pfcon.api.reference import reference_blueprint
 from pfcon.api.uploads import RuledRequest
 from pfcon.api.v1 import blueprint
 from pfcon.compute import build_backend
@@ -44,7 +45,7 @@ def build_service(settings: Settings) -> JobService:
 def create_app(settings: Settings | None = None, service: JobService | None = None) -> Flask:
     settings = settings or load_settings()
     service = service or build_service(settings)
-    app = Flask("pfcon")
+    app = Flask("pfcon", static_folder=None)  # no /static/: each blueprint serves its own files
     app.url_map.strict_slashes = False  # /api/v1/jobs and /api/v1/jobs/ alike, no redirect
     operations = OperationService(
         service, StoreOperationStore(service.store, settings.storebase_mount), settings.op_workers
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     auth = TokenAuth(settings)
     app.extensions["pfcon-operations"] = operations
     app.register_blueprint(blueprint(operations, auth))
+    app.register_blueprint(reference_blueprint())
     host = HostCapacity(service.backend)
     state = state_collector(service.store, host)
     if (metrics := metrics_blueprint(settings.observability.metrics, auth, state)) is not None:

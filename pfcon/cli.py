@@ -7,9 +7,11 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pfcon import __version__
+from pfcon.api.openapi import document_text
 from pfcon.settings import Settings, SettingsError, load_serving_settings, load_settings
 
 SECRET_FIELDS = ("secret_key", "pfcon_password")
@@ -110,6 +112,15 @@ def database(args: argparse.Namespace) -> int:
     return 0
 
 
+def openapi(args: argparse.Namespace) -> int:
+    """Print or write the OpenAPI document (docs/openapi.json is its checked-in copy)."""
+    if args.output:
+        Path(args.output).write_text(document_text(), encoding="utf-8")
+    else:
+        sys.stdout.write(document_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pfcon", description="pfcon compute controller")
     parser.add_argument("--version", action="version", version=f"pfcon {__version__}")
@@ -132,5 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     db_cmd = commands.add_parser("db", help="the job store's schema: upgrade it, or show its revision")
     db_cmd.add_argument("action", choices=("upgrade", "current"))
     db_cmd.set_defaults(func=database)
+    api_cmd = commands.add_parser("openapi", help="print the API's OpenAPI 3.1 document")
+    api_cmd.add_argument("--output", help="write it to this file (docs/openapi.json) instead")
+    api_cmd.set_defaults(func=openapi)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))

@@ -167,3 +167,16 @@ def test_a_real_job_from_submit_to_its_page(make_app, storebase: Path) -> None:
     logs = client.get("/dashboard/api/jobs/dash-1/logs").get_json()
     assert logs["status"] == "finishedSuccessfully"
     assert client.get("/dashboard/jobs/never").status_code == 404
+
+
+def test_out_of_range_windows_and_impossible_jids_are_400s(make_app) -> None:
+    """Found by the fuzz (tests/test_openapi.py): these were a 500 and a 503."""
+    client = make_app().test_client()
+    log_in(client)
+    windows = ({"until": "-3.7e16"}, {"since": "1", "until": "1e300"}, {"until": "inf"}, {"until": "nan"})
+    for window in windows:
+        for path in ("/dashboard/api/timeline", "/dashboard/timeline.jsonl"):
+            answer = client.get(path, query_string=window)
+            assert answer.status_code == 400, (path, window, answer.text)
+    logs = client.get("/dashboard/api/jobs/%C2%84/logs")
+    assert logs.status_code == 400 and "jid" in logs.get_json()["message"]

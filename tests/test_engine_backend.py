@@ -121,3 +121,19 @@ def test_engine_errors_map_to_domain_errors(creates: bool, status: int, explanat
     client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
     with pytest.raises(expected), engine_errors("docker", client, "act", "j", creates=creates):
         raise _api_error(status, explanation)
+
+
+def test_a_jid_that_is_an_id_prefix_is_no_other_container(
+    backend, engine: Engine, jid: str, tmp_path: Path
+) -> None:
+    """The engine resolves an ID prefix where no name matches; found by the OpenAPI fuzz (a
+    DELETE of jid ``0`` was a 503: "Multiple IDs found with provided prefix")."""
+    for name in (jid, f"{jid}-b"):
+        engine.client.containers.create("localhost/pfcon-busybox:1", ["true"], name=name, labels=TEST_LABELS)
+    other = engine.client.containers.get(jid).id
+    for prefix in (other[:12], other[:3], "0", "a"):  # one container's prefix, and likely several
+        with pytest.raises(JobNotFound, match="not known"):
+            backend.info(prefix)
+        with pytest.raises(JobNotFound, match="not known"):
+            backend.remove(prefix)
+    backend.validate(make_spec(other[:12], tmp_path, ("true",)))  # the prefix blocks no job of that name

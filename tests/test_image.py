@@ -116,6 +116,10 @@ def test_image_runs_a_job_end_to_end_as_uid_1001_and_becomes_healthy(
 
     assert _docker("exec", name, "id", "-u") == "1001"
     assert _docker("inspect", "--format", "{{ .Config.User }}", name) == "1001:1001"
+    # the API description and its reference page's files (the image keeps only those three)
+    assert requests.get(url + "openapi.json", timeout=10).json()["openapi"] == "3.1.0"
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+        assert requests.get(url + f"docs/assets/{asset}", timeout=10).status_code == 200, asset
     wait_for(lambda: _health(name) == "healthy", timeout=60, interval=0.5)
     report(
         pytestconfig, f"\nimage end to end: job, uid and health checked in {time.monotonic() - started:.1f} s"

@@ -16,7 +16,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from pfcon.api import schemas
 from pfcon.jobs import JobService
 from pfcon.store import HistoryQuery
-from pfcon.store.repository import KINDS, MAX_PAGE, STATES, STATUSES, rfc3339
+from pfcon.store.repository import APIS, KINDS, MAX_PAGE, STATES, STATUSES, rfc3339
 
 
 class HistoryQuerySchema(Schema):
@@ -37,38 +37,56 @@ class HistoryQuerySchema(Schema):
 
 
 def _when(attribute: str) -> fields.Function:
-    return fields.Function(lambda row: rfc3339(getattr(row, attribute)) or None)
+    return fields.Function(
+        lambda row: rfc3339(getattr(row, attribute)) or None,
+        required=True,
+        metadata={"type": ["string", "null"], "format": "date-time"},
+    )
 
 
 class HistoryItemSchema(Schema):
     """One job as history tells it: times, durations (seconds) and how it ended."""
 
-    jid = fields.String()
-    kind = fields.String()
-    api = fields.String()
-    image = fields.String()
-    auid = fields.String()
-    status = fields.String()
-    state = fields.String()
-    message = fields.String()
-    exit_code = fields.Integer(allow_none=True)
+    jid = fields.String(required=True)
+    kind = fields.String(required=True, metadata={"enum": KINDS})
+    api = fields.String(required=True, metadata={"enum": APIS})
+    image = fields.String(required=True)
+    auid = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": STATUSES})
+    state = fields.String(required=True, metadata={"enum": STATES})
+    message = fields.String(required=True)
+    exit_code = fields.Integer(required=True, allow_none=True)
     accepted = _when("accepted_at")
     queued = _when("queued_at")
     started = _when("started_at")
     finished = _when("finished_at")
     deleted = _when("deleted_at")
-    wait_seconds = fields.Float(allow_none=True)
-    run_seconds = fields.Float(allow_none=True)
+    wait_seconds = fields.Float(required=True, allow_none=True)
+    run_seconds = fields.Float(required=True, allow_none=True)
 
 
 class EventSchema(Schema):
-    state = fields.String()
-    status = fields.String()
-    message = fields.String()
-    at = fields.Function(lambda event: rfc3339(event.at))
+    state = fields.String(required=True, metadata={"enum": STATES})
+    status = fields.String(required=True, metadata={"enum": STATUSES})
+    message = fields.String(required=True)
+    at = fields.Function(lambda event: rfc3339(event.at), required=True, metadata={"type": "string"})
+
+
+class HistoryPageSchema(Schema):
+    """``GET history/``: a page, newest first; ``next`` is the following page's URL."""
+
+    results = fields.List(fields.Nested(HistoryItemSchema), required=True)
+    next = fields.String(required=True, allow_none=True)
+
+
+class JobHistorySchema(HistoryItemSchema):
+    """``GET history/<jid>/``: the job and its events, oldest first."""
+
+    events = fields.List(fields.Nested(EventSchema), required=True)
 
 
 QUERY = HistoryQuerySchema()
+PAGE = HistoryPageSchema()
 ITEM = HistoryItemSchema()
 EVENTS = EventSchema(many=True)
 
@@ -84,7 +102,7 @@ def register(api: Blueprint, service: JobService) -> None:
         if page.next_cursor is not None:
             args = {**request.args.to_dict(), "cursor": page.next_cursor}
             following = url_for("api.history", _external=True, **args)
-        return jsonify(results=ITEM.dump(page.items, many=True), next=following)
+        return jsonify(PAGE.dump({"results": page.items, "next": following}))
 
     @api.get("/history/<jid>/")
     def job_history(jid: str) -> ResponseReturnValue:

@@ -19,9 +19,9 @@ from pfcon.observability.observer import PFCON6
 from pfcon.operations.service import OperationService
 
 SERVER_INFO = schemas.Pfcon6ServerInfoSchema()
-OPERATION = schemas.OperationComputeSchema()
+OPERATION = schemas.OperationAnswerSchema()
 PLUGIN_SUBMITTED = schemas.Pfcon6SubmitAnswerSchema()
-PLUGIN_STATE = schemas.ComputeSchema()
+PLUGIN_STATE = schemas.Pfcon6StatusAnswerSchema()
 OPERATION_ROUTES = {"copy": "copyjobs", "upload": "uploadjobs", "delete": "deletejobs"}
 
 
@@ -43,10 +43,10 @@ def _operation_routes(api: Blueprint, ops: OperationService, kind: str, path: st
     @accepts(FIELDS_LIMIT, files=STRAY_PART)
     def submit() -> ResponseReturnValue:
         jid, params = schemas.operation_form(kind, request.form)
-        return jsonify(compute=OPERATION.dump(ops.submit(kind, jid, params))), 201
+        return jsonify(OPERATION.dump({"compute": ops.submit(kind, jid, params)})), 201
 
     def status(jid: str) -> ResponseReturnValue:
-        return jsonify(compute=OPERATION.dump(ops.status(kind, jid)))
+        return jsonify(OPERATION.dump({"compute": ops.status(kind, jid)}))
 
     def remove(jid: str) -> ResponseReturnValue:
         ops.remove(kind, jid)
@@ -76,7 +76,7 @@ def _plugin_routes(api: Blueprint, ops: OperationService) -> None:
 
     @api.get("/pluginjobs/<jid>/")
     def pluginjobs_status(jid: str) -> ResponseReturnValue:
-        return jsonify(compute=PLUGIN_STATE.dump(ops.jobs.status(jid)))
+        return jsonify(PLUGIN_STATE.dump({"compute": ops.jobs.status(jid)}))
 
     @api.delete("/pluginjobs/<jid>/")
     def pluginjobs_remove(jid: str) -> ResponseReturnValue:

@@ -18,8 +18,15 @@ from pfcon.errors import InvalidInput
 from pfcon.imageref import check_image
 from pfcon.jobs import Submission
 from pfcon.storage.base import InputRequest, ListingOutput, ZipOutput
+from pfcon.storebase import JID_PATTERN
 
 LIST_FIELDS = frozenset({"entrypoint", "args", "args_path_flags", "env", "input_dirs"})
+#: the status strings of pfcon 6 (and of this pfcon's history); pfcon 5.3 spelled the first one ``notstarted``
+STATUS_NAMES = tuple(status.value for status in JobStatus)
+CLASSIC_STATUS_NAMES = ("notstarted", *STATUS_NAMES[1:])
+#: a jid as the store takes it, for the API description
+JID = {"pattern": f"^{JID_PATTERN.pattern}$", "description": "the job id, chosen by the client"}
+PFCON6_JID = {**JID, "pattern": f"^/*{JID_PATTERN.pattern}$"}  # pfcon 6 strips a leading "/"
 
 
 def _env_pair(value: str) -> None:
@@ -39,7 +46,7 @@ class SubmitSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    jid = fields.String(required=True)
+    jid = fields.String(required=True, metadata=JID)
     entrypoint = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
     args = fields.List(fields.String(), load_default=list)
     args_path_flags = fields.List(fields.String(), load_default=list)
@@ -63,18 +70,55 @@ class AuthSchema(Schema):
     pfcon_password = fields.String(required=True)
 
 
+class ErrorSchema(Schema):
+    """Every error answer (pfcon.api.errors); a form or query that failed validation adds ``errors``."""
+
+    message = fields.String(required=True, metadata={"description": "what went wrong, for a person"})
+    errors = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "per field, its problems (a list, or per list item)"},
+    )
+
+
+class TokenSchema(Schema):
+    token = fields.String(required=True, metadata={"description": "an HS256 JWT; send it as `Bearer`"})
+
+
+class HealthSchema(Schema):
+    """``GET health/``: each part says what answered."""
+
+    health = fields.Constant("OK", required=True, metadata={"type": "string", "enum": ["OK"]})
+    engine = fields.String(required=True)
+    storage = fields.String(required=True)
+    database = fields.String(required=True)
+
+
+class UnhealthySchema(Schema):
+    health = fields.Constant(
+        "unavailable", required=True, metadata={"type": "string", "enum": ["unavailable"]}
+    )
+    message = fields.String(required=True)
+
+
+class ListingSchema(Schema):
+    """In-network storage's answer to a file GET: what the job wrote under ``job_output_path``."""
+
+    job_output_path = fields.String(required=True)
+    rel_file_paths = fields.List(fields.String(), required=True)
+
+
 class ComputeSchema(Schema):
     """The ``compute`` part of submit and status answers, spelled as pfcon 6 spells statuses."""
 
     spelling: dict[str, str] = {}
 
-    jid = fields.String(attribute="info.jid")
-    image = fields.String(attribute="info.image")
-    cmd = fields.String(attribute="info.cmd")
-    status = fields.Method("status_of")
-    message = fields.String(attribute="info.message")
-    timestamp = fields.String(attribute="info.timestamp")
-    logs = fields.String()
+    jid = fields.String(attribute="info.jid", required=True)
+    image = fields.String(attribute="info.image", required=True)
+    cmd = fields.String(attribute="info.cmd", required=True)
+    status = fields.Method("status_of", required=True, metadata={"type": "string", "enum": STATUS_NAMES})
+    message = fields.String(attribute="info.message", required=True)
+    timestamp = fields.String(attribute="info.timestamp", required=True)
+    logs = fields.String(required=True)
 
     def status_of(self, state: Any) -> str:
         value = state.info.status.value
@@ -85,34 +129,37 @@ class ClassicComputeSchema(ComputeSchema):
     """pfcon 5.3's enum (tag v5.3.0) spells ``notstarted`` all lowercase; ChRIS 6.x compares it."""
 
     spelling = {JobStatus.notStarted.value: "notstarted"}
+    status = fields.Method(
+        "status_of", required=True, metadata={"type": "string", "enum": CLASSIC_STATUS_NAMES}
+    )
 
 
 class DataSchema(Schema):
     """The ``data`` part of a submit answer."""
 
-    jid = fields.String()
-    nfiles = fields.Integer()
-    timestamp = fields.String()
-    path = fields.String()
+    jid = fields.String(required=True)
+    nfiles = fields.Integer(required=True, metadata={"description": "files staged in (links not counted)"})
+    timestamp = fields.String(required=True)
+    path = fields.String(required=True, metadata={"description": "the input folder, storeBase-relative"})
 
 
 class SubmitAnswerSchema(Schema):
-    data = fields.Nested(DataSchema)
-    compute = fields.Nested(ClassicComputeSchema)
+    data = fields.Nested(DataSchema, required=True)
+    compute = fields.Nested(ClassicComputeSchema, required=True)
 
 
 class StatusAnswerSchema(Schema):
-    compute = fields.Nested(ClassicComputeSchema)
+    compute = fields.Nested(ClassicComputeSchema, required=True)
 
 
 class ServerInfoSchema(Schema):
-    server_version = fields.String()
-    pfcon_innetwork = fields.Boolean()
-    storage_env = fields.String()
-    container_env = fields.String()
-    compute_volume_type = fields.String()
-    swift_auth_url = fields.String()
-    s3_endpoint_url = fields.String()
+    server_version = fields.String(required=True)
+    pfcon_innetwork = fields.Boolean(required=True)
+    storage_env = fields.String(required=True)
+    container_env = fields.String(required=True)
+    compute_volume_type = fields.String(required=True)
+    swift_auth_url = fields.String(metadata={"description": "swift storage only"})
+    s3_endpoint_url = fields.String(metadata={"description": "s3 storage only"})
 
 
 class Pfcon6ServerInfoSchema(ServerInfoSchema):
@@ -135,7 +182,7 @@ class OperationForm(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    jid = fields.String(required=True)
+    jid = fields.String(required=True, metadata=PFCON6_JID)
     cpu_limit = fields.Integer(load_default=1000, validate=validate.Range(min=1))
     memory_limit = fields.Integer(load_default=300, validate=validate.Range(min=1))
 
@@ -173,20 +220,37 @@ def operation_form(kind: str, form: MultiDict) -> tuple[str, dict[str, Any]]:
 class OperationComputeSchema(Schema):
     """An operation as pfcon 6 answers its container: ``compute`` with ``status`` and ``logs``."""
 
-    jid = fields.String()
-    image = fields.Constant("")
-    cmd = fields.Constant("")
-    status = fields.String()
-    message = fields.String()
-    timestamp = fields.Function(lambda op: op.finished_at or op.started_at)
-    logs = fields.Function(lambda op: "\n".join(op.log))
+    jid = fields.String(required=True)
+    image = fields.Constant("", required=True, metadata={"type": "string", "enum": [""]})
+    cmd = fields.Constant("", required=True, metadata={"type": "string", "enum": [""]})
+    status = fields.String(required=True, metadata={"enum": STATUS_NAMES})
+    message = fields.String(required=True)
+    timestamp = fields.Function(
+        lambda op: op.finished_at or op.started_at, required=True, metadata={"type": "string"}
+    )
+    logs = fields.Function(lambda op: "\n".join(op.log), required=True, metadata={"type": "string"})
+
+
+class OperationAnswerSchema(Schema):
+    compute = fields.Nested(OperationComputeSchema, required=True)
+
+
+class Pfcon6StatusAnswerSchema(Schema):
+    compute = fields.Nested(ComputeSchema, required=True)
 
 
 class Pfcon6SubmitAnswerSchema(Schema):
     """``{"data", "compute"}``; ``data`` is ``{}`` when nothing was staged by this request."""
 
-    data = fields.Function(lambda accepted: DataSchema().dump(accepted.data) if accepted.data else {})
-    compute = fields.Nested(ComputeSchema)
+    data = fields.Function(
+        lambda accepted: DataSchema().dump(accepted.data) if accepted.data else {},
+        required=True,
+        metadata={
+            "anyOf": [{"$ref": "#/components/schemas/Data"}, {"type": "object", "maxProperties": 0}],
+            "description": "`{}` when the input was staged by a copy job or the job already existed",
+        },
+    )
+    compute = fields.Nested(ComputeSchema, required=True)
 
 
 def output_response(result: ZipOutput | ListingOutput) -> Response:

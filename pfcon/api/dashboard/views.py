@@ -35,6 +35,7 @@ PAGE_SIZE = 50
 STATIC_MAX_AGE = 7 * 24 * 3600
 TIMELINE_LIMIT = 1000
 DEFAULT_RANGE_SECONDS = 3600
+LAST_EPOCH = datetime(9999, 12, 31, tzinfo=UTC).timestamp()  # the last day a datetime holds
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -175,6 +176,8 @@ def dashboard_blueprint(service: JobService, auth: TokenAuth, host: HostCapacity
             state = service.status(jid)
         except JobNotFound:
             return jsonify(status=None, logs="", message="the job and its logs are gone (deleted)")
+        except InvalidInput as error:  # a jid no job can have
+            return jsonify(message=error.message), 400
         except PfconError as error:
             return jsonify(message=error.message), 503
         return jsonify(status=state.info.status.value, logs=state.logs, message=state.info.message)
@@ -269,6 +272,8 @@ def _range() -> tuple[float, float]:
         since = float(request.args.get("since", until - DEFAULT_RANGE_SECONDS))
     except ValueError:
         abort(400, "since, until: seconds since the epoch")
+    if not (0 <= since <= LAST_EPOCH and 0 <= until <= LAST_EPOCH):  # also NaN; a datetime must hold it
+        abort(400, f"since, until: seconds since the epoch, from 0 to {LAST_EPOCH:.0f}")
     if not since < until:
         abort(400, "since must be before until")
     return since, until

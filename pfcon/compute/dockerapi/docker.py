@@ -35,6 +35,8 @@ POOL_SIZE = 64
 MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
+#: how dockerd and Podman say a name matched several container ID prefixes
+_AMBIGUOUS = re.compile(r"multiple IDs found|more than one result", re.IGNORECASE)
 
 #: How long the engine's start time is reused before it is asked again (one call per poll of
 #: a finished job would double the engine traffic of a busy status endpoint).
@@ -96,7 +98,7 @@ class DockerBackend(DockerApiBackend):
                     "pfcon does not pull images during a request, load or pull it first"
                 ) from None
         with contextlib.suppress(JobNotFound), self._engine("look up the job", spec.jid):
-            self.client.containers.get(spec.jid)  # any container of that name blocks the jid
+            self._named(spec.jid)  # any container of that name blocks the jid
             raise JobExists(f"job {spec.jid!r} already exists on the {self.name} engine")
 
     def submit(self, spec: JobSpec) -> JobInfo:
@@ -146,8 +148,23 @@ class DockerBackend(DockerApiBackend):
         self.client.close()
 
     # -- helpers --------------------------------------------------------------------------
+    def _named(self, jid: str) -> Any:
+        """The container named ``jid``. The engine also takes an ID prefix for a name, so a
+        hex jid could find another container, or several (an engine error): neither is this job."""
+        try:
+            container = self.client.containers.get(jid)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            if not _AMBIGUOUS.search(exc.explanation or str(exc)):
+                raise
+            container = None
+        if container is None or container.name != jid:
+            raise JobNotFound(f"job {jid!r} is not known to the {self.name} engine")
+        return container
+
     def _container(self, jid: str) -> Any:
-        container = self.client.containers.get(jid)
+        container = self._named(jid)
         if container.labels.get(JOB_LABEL) != jid:
             raise JobNotFound(f"container {jid!r} exists but was not created by pfcon")
         return container
