@@ -22,8 +22,8 @@ from marshmallow import Schema, fields
 
 from pfcon import __version__
 from pfcon.api import schemas
-from pfcon.api.history import HistoryPageSchema, HistoryQuerySchema, JobHistorySchema
 from pfcon.api.dashboard import schemas as board
+from pfcon.api.history import HistoryPageSchema, HistoryQuerySchema, JobHistorySchema
 
 PREFIX = "/api/v1"
 JSON, FORM, MULTIPART = "application/json", "application/x-www-form-urlencoded", "multipart/form-data"
