@@ -105,6 +105,25 @@ class StatusAnswerSchema(Schema):
     compute = fields.Nested(ClassicComputeSchema)
 
 
+class AmountSchema(Schema):
+    """CPUs (a number), memory (MiB) and GPUs."""
+
+    cpus = fields.Function(lambda amount: amount.cpu_millicores / 1000)
+    memory_mib = fields.Integer()
+    gpus = fields.Integer()
+
+
+class QueueSchema(Schema):
+    """The admission queue (docker and podman): capacity, what is free, how many wait."""
+
+    capacity = fields.Nested(AmountSchema)
+    free = fields.Nested(AmountSchema)
+    free_share = fields.Function(lambda stats: stats.free_share())
+    running = fields.Integer()
+    queued = fields.Integer()
+    fair_share = fields.Boolean()
+
+
 class ServerInfoSchema(Schema):
     server_version = fields.String()
     pfcon_innetwork = fields.Boolean()
@@ -113,6 +132,7 @@ class ServerInfoSchema(Schema):
     compute_volume_type = fields.String()
     swift_auth_url = fields.String()
     s3_endpoint_url = fields.String()
+    queue = fields.Nested(QueueSchema)
 
 
 class Pfcon6ServerInfoSchema(ServerInfoSchema):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import docker
 
-from pfcon.compute.base import Capabilities
+from pfcon.compute.base import Capabilities, EngineCapacity
 from pfcon.compute.container_state import PODMAN_STATES, Judgement
 from pfcon.compute.docker import API_VERSION, POOL_SIZE, DockerBackend
 
@@ -52,6 +53,10 @@ class PodmanBackend(DockerBackend):
             base_url=podman_base_url(), version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE
         )
         super().__init__(client, engine_name="podman")
+
+    def capacity(self) -> EngineCapacity:
+        """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
+        return replace(super().capacity(), gpus=0)
 
     def engine_started_at(self) -> datetime | None:
         """Podman's containers are watched by conmon, not by the API service: restarting the

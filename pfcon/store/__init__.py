@@ -11,7 +11,7 @@ import logging
 import os
 from datetime import timedelta
 
-from pfcon.settings import Settings
+from pfcon.settings import STORE_PREPARED_ENV, Settings
 from pfcon.store import database, legacy, migrate
 from pfcon.store.repository import CLAIM_LEASE, HistoryPage, HistoryQuery, JobRow, JobStore, NewJob, utc_now
 
@@ -20,7 +20,7 @@ __all__ = ["HistoryPage", "HistoryQuery", "JobRow", "JobStore", "NewJob", "open_
 log = logging.getLogger(__name__)
 
 #: set in the gunicorn master once ``prepare`` ran, so its workers do not repeat it
-PREPARED_ENV = "PFCON_STORE_PREPARED"
+PREPARED_ENV = STORE_PREPARED_ENV
 
 
 def open_store(settings: Settings) -> JobStore:
