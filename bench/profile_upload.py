@@ -2,7 +2,7 @@
 
 Starts its own ``pfcon serve`` (as bench_api.py does), records it with ``py-spy record
 --subprocesses`` while a 512 MiB stored zip (or ``--zip``) is POSTed to ``jobs/``, and prints
-the functions with the most samples, by own time and inclusive, with the load average. Needs
+the functions with the most on-CPU samples, by own time and inclusive, with the load average. Needs
 py-spy (``.venv/bin/pip install py-spy``) and the rights to trace the service::
 
     .venv/bin/python bench/profile_upload.py [--zip PATH]
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import REPO, MultipartFile, build_big_zip, job_form, login, service, tree_cpu
 
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
-SPY_RECORD = (str(PY_SPY), "record", "--subprocesses", "--rate", "250", "--format", "raw", "--idle")
+SPY_RECORD = (str(PY_SPY), "record", "--subprocesses", "--rate", "250", "--format", "raw")
 
 
 def _frames(stack: str) -> list[str]:

@@ -154,7 +154,7 @@ class StreamingUnzip:
     def write(self, data: bytes) -> int:
         if self._error is None:
             try:
-                self._buf += data
+                self._buf += self._stored_in_place(data)
                 while self._state():
                     pass
             except PfconError as error:
@@ -168,6 +168,23 @@ class StreamingUnzip:
                     raise
                 self._fail(InvalidInput(f"data_file: cannot be extracted ({error.strerror})"))
         return len(data)
+
+    def _stored_in_place(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Write what ``data`` holds of a stored entry of known size from ``data`` itself, not
+        from a copy in our buffer; the rest is returned. Most of a large upload goes this way."""
+        entry = self._entry
+        if self._buf or entry is None or self._state != self._entry_data:
+            return data
+        if self._inflater is not None or entry.flags & DESCRIPTOR_FLAG:
+            return data
+        count = min(len(data), entry.compressed - entry.consumed)
+        if count <= 0:
+            return data
+        view = memoryview(data)
+        entry.consumed += count
+        self._received += count
+        self._emit(entry, view[:count])
+        return view[count:]
 
     def seek(self, *_args: object) -> int:
         return 0
