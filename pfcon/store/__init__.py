@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 
 from pfcon.settings import STORE_PREPARED_ENV, Settings
-from pfcon.store import database, legacy, migrate
+from pfcon.store import database
 from pfcon.store.repository import CLAIM_LEASE, HistoryPage, HistoryQuery, JobRow, JobStore, NewJob, utc_now
 
 __all__ = ["HistoryPage", "HistoryQuery", "JobRow", "JobStore", "NewJob", "open_store", "prepare"]
@@ -35,6 +35,10 @@ def prepare(settings: Settings, force: bool = False) -> str | None:
     """
     if os.environ.get(PREPARED_ENV) == settings.database_url and not force:
         return None
+    # Alembic (with Mako and Pygments) is only needed here: a worker whose master prepared
+    # the store never loads it (about 8 MiB of each worker's memory).
+    from pfcon.store import legacy, migrate
+
     store = open_store(settings)
     try:
         with migrate.migration_lock(store.engine) as conn:
