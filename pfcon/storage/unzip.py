@@ -99,6 +99,8 @@ def _zip64_values(extra: bytes) -> tuple[int, ...]:
 
 
 def _decode_name(raw: bytes, flags: int) -> str:
+    if raw.isascii():  # most names; cp437's Python codec is slow, and both agree on ASCII
+        return raw.decode("ascii")
     return raw.decode("utf-8" if flags & UTF8_FLAG else "cp437", errors="replace")
 
 
@@ -260,7 +262,7 @@ class StreamingUnzip:
         relative = self._checked_name(name, raw_name)
         self._entries.append(entry)
         self._entry = entry
-        target = os.path.join(self._root, relative)
+        target = f"{self._root}/{relative}"  # relative is normalised: no leading "/", no ".."
         if name.endswith("/"):
             self._make_dirs(target, name)
         else:
@@ -287,7 +289,7 @@ class StreamingUnzip:
         self._dirs.add(path)
 
     def _open_output(self, target: str, name: str) -> None:
-        self._make_dirs(os.path.dirname(target), name)
+        self._make_dirs(target.rpartition("/")[0], name)
         try:
             self._out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
