@@ -7,7 +7,8 @@ per process follows the engine and keeps what it last said of each live job:
 * :class:`EventFeed` for engines with an event stream (Docker, Podman): it reads the
   stream in short windows (``since``/``until``), so a hung connection is noticed within a
   window, and on every (re)connection first reads every live job once, so nothing that
-  happened while it was away is missed;
+  happened while it was away is missed (and again every :data:`RESYNC_SECONDS`, so an event
+  the engine lost cannot leave a state stale for longer);
 * :class:`PollFeed` for the others (Swarm, Slurm, Cromwell, Kubernetes): one
   :meth:`~pfcon.compute.base.ComputeBackend.poll_all` for all live jobs every second.
 
@@ -44,6 +45,9 @@ FRESH_SECONDS = 3.0
 WINDOW_SECONDS = 1.0
 #: pause between two polls of a polling feed
 POLL_SECONDS = 1.0
+#: an event feed reads every live job again this often: what an event the engine never sent
+#: (or a passing state no later event corrects) would leave stale is right again after this
+RESYNC_SECONDS = 30.0
 #: pause before a feed reconnects after a fault
 RETRY_SECONDS = 1.0
 #: a running job's log tail is read from the engine at most this often
@@ -247,6 +251,9 @@ class EventFeed(StateFeed):
         self._replace(self.backend.poll_all(self._live_jids()))  # what happened while away
         self._confirm(resynced_at)
         while not self._stop.is_set():
+            if time.monotonic() - resynced_at >= RESYNC_SECONDS:
+                resynced_at = time.monotonic()
+                self._replace(self.backend.poll_all(self._live_jids()))
             until = time.time() + self.window_seconds
             opened = time.monotonic()
             for jid in self.backend.events(since, until):
