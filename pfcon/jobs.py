@@ -147,7 +147,13 @@ class JobService:
             admission=self.admission,
             settle=self.settle_running if self.admission is not None else None,
         )
-        self.feed: StateFeed = build_feed(backend, store, settings.job_logs_tail, self.observer.finished)
+        self.feed: StateFeed = build_feed(
+            backend,
+            store,
+            settings.job_logs_tail,
+            self.observer.finished,
+            freed=self.starter.wake if self.admission is not None else None,
+        )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
 
     # -- info -----------------------------------------------------------------------------

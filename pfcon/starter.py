@@ -15,8 +15,9 @@ back the claims of processes that died and prunes history past ``PFCON_HISTORY_D
 For engines that start every job at once (docker, podman) an admission queue
 (:mod:`pfcon.admission`) picks the jobs instead of "the oldest": each pass first records the
 ends the engine knows of (``settle``), so capacity freed by a finished, failed, removed or
-vanished job is handed on at once; a thread following the engine's events wakes the
-scheduler the moment a job container dies.
+vanished job is handed on at once. The process's engine status feed (:mod:`pfcon.compute.feed`)
+wakes the scheduler the moment it sees a job end or leave the engine: one event stream per
+process serves both the status polls and the queue.
 """
 
 from __future__ import annotations
@@ -86,8 +87,6 @@ class JobStarter:
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._loop, name="pfcon-scheduler", daemon=True)
                 self._thread.start()
-                if self.admission is not None:
-                    threading.Thread(target=self._watch, name="pfcon-engine-events", daemon=True).start()
         self.wake()
 
     def pause(self) -> None:
@@ -96,7 +95,8 @@ class JobStarter:
             self._paused = True
 
     def wake(self) -> None:
-        """A job was queued or a start ended: look at the queue now rather than at the next poll."""
+        """A job was queued, a start ended or a job's share was freed (the feed saw it end):
+        look at the queue now rather than at the next poll."""
         self._wake.set()
 
     def attempt(self, jid: str) -> bool:
@@ -118,17 +118,6 @@ class JobStarter:
         self._pool.shutdown(wait=True)
 
     # -- the scheduler --------------------------------------------------------------------
-    def _watch(self) -> None:
-        """Wake the scheduler whenever a job container dies or is removed."""
-        try:
-            self.backend.watch_ends(lambda _jid: self.wake(), self._is_closed)
-        except Exception:
-            log.exception("engine events: the watcher stopped; ends are seen at each poll")
-
-    def _is_closed(self) -> bool:
-        with self._lock:
-            return self._closed
-
     def _loop(self) -> None:
         while True:
             self._wake.wait(self.poll_seconds)

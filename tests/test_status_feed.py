@@ -21,10 +21,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from pfcon.compute.docker import JOB_LABEL
 from pfcon.jobs import JobService
 from tests.api_helpers import login, submit, wait_started
 from tests.conftest import remove_test_containers
-from tests.helpers import job_form, wait_for
+from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +212,40 @@ def test_a_job_removed_behind_pfcon_s_back_reads_as_vanished(
     docker_client.containers.get(jid).remove(force=True)
     answer = wait_for(lambda: (lambda c: c if c["status"] != "started" else None)(poll(client, auth, jid)))
     assert answer["status"] in ("undefined", "finishedWithError"), answer
+
+
+#: the events a short job's container gives, each passed on once (Podman logs its own names)
+LIFE_EVENTS = {"docker": 3, "podman": 4}  # start, die, destroy | start, died, cleanup, remove
+
+
+def test_back_to_back_windows_pass_on_every_event_of_a_job_once(engine, jid: str) -> None:
+    """What the feed reads: windows of the event stream, one after the other, while short jobs
+    start, end and are removed. Podman's event log loses events at a window's seam unless each
+    window re-reads the end of the one before; each event must still be passed on once."""
+    backend = engine.backend()
+    names = [f"{jid}-{number}" for number in range(4)]
+
+    def run_jobs() -> None:
+        for name in names:
+            labels = {JOB_LABEL: name, TEST_LABEL.split("=")[0]: TEST_LABEL.split("=")[1]}
+            container = engine.client.containers.run(
+                TEST_IMAGE, ["sh", "-c", "sleep 0.4"], name=name, labels=labels, detach=True
+            )
+            container.wait(timeout=30)
+            time.sleep(0.3)
+            container.remove(force=True)
+
+    seen: list[str] = []
+    runner = threading.Thread(target=run_jobs)
+    since = time.time()
+    runner.start()
+    try:
+        while runner.is_alive():
+            until = time.time() + 0.5  # short windows: many seams
+            seen += backend.events(since, until)
+            since = until
+        seen += backend.events(since, time.time() + 2)  # the last exits, logged after the fact
+    finally:
+        runner.join()
+        backend.close()
+    assert {name: seen.count(name) for name in names} == dict.fromkeys(names, LIFE_EVENTS[engine.name])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -223,6 +223,3 @@ class ComputeBackend(ABC):
     def job_containers(self) -> dict[str, bool]:
         """Every pfcon job the engine holds, by jid: True while it holds resources."""
         raise NotImplementedError(f"{self.name} queues its jobs itself")
-
-    def watch_ends(self, on_end: Callable[[str], None], stopped: Callable[[], bool]) -> None:  # noqa: B027
-        """Call ``on_end(jid)`` as jobs end, until ``stopped()``; engines without events return."""

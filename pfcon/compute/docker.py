@@ -12,8 +12,7 @@ import json
 import logging
 import re
 import shlex
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +51,9 @@ HOLDING_STATES = frozenset(
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 #: container events that may change a job's state (``exec_*``, ``attach`` and the like do not)
-EVENTS = frozenset({"start", "die", "oom", "pause", "unpause", "destroy", "remove"})  # remove: Podman
+#: (Podman's ``cleanup`` follows a job's exit: only then does its state say ``exited``, see
+#: :data:`~pfcon.compute.container_state.PODMAN_STATES`; ``remove`` is its ``destroy``)
+EVENTS = frozenset({"start", "die", "oom", "pause", "unpause", "destroy", "remove", "cleanup"})
 #: beyond the window, how long the event stream may stay silent before it counts as hung
 EVENT_READ_SLACK = 10.0
 
@@ -185,7 +186,14 @@ class DockerBackend(DockerApiBackend):
         return self._job_info(container.attrs, jid), raw.decode("utf-8", errors="replace")
 
     def events(self, since: float, until: float) -> Iterator[str]:
-        """Our containers' events in one window of the engine's stream.
+        """Our containers' events in one window of the engine's stream."""
+        for event in self._events(since, until):
+            jid = event_jid(event)
+            if jid:
+                yield jid
+
+    def _events(self, since: float, until: float) -> Iterator[Mapping[str, Any]]:
+        """Every container event the engine reports between ``since`` and ``until``.
 
         Read with a timeout of its own: docker-py reads event streams without one, and a
         hung engine would then hold the feed's thread for ever.
@@ -195,7 +203,7 @@ class DockerBackend(DockerApiBackend):
             "since": f"{since:.6f}",
             "until": f"{until:.6f}",
             # by type only: Podman's compatible API matches no event to a key-only label filter;
-            # pfcon's own containers and the events that matter are picked out here
+            # pfcon's own containers and the events that matter are picked out by the caller
             "filters": json.dumps({"type": ["container"]}),
         }
         with self._engine("follow the event stream"):
@@ -209,9 +217,9 @@ class DockerBackend(DockerApiBackend):
                 if reply.status_code != 200:
                     raise BackendUnavailable(f"{self.name} refused events: HTTP {reply.status_code}")
                 for line in reply.iter_lines():
-                    jid = _event_jid(line)
-                    if jid:
-                        yield jid
+                    event = _decoded(line)
+                    if event is not None:
+                        yield event
             finally:
                 reply.close()
 
@@ -240,28 +248,6 @@ class DockerBackend(DockerApiBackend):
             for entry in found
             if (entry.get("Labels") or {}).get(JOB_LABEL)
         }
-
-    def watch_ends(
-        self, on_end: Callable[[str], None], stopped: Callable[[], bool], window: float = 5.0
-    ) -> None:
-        """Call ``on_end(jid)`` as job containers die or are removed, until ``stopped()``.
-
-        Reads the engine's event stream in windows of ``window`` seconds (a new request each
-        time), so an engine restart or a dropped stream costs at most one window.
-        """
-        filters = {"type": "container", "event": ["die", "destroy"], "label": [JOB_LABEL]}
-        since = time.time()
-        while not stopped():
-            until = time.time() + window
-            try:
-                for event in self.client.events(since=since, until=until, filters=filters, decode=True):
-                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                    if attributes.get(JOB_LABEL):
-                        on_end(attributes[JOB_LABEL])
-            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as error:
-                log.debug("engine events: %s", error)
-                time.sleep(min(window, max(0.0, until - time.time())))
-            since = until
 
     # -- helpers --------------------------------------------------------------------------
     def _container(self, jid: str) -> Any:
@@ -356,14 +342,19 @@ def demultiplex(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _event_jid(line: bytes) -> str | None:
-    """The jid label of one event line that may change a job's state (None for other events,
-    other containers, a blank keep-alive or junk)."""
+def _decoded(line: bytes) -> dict[str, Any] | None:
+    """One event line as a mapping (None for a blank keep-alive or junk)."""
     try:
         event = json.loads(line) if line.strip() else None
     except ValueError:
         return None
-    if not isinstance(event, dict) or (event.get("Action") or event.get("status")) not in EVENTS:
+    return event if isinstance(event, dict) else None
+
+
+def event_jid(event: Mapping[str, Any]) -> str | None:
+    """The jid label of an event that may change a job's state (None for other events or
+    other containers)."""
+    if (event.get("Action") or event.get("status")) not in EVENTS:
         return None
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
     jid = attributes.get(JOB_LABEL)

@@ -7,16 +7,20 @@ per process follows the engine and keeps what it last said of each live job:
 * :class:`EventFeed` for engines with an event stream (Docker, Podman): it reads the
   stream in short windows (``since``/``until``), so a hung connection is noticed within a
   window, and on every (re)connection first reads every live job once, so nothing that
-  happened while it was away is missed;
+  happened while it was away is missed (and again every :data:`RESYNC_SECONDS`, so an event
+  the engine lost cannot leave a state stale for longer);
 * :class:`PollFeed` for the others (Swarm, Slurm, Cromwell, Kubernetes): one
   :meth:`~pfcon.compute.base.ComputeBackend.poll_all` for all live jobs every second.
 
 A job the feed sees end is recorded in the store at once (status, exit code, final log
-tail), so every process answers it from there. The feed is trusted only while it has
-confirmed recently (:data:`FRESH_SECONDS`): a dropped stream or a failed poll makes
-:meth:`StateFeed.current` answer ``None`` and the request asks the engine itself, as before
-— slower, never stale. Log tails of running jobs are read at most once a second per job
-(:class:`LogTails`), however often clients poll.
+tail), so every process answers it from there; the feed then calls ``freed`` (the admission
+queue's scheduler wakes and hands the job's share on), as it does when a job leaves the
+engine behind pfcon's back. The feed is the process's only engine event stream.
+
+The feed is trusted only while it has confirmed recently (:data:`FRESH_SECONDS`): a dropped
+stream or a failed poll makes :meth:`StateFeed.current` answer ``None`` and the request asks
+the engine itself, as before — slower, never stale. Log tails of running jobs are read at
+most once a second per job (:class:`LogTails`), however often clients poll.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ FRESH_SECONDS = 3.0
 WINDOW_SECONDS = 1.0
 #: pause between two polls of a polling feed
 POLL_SECONDS = 1.0
+#: an event feed reads every live job again this often: what an event the engine never sent
+#: (or a passing state no later event corrects) would leave stale is right again after this
+RESYNC_SECONDS = 30.0
 #: pause before a feed reconnects after a fault
 RETRY_SECONDS = 1.0
 #: a running job's log tail is read from the engine at most this often
@@ -48,6 +55,8 @@ LOG_REFRESH_SECONDS = 1.0
 RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
 #: told of each job the feed records as ended: its row as it was, and the status recorded
 Finished = Callable[[JobRow, str], None]
+#: told when a job the store holds as started ended or left the engine (its share is free)
+Freed = Callable[[], None]
 NEVER = float("-inf")
 
 
@@ -118,11 +127,13 @@ class StateFeed:
         on_finished: Finished | None = None,
         fresh_seconds: float = FRESH_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
+        freed: Freed | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.log_tail = log_tail
         self.on_finished = on_finished or (lambda row, status: None)
+        self.freed = freed or (lambda: None)
         self.fresh_seconds = fresh_seconds
         self.retry_seconds = retry_seconds
         self._seen: dict[str, JobInfo] = {}
@@ -222,6 +233,7 @@ class StateFeed:
                 row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
             ):
                 self.on_finished(row, info.status.value)
+                self.freed()
 
 
 class EventFeed(StateFeed):
@@ -239,6 +251,9 @@ class EventFeed(StateFeed):
         self._replace(self.backend.poll_all(self._live_jids()))  # what happened while away
         self._confirm(resynced_at)
         while not self._stop.is_set():
+            if time.monotonic() - resynced_at >= RESYNC_SECONDS:
+                resynced_at = time.monotonic()
+                self._replace(self.backend.poll_all(self._live_jids()))
             until = time.time() + self.window_seconds
             opened = time.monotonic()
             for jid in self.backend.events(since, until):
@@ -257,6 +272,8 @@ class EventFeed(StateFeed):
             self._note(self.backend.info(jid))
         except JobNotFound:
             self.forget(jid)  # removed behind pfcon's back: a status poll asks the engine
+            if row.state == STARTED:
+                self.freed()  # the admission queue records it vanished and hands its share on
 
 
 class PollFeed(StateFeed):
@@ -281,9 +298,13 @@ class StreamEnded(BackendUnavailable):
 
 
 def build_feed(
-    backend: ComputeBackend, store: JobStore, log_tail: int, on_finished: Finished | None = None
+    backend: ComputeBackend,
+    store: JobStore,
+    log_tail: int,
+    on_finished: Finished | None = None,
+    freed: Freed | None = None,
 ) -> StateFeed:
     """The feed for this engine, chosen once at start-up; ``on_finished`` hears of each job
-    it records as ended (the metrics)."""
+    it records as ended (the metrics), ``freed`` of each share a job gave back (the queue)."""
     feed = EventFeed if backend.event_stream else PollFeed
-    return feed(backend, store, log_tail, on_finished)
+    return feed(backend, store, log_tail, on_finished, freed=freed)
