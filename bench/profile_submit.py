@@ -21,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -51,6 +53,20 @@ def burst(base: str, headers: dict[str, str], jids: list[str]) -> list[float]:
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         return list(pool.map(post, jids))
+
+
+@contextmanager
+def recording(command: tuple[str, ...], pid: int, raw: Path) -> Iterator[None]:
+    """``py-spy record`` of ``pid`` into ``raw`` while the block runs."""
+    spy = subprocess.Popen(
+        [*command, "-o", str(raw), "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(2)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # py-spy writes its profile on SIGINT
+        spy.wait(timeout=60)
 
 
 def _name(frame: str) -> str:
@@ -92,17 +108,10 @@ def main() -> int:
     try:
         with service(storebase, work / "pfcon.log") as (base, proc):
             session = login(base)
-            spy = subprocess.Popen(
-                [*SPY_RECORD, "-o", str(raw), "--pid", str(proc.pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(2)
-            load = os.getloadavg()[0]
-            jids = [f"pfcon-profile-{os.getpid()}-{number}" for number in range(args.jobs)]
-            latencies = burst(base, dict(session.headers), jids)
-            spy.send_signal(2)  # py-spy writes its profile on SIGINT
-            spy.wait(timeout=60)
+            with recording(SPY_RECORD, proc.pid, raw):
+                load = os.getloadavg()[0]
+                jids = [f"pfcon-profile-{os.getpid()}-{number}" for number in range(args.jobs)]
+                latencies = burst(base, dict(session.headers), jids)
             for jid in jids:
                 session.delete(f"{base}jobs/{jid}/", timeout=60)
         median, p95 = statistics.median(latencies) * 1000, percentile(latencies, 0.95) * 1000

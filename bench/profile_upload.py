@@ -14,7 +14,6 @@ import argparse
 import collections
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import REPO, MultipartFile, build_big_zip, job_form, login, service, tree_cpu
+from profile_submit import recording
 
 PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 SPY_RECORD = (str(PY_SPY), "record", "--subprocesses", "--rate", "250", "--format", "raw")
@@ -71,23 +71,16 @@ def main() -> int:
     try:
         with service(storebase, work / "pfcon.log") as (base, proc):
             session = login(base)
-            spy = subprocess.Popen(
-                [*SPY_RECORD, "-o", str(raw), "--pid", str(proc.pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(2)
             jid = f"pfcon-profile-upload-{os.getpid()}"
             body = MultipartFile(job_form(jid, ["sh"], ["-c", "true"], kind="fs"), "data_file", archive)
-            cpu, start = tree_cpu(proc.pid), time.perf_counter()
-            reply = session.post(
-                f"{base}jobs/", data=body, headers={"Content-Type": body.content_type}, timeout=600
-            )
-            wall, cpu = time.perf_counter() - start, tree_cpu(proc.pid) - cpu
-            spy.send_signal(2)  # py-spy writes its profile on SIGINT
-            spy.wait(timeout=60)
+            with recording(SPY_RECORD, proc.pid, raw):
+                cpu, start = tree_cpu(proc.pid), time.perf_counter()
+                reply = session.post(
+                    f"{base}jobs/", data=body, headers={"Content-Type": body.content_type}, timeout=600
+                )
+                wall, cpu = time.perf_counter() - start, tree_cpu(proc.pid) - cpu
             session.delete(f"{base}jobs/{jid}/", timeout=60)
-        print(f"upload of {archive.stat().st_size / 2**20:.0f} MiB: HTTP {reply.status_code}, ")
+        print(f"upload of {archive.stat().st_size / 2**20:.0f} MiB: HTTP {reply.status_code}")
         print(f"{wall:.2f} s wall, {cpu:.2f} CPU-s in the service; load average {os.getloadavg()[0]:.1f}")
         summarize(raw)
         return 0
