@@ -126,8 +126,8 @@ class BackendContract:
         spec = make_spec(jid, tmp_path, ("sh", "-c", hog), resources=Resources(1, 1000, 16, 0))
         backend.submit(spec)
         info = finished(backend, jid)
-        assert info.status is JobStatus.finishedWithError
-        assert "out of memory" in info.message
+        assert info.status is JobStatus.finishedWithError, info
+        assert "out of memory" in info.message, (info.message, backend.logs(jid, 20))  # say why, if not
         backend.remove(jid)
 
     def test_missing_image_is_refused_naming_it(

@@ -3,14 +3,15 @@ container is judged by what ended it: OOM, the engine shutting down, its exit co
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pfcon.compute.base import JobStatus
-from pfcon.compute.container_state import DOCKER_STATES, PODMAN_STATES, Judgement, container_status
+from pfcon.compute.container_state import CLEANUP_GRACE, DOCKER_STATES, container_status
+from pfcon.compute.podman import PodmanBackend
 
-PODMAN = Judgement(PODMAN_STATES, sigkill_means_oom=True)
+PODMAN = PodmanBackend.judgement
 MiB = 1024 * 1024
 
 
@@ -52,6 +53,18 @@ def test_docker_table_covers_every_docker_state() -> None:
 )
 def test_podman_table_adds_libpod_states(state: dict, expected: JobStatus) -> None:
     assert container_status(state, judgement=PODMAN)[0] is expected
+
+
+def test_podman_judges_an_exit_once_cleaned_up() -> None:
+    """Podman's ``stopped`` precedes its cleanup, and a container removed with ``rm -f``
+    passes through it (killed, 137) on its way out: it is judged only after the grace."""
+    just_now = datetime.now(UTC).isoformat()
+    state = {"Status": "stopped", "ExitCode": 137, "FinishedAt": just_now}
+    assert container_status(state, memory_limit=16 * MiB, judgement=PODMAN)[0] is JobStatus.started
+    assert container_status({**state, "Status": "exited"}, judgement=PODMAN)[0] is JobStatus.finishedWithError
+    long_ago = (datetime.now(UTC) - CLEANUP_GRACE - timedelta(seconds=1)).isoformat()
+    status, message = container_status({**state, "FinishedAt": long_ago}, judgement=PODMAN)
+    assert status is JobStatus.finishedWithError and "137" in message
 
 
 def test_exit_code_and_signal_are_in_the_message() -> None:

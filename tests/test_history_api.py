@@ -90,10 +90,12 @@ def _one_job_has_its_events(client, auth, jid: str) -> None:
     assert [event["state"] for event in job["events"]] == [
         "accepted",
         "queued",
+        "queued",  # admitted: the admission queue's turn (docs/admission.md)
         "started",
         "finished",
         "deleted",
     ]
+    assert job["events"][2]["message"].startswith("admitted:")
     assert job["events"][-1]["at"] == job["deleted"]
     _get(client, auth, "/api/v1/history/never-ran/", status=404)
 

@@ -26,7 +26,9 @@ DOCKER_STATES: Mapping[str, JobStatus] = {
     "dead": JobStatus.finishedWithError,
 }
 
-#: Podman's compatibility API also passes libpod's own state names through.
+#: Podman's compatibility API also passes libpod's own state names through. ``stopped`` is
+#: libpod's state between a container's exit and its cleanup (then ``exited``); see
+#: :attr:`Judgement.uncleaned`.
 PODMAN_STATES: Mapping[str, JobStatus] = {
     **DOCKER_STATES,
     "configured": JobStatus.notStarted,
@@ -39,6 +41,8 @@ PODMAN_STATES: Mapping[str, JobStatus] = {
 #: stops every container within its stop timeout (10 s) and exits within its shutdown
 #: timeout (15 s); the rest is a margin for a restart that takes a moment.
 SHUTDOWN_WINDOW = timedelta(seconds=30)
+#: how long an ended container may wait for its engine's cleanup before it is judged anyway
+CLEANUP_GRACE = timedelta(seconds=10)
 SIGNALS = {129: "SIGHUP", 130: "SIGINT", 134: "SIGABRT", 137: "SIGKILL", 139: "SIGSEGV", 143: "SIGTERM"}
 
 
@@ -49,6 +53,11 @@ class Judgement:
     table: Mapping[str, JobStatus] = field(default_factory=lambda: DOCKER_STATES)
     #: the engine does not flag OOM kills, so a SIGKILL under a memory limit is taken as one
     sigkill_means_oom: bool = False
+    #: the state of a container that exited and is not cleaned up yet. It is still taken as
+    #: running for up to :data:`CLEANUP_GRACE`: Podman marks no removal in progress (Docker
+    #: says ``removing``), so a job removed behind pfcon's back would otherwise be judged by
+    #: the SIGKILL of its removal ("out of memory") in the moment before it is gone.
+    uncleaned: str | None = None
 
 
 def container_status(
@@ -63,6 +72,8 @@ def container_status(
     status = judgement.table.get(engine_state, JobStatus.undefined)
     if status is JobStatus.undefined:
         return status, f"unexpected engine state {engine_state!r}"
+    if engine_state == judgement.uncleaned and _cleanup_due(state):
+        return JobStatus.started, "ending: the engine is recording its exit"
     if status is not JobStatus.finishedSuccessfully:
         return status, engine_state
     code = state.get("ExitCode", -1)
@@ -77,6 +88,12 @@ def container_status(
             f"down (it started again at {engine_started_at:%Y-%m-%dT%H:%M:%SZ}); exit code {code}"
         )
     return JobStatus.finishedWithError, _exit_message(state, code)
+
+
+def _cleanup_due(state: Mapping[str, Any]) -> bool:
+    """The container ended less than :data:`CLEANUP_GRACE` ago."""
+    finished = parse_time(state.get("FinishedAt"))
+    return finished is not None and datetime.now(finished.tzinfo) - finished < CLEANUP_GRACE
 
 
 def _out_of_memory(state: Mapping[str, Any], code: int, limit: int | None, judgement: Judgement) -> str:

@@ -122,6 +122,29 @@ class SwarmBackend(DockerApiBackend):
             attrs = self._inspect(jid)
             return self._job_info(attrs, self._tasks(attrs)), self._logs(attrs, tail)
 
+    def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
+        """Two queries for all live jobs: pfcon's services, then all their tasks."""
+        wanted = set(jids)
+        if not wanted:
+            return {}
+        with self._engine("list the job services"):
+            services = [
+                attrs
+                for attrs in self.client.api.services(filters={"label": JOB_LABEL})
+                if (attrs.get("Spec") or {}).get("Name") in wanted
+                and (attrs["Spec"].get("Labels") or {}).get(JOB_LABEL) == attrs["Spec"]["Name"]
+            ]
+            if not services:
+                return {}
+            tasks = self.client.api.tasks(filters={"service": [attrs["ID"] for attrs in services]})
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        return {
+            attrs["Spec"]["Name"]: self._job_info(attrs, by_service.get(attrs["ID"], []))
+            for attrs in services
+        }
+
     def remove(self, jid: str) -> None:
         with self._engine("remove the job", jid):
             self.client.api.remove_service(self._inspect(jid)["ID"])
