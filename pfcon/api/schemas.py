@@ -165,7 +165,14 @@ class QueueSchema(Schema):
 
     capacity = fields.Nested(AmountSchema)
     free = fields.Nested(AmountSchema)
-    free_share = fields.Function(lambda stats: stats.free_share(), metadata={"type": "number"})
+    free_share = fields.Function(
+        lambda stats: stats.free_share(),
+        metadata={
+            "description": "the free part of each resource, 0 to 1",
+            "type": "object",
+            "properties": {name: {"type": "number"} for name in ("cpu", "memory", "gpu")},
+        },
+    )
     running = fields.Integer()
     queued = fields.Integer()
     fair_share = fields.Boolean()
