@@ -52,6 +52,7 @@ class HistoryItemSchema(Schema):
     state = fields.String()
     message = fields.String()
     exit_code = fields.Integer(allow_none=True)
+    engine_id = fields.String(allow_none=True)
     accepted = _when("accepted_at")
     queued = _when("queued_at")
     started = _when("started_at")
