@@ -188,7 +188,7 @@ class JobStarter:
         jid = row.jid
         try:
             spec = JobSpec.from_dict(row.spec or {})
-            self.backend.submit(spec)
+            engine_id = self.backend.submit(spec).engine_id
         except BackendUnavailable as exc:
             self._engine_silent(row, exc.message)
             return
@@ -196,6 +196,7 @@ class JobStarter:
             if not self._created_before(jid):
                 self._fail(row, "failed to start: a container of that name is not pfcon's")
                 return
+            engine_id = None  # started by an earlier attempt, which recorded it
         except PfconError as exc:
             log.warning("[%s] failed to start: %s", jid, exc.message)
             self._fail(row, f"failed to start: {exc.message}")
@@ -204,6 +205,8 @@ class JobStarter:
             log.exception("[%s] unexpected error while starting", jid)
             self._fail(row, "failed to start: unexpected error, see pfcon's log")
             return
+        if engine_id:
+            self.store.set_engine_id(row.id, engine_id)
         if self.store.mark_started(row.id, owner=self.owner):
             self.observer.started(row)
             log.info("[%s] started", jid)

@@ -71,6 +71,7 @@ class BackendContract:
         submitted = backend.submit(spec)
         assert submitted.jid == jid and submitted.image == TEST_IMAGE
         assert submitted.cmd == spec.cmd
+        assert submitted.engine_id, "the engine's own id for the job, recorded in the store"
         assert submitted.status in {JobStatus.notStarted, JobStatus.started, JobStatus.finishedSuccessfully}
         info = finished(backend, jid)
         assert info.status is JobStatus.finishedSuccessfully, info.message

@@ -111,6 +111,9 @@ class JobInfo:
     message: str
     timestamp: str
     exit_code: int | None = None  # of a finished job, where the engine says it
+    #: the engine's own name for the job (container or service id, batch job id, workflow id,
+    #: Job uid), recorded in the store so an operator can find the job in the engine's tools
+    engine_id: str | None = None
 
 
 @dataclass(frozen=True)

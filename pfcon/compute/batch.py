@@ -13,6 +13,7 @@ Commands run with a timeout; a controller that does not answer is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -171,7 +172,8 @@ class BatchBackend(ComputeBackend):
         }
         files.write_json(jobfiles.JOB, record)
         log.info("[%s] submitted to %s as job %s", spec.jid, self.name, job_id)
-        return self._info(spec.jid, record, JobStatus.notStarted, f"queued in {self.name} as job {job_id}")
+        info = self._info(spec.jid, record, JobStatus.notStarted, f"queued in {self.name} as job {job_id}")
+        return dataclasses.replace(info, engine_id=job_id)
 
     def info(self, jid: str) -> JobInfo:
         files = self._files(jid)

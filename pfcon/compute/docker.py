@@ -160,7 +160,9 @@ class DockerBackend(DockerApiBackend):
             raise
         # no inspect after the start (a third engine call per start, and one Podman may fail
         # for a job that already ended): the feed reads the state
-        return JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.started, "started", utc_now())
+        return JobInfo(
+            spec.jid, spec.image, spec.cmd, JobStatus.started, "started", utc_now(), engine_id=container.id
+        )
 
     def info(self, jid: str) -> JobInfo:
         with self._engine("inspect the job", jid):

@@ -9,6 +9,7 @@ Job and its pods and mapped to pfcon's statuses through :data:`STATE_TABLE`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shlex
@@ -147,7 +148,7 @@ class KubernetesBackend(ComputeBackend):
         body = k8s.V1Job.from_dict(build_job(spec, self.template))
         with self._api("create the job", spec.jid):
             job = self.batch.create_namespaced_job(self.namespace, body, _request_timeout=REQUEST_TIMEOUT)
-        return self._job_info(job, [])
+        return dataclasses.replace(self._job_info(job, []), engine_id=job.metadata.uid)
 
     def info(self, jid: str) -> JobInfo:
         return self.snapshot(jid, 0)[0]

@@ -10,6 +10,7 @@ shares its error translation (:func:`pfcon.compute.docker.engine_errors`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
@@ -100,12 +101,14 @@ class SwarmBackend(DockerApiBackend):
             with self._engine("list the swarm's nodes"):
                 gpu_kind = check_fits(spec, usable_nodes(self.client.api.nodes()))
         with self._engine("create the job service", spec.jid, creates=True):
-            self.client.api.create_service(**service_args(spec, gpu_kind))
+            created = self.client.api.create_service(**service_args(spec, gpu_kind))
+        service_id = created.get("ID") if isinstance(created, dict) else None
         try:
-            return self.info(spec.jid)
+            info = self.info(spec.jid)
         except (BackendUnavailable, JobNotFound):
             # the service exists (or existed): the next poll reads its state; not a failed start
-            return JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "service created", "")
+            info = JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "service created", "")
+        return dataclasses.replace(info, engine_id=service_id)
 
     def info(self, jid: str) -> JobInfo:
         with self._engine("inspect the job", jid):
