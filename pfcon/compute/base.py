@@ -111,6 +111,9 @@ class JobInfo:
     message: str
     timestamp: str
     exit_code: int | None = None  # of a finished job, where the engine says it
+    #: a state on its way to another (Podman's exit before it is final): the answer for now,
+    #: which the status feed does not vouch for (the next poll asks the engine again)
+    passing: bool = False
 
 
 @dataclass(frozen=True)
