@@ -246,7 +246,10 @@ def test_delete_of_queued_and_running_jobs_and_a_vanished_one(queue_app, engine)
         assert wait_terminal(client, auth, fourth, timeout=60)["compute"]["status"] == "finishedSuccessfully"
     assert sampler.peak_count <= 1
     vanished = client.get(f"/api/v1/jobs/{third}/", headers=auth).get_json()["compute"]
-    assert vanished["status"] == "undefined" and "no longer knows this job" in vanished["message"]
+    assert vanished["status"] == "undefined" and "no longer knows this job" in vanished["message"], (
+        vanished["status"],
+        vanished["message"],
+    )
     assert _history(client, auth, queued)["started"] is None
 
 

@@ -114,6 +114,9 @@ class JobInfo:
     #: the engine's own name for the job (container or service id, batch job id, workflow id,
     #: Job uid), recorded in the store so an operator can find the job in the engine's tools
     engine_id: str | None = None
+    #: a state on its way to another (Podman's exit before it is final): the answer for now,
+    #: which the status feed does not vouch for (the next poll asks the engine again)
+    passing: bool = False
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ PODMAN_STATES: Mapping[str, JobStatus] = {
 SHUTDOWN_WINDOW = timedelta(seconds=30)
 #: how long an ended container may wait for its engine's cleanup before it is judged anyway
 CLEANUP_GRACE = timedelta(seconds=10)
+#: how long a SIGKILLed container is given to disappear before its kill is judged: Podman's
+#: forced removal (kill, then remove) takes well under a second here
+REMOVAL_GRACE = timedelta(seconds=2)
+#: the message of an exit not judged yet (see :attr:`Judgement.uncleaned`)
+ENDING = "ending: the engine is still recording how the job ended"
 SIGNALS = {129: "SIGHUP", 130: "SIGINT", 134: "SIGABRT", 137: "SIGKILL", 139: "SIGSEGV", 143: "SIGTERM"}
 
 
@@ -53,10 +58,12 @@ class Judgement:
     table: Mapping[str, JobStatus] = field(default_factory=lambda: DOCKER_STATES)
     #: the engine does not flag OOM kills, so a SIGKILL under a memory limit is taken as one
     sigkill_means_oom: bool = False
-    #: the state of a container that exited and is not cleaned up yet. It is still taken as
-    #: running for up to :data:`CLEANUP_GRACE`: Podman marks no removal in progress (Docker
-    #: says ``removing``), so a job removed behind pfcon's back would otherwise be judged by
-    #: the SIGKILL of its removal ("out of memory") in the moment before it is gone.
+    #: the state of a container that exited and is not cleaned up yet. Podman marks no removal
+    #: in progress (Docker says ``removing``): a job removed behind pfcon's back is killed,
+    #: then shows ``stopped`` or even ``exited`` with 137 for a moment before it is gone, and
+    #: would be judged by the SIGKILL of its removal ("out of memory"). So such an engine's
+    #: container in this state (up to :data:`CLEANUP_GRACE`), or killed by SIGKILL (up to
+    #: :data:`REMOVAL_GRACE`), is still running, with the message :data:`ENDING`.
     uncleaned: str | None = None
 
 
@@ -72,8 +79,8 @@ def container_status(
     status = judgement.table.get(engine_state, JobStatus.undefined)
     if status is JobStatus.undefined:
         return status, f"unexpected engine state {engine_state!r}"
-    if engine_state == judgement.uncleaned and _cleanup_due(state):
-        return JobStatus.started, "ending: the engine is recording its exit"
+    if judgement.uncleaned and _ending(state, engine_state == judgement.uncleaned):
+        return JobStatus.started, ENDING
     if status is not JobStatus.finishedSuccessfully:
         return status, engine_state
     code = state.get("ExitCode", -1)
@@ -90,10 +97,13 @@ def container_status(
     return JobStatus.finishedWithError, _exit_message(state, code)
 
 
-def _cleanup_due(state: Mapping[str, Any]) -> bool:
-    """The container ended less than :data:`CLEANUP_GRACE` ago."""
+def _ending(state: Mapping[str, Any], uncleaned: bool) -> bool:
+    """The container ended so recently that its end may not be final (see ``uncleaned``)."""
     finished = parse_time(state.get("FinishedAt"))
-    return finished is not None and datetime.now(finished.tzinfo) - finished < CLEANUP_GRACE
+    if finished is None:
+        return False
+    age = datetime.now(finished.tzinfo) - finished
+    return age < CLEANUP_GRACE if uncleaned else state.get("ExitCode") == 137 and age < REMOVAL_GRACE
 
 
 def _out_of_memory(state: Mapping[str, Any], code: int, limit: int | None, judgement: Judgement) -> str:

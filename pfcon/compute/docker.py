@@ -32,7 +32,13 @@ from pfcon.compute.base import (
     JobStatus,
     utc_now,
 )
-from pfcon.compute.container_state import DOCKER_STATES, Judgement, container_status, parse_time
+from pfcon.compute.container_state import (
+    DOCKER_STATES,
+    ENDING,
+    Judgement,
+    container_status,
+    parse_time,
+)
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -347,6 +353,7 @@ class DockerBackend(DockerApiBackend):
             message=message,
             timestamp=_timestamp(state, attrs.get("Created", "")),
             exit_code=state.get("ExitCode") if status.terminal else None,
+            passing=message == ENDING,
         )
 
 

@@ -206,11 +206,11 @@ class StateFeed:
     def _replace(self, infos: Mapping[str, JobInfo]) -> None:
         """A full picture of the live jobs (after a (re)connection or a poll)."""
         with self._lock:
-            self._seen = {jid: info for jid, info in infos.items() if info.status is not JobStatus.undefined}
+            self._seen = {jid: info for jid, info in infos.items() if _vouched(info)}
         self._record_ended(infos.values())
 
     def _note(self, info: JobInfo) -> None:
-        if info.status is JobStatus.undefined:  # a passing engine state ('removing'): not vouched for
+        if not _vouched(info):
             self.forget(info.jid)
             return
         with self._lock:
@@ -291,6 +291,12 @@ class PollFeed(StateFeed):
             self._replace(self.backend.poll_all(self._live_jids()))
             self._confirm(started)
             self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+
+
+def _vouched(info: JobInfo) -> bool:
+    """A passing engine state (Docker's 'removing', Podman's exit before it is final) is not
+    vouched for: a status poll asks the engine until the state is final."""
+    return info.status is not JobStatus.undefined and not info.passing
 
 
 class StreamEnded(BackendUnavailable):
