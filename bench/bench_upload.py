@@ -13,12 +13,13 @@ with ``sync`` before each. It starts its own ``pfcon serve`` on a free port with
 STOREBASE under /var/tmp (needs a running dockerd and ``localhost/pfcon-busybox:1``),
 deletes its jobs and removes its files. Run from the repository root::
 
-    .venv/bin/python bench/bench_upload.py [--rounds 3] [--files 20000]
+    .venv/bin/python bench/bench_upload.py [--rounds 3] [--files 20000] [--only tree|big]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import statistics
@@ -113,12 +114,18 @@ class Uploader:
         self.session.delete(f"{self.base}jobs/{self.last}/", timeout=60)
 
 
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
 def compare_cpu(ours: list[float], reference: list[float], ref_name: str) -> None:
     mine, ref = statistics.median(ours), statistics.median(reference)
     print(
-        f"   CPU seconds: pfcon service {mine:.2f}, {ref_name} {ref:.2f} (ratio {mine / ref:.2f}x)",
+        f"   CPU seconds: pfcon service {mine:.2f}, {ref_name} {ref:.2f} (ratio {mine / ref:.2f}x)"
+        f"   [pfcon {_seconds(ours)}; reference {_seconds(reference)}]",
         flush=True,
     )
+    print(f"   load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 def compare(name: str, ours: list[float], reference: list[float], ref_name: str, goal: float) -> None:
@@ -126,8 +133,7 @@ def compare(name: str, ours: list[float], reference: list[float], ref_name: str,
     verdict = "PASS" if mine <= goal * ref else "MISS"
     print(
         f"{name:<44} {mine:6.2f} s   {ref_name} {ref:6.2f} s   ratio {mine / ref:4.2f}x "
-        f"(goal <= {goal}x)  {verdict}   [pfcon {', '.join(f'{t:.2f}' for t in ours)}; "
-        f"reference {', '.join(f'{t:.2f}' for t in reference)}]",
+        f"(goal <= {goal}x)  {verdict}   [pfcon {_seconds(ours)}; reference {_seconds(reference)}]",
         flush=True,
     )
 
@@ -187,6 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--only", choices=("tree", "big"), help="run one of the two figures")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pfcon-bench-upload-", dir="/var/tmp"))
     try:
@@ -194,8 +201,11 @@ def main() -> int:
         storebase.mkdir()
         with service(storebase, work / "pfcon.log") as (base, proc):
             up = Uploader(base, work.name[-8:].replace("_", "x").lower())
-            many_files(up, proc.pid, work, args.files, args.rounds)
-            big_upload(up, proc.pid, work, args.rounds)
+            print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+            if args.only != "big":
+                many_files(up, proc.pid, work, args.files, args.rounds)
+            if args.only != "tree":
+                big_upload(up, proc.pid, work, args.rounds)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     app.register_blueprint(blueprint(operations, auth))
     app.register_blueprint(reference_blueprint())
     host = HostCapacity(service.backend)
-    state = state_collector(service.store, host)
+    state = state_collector(service.store, host, service.queue_stats)
     if (metrics := metrics_blueprint(settings.observability.metrics, auth, state)) is not None:
         app.register_blueprint(metrics)
     dashboard.register(app, service, auth, host)
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, service: JobService | None = No
     operations.resume()  # operations whose process stopped before they ended
     sweeper = Sweeper(service.storebase.uploads_dir).start()  # uploads of workers that died
     atexit.register(sweeper.stop)
+    service.feed.start()  # running jobs' state flows in from the engine
     atexit.register(service.close)
     atexit.register(operations.close)
     log.info(

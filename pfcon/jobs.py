@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pfcon.admission.queue import AdmissionQueue, QueueStats
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
+from pfcon.compute.feed import LogTails, StateFeed, build_feed
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
 from pfcon.observability.observer import CLASSIC, Observer
@@ -132,6 +134,9 @@ class JobService:
         self.volumes = volumes
         self.store = store
         self.observer = observer or Observer(storage.name)
+        self.admission = (
+            AdmissionQueue(settings.admission, store, backend.capacity) if settings.admission.queue else None
+        )
         self.starter = JobStarter(
             backend,
             store,
@@ -139,7 +144,17 @@ class JobService:
             settings.start_retry_seconds,
             settings.history_days,
             observer=self.observer,
+            admission=self.admission,
+            settle=self.settle_running if self.admission is not None else None,
         )
+        self.feed: StateFeed = build_feed(
+            backend,
+            store,
+            settings.job_logs_tail,
+            self.observer.finished,
+            freed=self.starter.wake if self.admission is not None else None,
+        )
+        self.tails = LogTails(backend.logs, settings.job_logs_tail)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -150,7 +165,15 @@ class JobService:
             "container_env": self.settings.container_env,
             "compute_volume_type": self.settings.compute_volume_type,
             **self.storage.info(),
+            **({"queue": self.admission.stats()} if self.admission is not None else {}),
         }
+
+    def queue_stats(self) -> QueueStats | None:
+        """Capacity, its use and the queue's length (None: the engine queues jobs itself).
+
+        Read from the store, never the engine (once the capacity is known): for metrics.
+        """
+        return self.admission.stats() if self.admission is not None else None
 
     def health(self) -> dict[str, str]:
         """Engine, storage and database descriptions; raises a domain error if one does not answer."""
@@ -166,7 +189,7 @@ class JobService:
         jid = validate_jid(sub.jid)
         dirs = self.storage.job_dirs(jid, sub.data)
         spec = self._spec(sub, dirs)
-        self.backend.validate(spec)
+        self._validate(spec)
         row = self.store.accept(_new_job(sub, spec, dirs))
         try:
             self.storebase.claim(jid)
@@ -202,7 +225,7 @@ class JobService:
         jid = validate_jid(sub.jid)
         dirs = self.storage.staged_dirs(jid, sub.data.output_dir)
         spec = self._spec(sub, dirs)
-        self.backend.validate(spec)
+        self._validate(spec)
         row = self.store.accept(_new_job(sub, spec, dirs))
         self._open_output(dirs, spec.user)
         if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
@@ -239,9 +262,16 @@ class JobService:
         if self.store.mark_finished(row.id, JobStatus.finishedWithError.value, message, logs=state.logs):
             with contextlib.suppress(JobNotFound):
                 self.backend.remove(jid)
+            self.starter.wake()  # its share of the admission queue's capacity is free
             log.info("[%s] cancelled while %s", jid, came_to)
             return came_to
         return None
+
+    def _validate(self, spec: JobSpec) -> None:
+        """The engine can run it, and it fits in the queue's whole capacity (else a 400)."""
+        self.backend.validate(spec)
+        if self.admission is not None:
+            self.admission.check(spec.resources)
 
     def _spec(self, sub: Submission, dirs: JobDirs) -> JobSpec:
         settings = self.settings
@@ -288,10 +318,12 @@ class JobService:
 
     # -- status ---------------------------------------------------------------------------
     def status(self, jid: str) -> JobState:
-        """From the store, and from the engine only while the job runs there.
+        """From the store, and for a running job from the engine's feed (no engine call).
 
         A finished job answers its recorded status and log tail however often it is asked,
-        even after the engine forgot it (Kubernetes deletes finished Jobs after a day).
+        even after the engine forgot it (Kubernetes deletes finished Jobs after a day). A
+        running job answers what the feed last saw and a log tail at most a second old;
+        only when the feed cannot vouch for it (not seen yet, stream down) is the engine asked.
         """
         validate_jid(jid)
         row = self.store.live(jid)
@@ -303,14 +335,52 @@ class JobService:
         if row.state != STARTED:
             return JobState(_info_of(row), row.logs or "")
         try:
-            info, logs = self.backend.snapshot(jid, self.settings.job_logs_tail)
+            info, logs = self._running(jid)
         except JobNotFound:
             return JobState(self._vanished(row))
-        if info.status in RECORDED and self.store.mark_finished(
+        if info.status in RECORDED:
+            self.tails.forget(jid)
+            self._record_end(row, info, logs)
+        return JobState(info, logs)
+
+    def _record_end(self, row: JobRow, info: JobInfo, logs: str) -> None:
+        if self.store.mark_finished(
             row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
         ):
             self.observer.finished(row, info.status.value)
-        return JobState(info, logs)
+            self.starter.wake()  # its resources are free
+
+    def settle_running(self) -> int:
+        """Record the end of every started job the engine says ended or no longer has.
+
+        One engine call lists every job container; only the jobs that ended are inspected.
+        The store is read first, so a job started meanwhile is never taken for vanished.
+        Returns how many ends were recorded.
+        """
+        rows = self.store.running()
+        if not rows:
+            return 0
+        containers = self.backend.job_containers()
+        ended = 0
+        for row in rows:
+            if containers.get(row.jid):
+                continue
+            if row.jid in containers:
+                with contextlib.suppress(JobNotFound):
+                    self.status(row.jid)
+            else:
+                info = self._vanished(row)
+                self.store.mark_finished(row.id, info.status.value, info.message, timestamp=info.timestamp)
+            ended += 1
+        return ended
+
+    def _running(self, jid: str) -> tuple[JobInfo, str]:
+        info = self.feed.current(jid)
+        if info is None:
+            return self.backend.snapshot(jid, self.settings.job_logs_tail)
+        if info.status in RECORDED:  # the final tail, not one read a second ago
+            return info, self.backend.logs(jid, self.settings.job_logs_tail)
+        return info, self.tails.get(jid)
 
     def _unrecorded(self, jid: str) -> JobInfo:
         if not self.storebase.has_job(jid):
@@ -344,6 +414,7 @@ class JobService:
         either fails (503, 409) the record is restored and the DELETE can be retried.
         """
         validate_jid(jid)
+        self._stop_running(jid)
         row = self.store.tombstone(jid)
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
@@ -359,9 +430,22 @@ class JobService:
             if row is not None:
                 self.store.restore(row, error.message)
             raise
+        self.feed.forget(jid)
+        self.tails.forget(jid)
         if row is None and not had_data and not in_engine:
             raise JobNotFound(f"job {jid!r} not found")
         log.info("[%s] deleted (engine: %s, data: %s)", jid, in_engine, had_data)
+        self.starter.wake()  # what it held or where it stood in the queue is free
+
+    def _stop_running(self, jid: str) -> None:
+        """With the queue, a running job's container goes before its record: until it is gone
+        its resources still count, so the job it makes room for never overlaps it."""
+        if self.admission is None or not self.settings.remove_jobs:
+            return
+        row = self.store.live(jid)
+        if row is not None and row.state == STARTED:
+            with contextlib.suppress(JobNotFound):
+                self.backend.remove(jid)
 
     # -- history --------------------------------------------------------------------------
     def history(self, query: HistoryQuery) -> HistoryPage:
@@ -380,6 +464,7 @@ class JobService:
         return row is not None and row.claimed
 
     def close(self) -> None:
+        self.feed.close()
         self.starter.shutdown()
         self.backend.close()
         self.store.close()

@@ -22,6 +22,9 @@ DEV_USER = "pfcon"
 DEV_PASSWORD = "pfcon1234"
 DEV_SECRET_KEY = "pfcon-development-secret-key-not-for-production"
 DEFAULT_STOREBASE_MOUNT = "/var/local/storeBase"
+#: set in the gunicorn master once the job store is prepared, so its workers do not repeat it
+#: (here, not in pfcon.store, so the master can set it without loading SQLAlchemy)
+STORE_PREPARED_ENV = "PFCON_STORE_PREPARED"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 MiB = 1024**2
@@ -153,6 +156,24 @@ class CromwellSettings:
 
 
 SLURM_RUNTIMES = ("docker", "podman", "apptainer", "singularity")
+#: the engines that start every job at once, so pfcon queues for them (the others queue themselves)
+QUEUEING_ENGINES = ("docker", "podman")
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """PFCON_QUEUE and the capacity it hands out (docker and podman only).
+
+    ``None`` capacities are read from the engine when first needed (reading settings never
+    talks to it); memory and GPUs are never overcommitted, CPUs by ``cpu_overcommit``.
+    """
+
+    queue: bool = False
+    cpus: float | None = None
+    memory_mib: int | None = None
+    gpus: int | None = None
+    cpu_overcommit: float = 1.0
+    fair_share: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,6 +240,7 @@ class Settings:
     database_url: str = ""
     history_days: int = 30
     op_workers: int = 4
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     swift: SwiftSettings = field(default_factory=SwiftSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -300,6 +322,18 @@ class _Env:
             raise SettingsError(name, f"expected an integer, got {value!r}") from None
         if number < minimum:
             raise SettingsError(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    def float(self, name: str, default: float | None, minimum: float) -> float | None:
+        value = self.str(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"expected a number, got {value!r}") from None
+        if not number >= minimum or number == float("inf"):
+            raise SettingsError(name, f"must be a number of at least {minimum:g}, got {value!r}")
         return number
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None) -> str:
@@ -643,6 +677,34 @@ def _sbatch_options(text: str | None) -> tuple[str, ...]:
     return tuple(shlex.join(group) for group in groups)
 
 
+def _admission(env: _Env, container_env: str, ignore_limits: bool) -> AdmissionSettings:
+    """PFCON_QUEUE (default on for docker and podman), the capacity and its sharing.
+
+    The queue admits jobs by their limits, so with IGNORE_LIMITS it is off by default and
+    cannot be turned on; engines that queue themselves refuse PFCON_QUEUE=on.
+    """
+    queueing = container_env in QUEUEING_ENGINES
+    queue = env.bool("PFCON_QUEUE", queueing and not ignore_limits)
+    if queue and not queueing:
+        raise SettingsError(
+            "PFCON_QUEUE", f"{container_env} queues jobs itself; pfcon queues for docker and podman"
+        )
+    if queue and ignore_limits:
+        raise SettingsError(
+            "PFCON_QUEUE", "needs the jobs' limits to admit them by; IGNORE_LIMITS=true drops them"
+        )
+    if not queue:
+        return AdmissionSettings()
+    return AdmissionSettings(
+        queue=True,
+        cpus=env.float("PFCON_CAPACITY_CPUS", None, 0.001),
+        memory_mib=env.int("PFCON_CAPACITY_MEMORY_MIB", None, 1),
+        gpus=env.int("PFCON_CAPACITY_GPUS", None, 0),
+        cpu_overcommit=env.float("PFCON_CPU_OVERCOMMIT", 1.0, 1.0) or 1.0,
+        fair_share=env.bool("PFCON_FAIR_SHARE", False),
+    )
+
+
 STATE_DIR = ".pfcon"  # pfcon's own state in storeBase (the SQLite job store)
 
 
@@ -728,6 +790,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     container_env = env.choice(
         "CONTAINER_ENV", ("docker", "podman", "swarm", "kubernetes", "cromwell", "slurm"), "docker"
     )
+    ignore_limits = env.bool("IGNORE_LIMITS", False)
     return Settings(
         application_mode=mode,
         secret_key=secret_key,
@@ -747,7 +810,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shm_size_mib=shm,
         job_labels=parse_labels(env.str("JOB_LABELS")),
         job_logs_tail=env.int("JOB_LOGS_TAIL", 1000, 0),
-        ignore_limits=env.bool("IGNORE_LIMITS", False),
+        ignore_limits=ignore_limits,
         remove_jobs=env.bool("REMOVE_JOBS", True),
         zip_limits=_zip_limits(env),
         link_limits=_link_limits(env),
@@ -756,6 +819,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=_database_url(env, storebase_mount),
         history_days=env.int("PFCON_HISTORY_DAYS", 30, 1),
         op_workers=env.int("PFCON_OP_WORKERS", 4, 1),
+        admission=_admission(env, container_env, ignore_limits),
         swift=_swift(env, storage_env, mode),
         s3=_s3(env, storage_env, mode),
         kubernetes=_kubernetes(env, container_env, volume_type, volume_name),

@@ -11,6 +11,13 @@ a time to retry (a growing pause) and a message saying why, and only after ``ret
 does the job fail. The waits live in the store, not in threads: 500 jobs waiting for an
 engine cost 500 rows, and the same one scheduler thread per process. The same thread hands
 back the claims of processes that died and prunes history past ``PFCON_HISTORY_DAYS``.
+
+For engines that start every job at once (docker, podman) an admission queue
+(:mod:`pfcon.admission`) picks the jobs instead of "the oldest": each pass first records the
+ends the engine knows of (``settle``), so capacity freed by a finished, failed, removed or
+vanished job is handed on at once. The process's engine status feed (:mod:`pfcon.compute.feed`)
+wakes the scheduler the moment it sees a job end or leave the engine: one event stream per
+process serves both the status polls and the queue.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from pfcon.admission.queue import AdmissionQueue
 from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
 from pfcon.observability.observer import Observer
@@ -47,6 +56,8 @@ class JobStarter:
         history_days: int = 30,
         poll_seconds: float = POLL_SECONDS,
         observer: Observer | None = None,
+        admission: AdmissionQueue | None = None,
+        settle: Callable[[], object] | None = None,
     ) -> None:
         self.backend = backend
         self.observer = observer or Observer("")
@@ -56,6 +67,8 @@ class JobStarter:
         self.history = timedelta(days=history_days)
         self.poll_seconds = poll_seconds
         self.owner = process_owner()
+        self.admission = admission
+        self.settle = settle
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-start")
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -82,7 +95,8 @@ class JobStarter:
             self._paused = True
 
     def wake(self) -> None:
-        """A job was queued or a start ended: look at the queue now rather than at the next poll."""
+        """A job was queued, a start ended or a job's share was freed (the feed saw it end):
+        look at the queue now rather than at the next poll."""
         self._wake.set()
 
     def attempt(self, jid: str) -> bool:
@@ -128,15 +142,31 @@ class JobStarter:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_SECONDS
             self._prune()
-        with self._lock:
-            free = self.workers - self._in_flight
-        for row in self.store.claim(self.owner, free):
+        for row in self._claim():
             with self._lock:
                 if not self._closed:
                     self._in_flight += 1
                     self._pool.submit(self._run, row)
                     continue
             self.store.unclaim(row.id)  # shutting down: another process (or the next boot) starts it
+
+    def _claim(self) -> list[JobRow]:
+        """The jobs this pass starts: the oldest queued, or the admission queue's pick."""
+        if self.admission is None:
+            with self._lock:
+                free = self.workers - self._in_flight
+            return self.store.claim(self.owner, free)
+        if self.settle is not None:
+            try:
+                self.settle()
+            except PfconError as error:  # the engine does not answer: decide on what the store knows
+                log.warning("scheduler: could not read the jobs' ends: %s", error.message)
+        rows, never = self.admission.pick(self.owner)
+        for row in rows:
+            if row.id in never:
+                log.warning("[%s] can never start: %s", row.jid, never[row.id])
+                self._fail(row, f"failed to start: {never[row.id]}")
+        return [row for row in rows if row.id not in never]
 
     def _prune(self) -> None:
         pruned = self.store.prune(utc_now() - self.history)
@@ -158,7 +188,7 @@ class JobStarter:
         jid = row.jid
         try:
             spec = JobSpec.from_dict(row.spec or {})
-            self.backend.submit(spec)
+            engine_id = self.backend.submit(spec).engine_id
         except BackendUnavailable as exc:
             self._engine_silent(row, exc.message)
             return
@@ -166,6 +196,7 @@ class JobStarter:
             if not self._created_before(jid):
                 self._fail(row, "failed to start: a container of that name is not pfcon's")
                 return
+            engine_id = None  # started by an earlier attempt, which recorded it
         except PfconError as exc:
             log.warning("[%s] failed to start: %s", jid, exc.message)
             self._fail(row, f"failed to start: {exc.message}")
@@ -174,6 +205,8 @@ class JobStarter:
             log.exception("[%s] unexpected error while starting", jid)
             self._fail(row, "failed to start: unexpected error, see pfcon's log")
             return
+        if engine_id:
+            self.store.set_engine_id(row.id, engine_id)
         if self.store.mark_started(row.id, owner=self.owner):
             self.observer.started(row)
             log.info("[%s] started", jid)

@@ -111,6 +111,7 @@ def make_app(docker_client: docker.DockerClient, make_settings):
     for app in apps:
         app.extensions["pfcon"].starter.shutdown()
         app.extensions["pfcon-operations"].close()
+        app.extensions["pfcon"].feed.close()
     remove_test_containers(docker_client)
 
 

@@ -71,6 +71,7 @@ class BackendContract:
         submitted = backend.submit(spec)
         assert submitted.jid == jid and submitted.image == TEST_IMAGE
         assert submitted.cmd == spec.cmd
+        assert submitted.engine_id, "the engine's own id for the job, recorded in the store"
         assert submitted.status in {JobStatus.notStarted, JobStatus.started, JobStatus.finishedSuccessfully}
         info = finished(backend, jid)
         assert info.status is JobStatus.finishedSuccessfully, info.message
@@ -126,8 +127,8 @@ class BackendContract:
         spec = make_spec(jid, tmp_path, ("sh", "-c", hog), resources=Resources(1, 1000, 16, 0))
         backend.submit(spec)
         info = finished(backend, jid)
-        assert info.status is JobStatus.finishedWithError
-        assert "out of memory" in info.message
+        assert info.status is JobStatus.finishedWithError, info
+        assert "out of memory" in info.message, (info.message, backend.logs(jid, 20))  # say why, if not
         backend.remove(jid)
 
     def test_missing_image_is_refused_naming_it(

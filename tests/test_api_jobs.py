@@ -10,16 +10,17 @@ import docker
 import pytest
 
 from tests.api_helpers import login, submit, submit_ticking_job, wait_started, wait_terminal
-from tests.helpers import job_form
+from tests.helpers import job_form, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_health_and_server_info(client, auth) -> None:
+def test_health_and_server_info(client, auth, docker_client) -> None:
     health = client.get("/api/v1/health/")
     assert health.status_code == 200
     assert health.get_json()["health"] == "OK" and "docker" in health.get_json()["engine"]
     info = client.get("/api/v1/jobs/", headers=auth).get_json()
+    queue = info.pop("queue")  # our addition: the admission queue (docs/admission.md)
     assert info == {
         "server_version": info["server_version"],
         "pfcon_innetwork": False,
@@ -27,6 +28,9 @@ def test_health_and_server_info(client, auth) -> None:
         "container_env": "docker",
         "compute_volume_type": "host",
     }
+    host = docker_client.info()  # the capacity is read from the engine by default
+    assert queue["capacity"] == {"cpus": host["NCPU"], "memory_mib": host["MemTotal"] // 2**20, "gpus": 0}
+    assert queue["queued"] == 0 and queue["running"] == 0 and queue["free"] == queue["capacity"]
 
 
 def test_submit_poll_download_delete(client, auth, jid: str, storebase: Path, docker_client) -> None:
@@ -71,8 +75,13 @@ def test_failing_job_reports_finished_with_error(client, auth, jid: str) -> None
     assert "failing on request" in compute["logs"]
 
 
-def test_start_failure_is_finished_with_error_with_the_reason(client, auth, jid: str) -> None:
-    """No GPU on this machine: the 201 came first, the engine's refusal shows in the status."""
+def test_start_failure_is_finished_with_error_with_the_reason(make_app, jid: str) -> None:
+    """No GPU on this machine: the 201 came first, the engine's refusal shows in the status.
+
+    With the queue off: with it on, a GPU the capacity does not have is a 400 at submit
+    (tests/test_admission.py)."""
+    client = make_app(PFCON_QUEUE="off").test_client()
+    auth = login(client)
     assert submit(client, auth, job_form(jid, gpu_limit="1"), {"a": "x"}).status_code == 201
     compute = wait_terminal(client, auth, jid)["compute"]
     assert compute["status"] == "finishedWithError"
@@ -98,7 +107,12 @@ def test_running_job_removed_behind_our_back_is_undefined(client, auth, jid: str
     assert submit(client, auth, job_form(jid, args=["--sleep", "30"]), {"a": "x"}).status_code == 201
     wait_started(client, auth, jid)
     docker_client.containers.get(jid).remove(force=True)
-    compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+
+    def answer() -> dict | None:  # the engine's events reach the answer within a second
+        compute = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]
+        return compute if compute["status"] != "started" else None
+
+    compute = wait_for(answer, timeout=5, interval=0.05)
     assert compute["status"] == "undefined" and "no longer knows" in compute["message"], compute
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
 

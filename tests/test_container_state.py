@@ -3,14 +3,21 @@ container is judged by what ended it: OOM, the engine shutting down, its exit co
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pfcon.compute.base import JobStatus
-from pfcon.compute.dockerapi.container_state import DOCKER_STATES, PODMAN_STATES, Judgement, container_status
+from pfcon.compute.dockerapi.container_state import (
+    CLEANUP_GRACE,
+    DOCKER_STATES,
+    ENDING,
+    REMOVAL_GRACE,
+    container_status,
+)
+from pfcon.compute.dockerapi.podman import PodmanBackend
 
-PODMAN = Judgement(PODMAN_STATES, sigkill_means_oom=True)
+PODMAN = PodmanBackend.judgement
 MiB = 1024 * 1024
 
 
@@ -52,6 +59,27 @@ def test_docker_table_covers_every_docker_state() -> None:
 )
 def test_podman_table_adds_libpod_states(state: dict, expected: JobStatus) -> None:
     assert container_status(state, judgement=PODMAN)[0] is expected
+
+
+def test_podman_judges_an_exit_once_it_is_final() -> None:
+    """Podman's ``stopped`` precedes its cleanup, and a container removed with ``rm -f`` is
+    killed (137) and shows ``stopped`` or ``exited`` on its way out: it is still ending
+    (started, not vouched for) until the grace is over, so the kill of a removal is not
+    judged as the job's own end; any other exit is judged at once."""
+    just_now = datetime.now(UTC).isoformat()
+    killed = {"Status": "stopped", "ExitCode": 137, "FinishedAt": just_now}
+    assert container_status(killed, memory_limit=16 * MiB, judgement=PODMAN) == (JobStatus.started, ENDING)
+    assert container_status({**killed, "Status": "exited"}, judgement=PODMAN) == (JobStatus.started, ENDING)
+    assert container_status({**killed, "Status": "exited", "ExitCode": 0}, judgement=PODMAN)[0] is (
+        JobStatus.finishedSuccessfully
+    )
+    assert container_status({**killed, "Status": "exited"})[0] is JobStatus.finishedWithError  # docker
+    later = (datetime.now(UTC) - REMOVAL_GRACE - timedelta(seconds=1)).isoformat()
+    status, message = container_status({**killed, "Status": "exited", "FinishedAt": later}, judgement=PODMAN)
+    assert status is JobStatus.finishedWithError and "137" in message
+    long_ago = (datetime.now(UTC) - CLEANUP_GRACE - timedelta(seconds=1)).isoformat()
+    judged = container_status({**killed, "FinishedAt": long_ago}, judgement=PODMAN)
+    assert judged[0] is JobStatus.finishedWithError
 
 
 def test_exit_code_and_signal_are_in_the_message() -> None:

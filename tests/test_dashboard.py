@@ -163,7 +163,13 @@ def test_a_real_job_from_submit_to_its_page(make_app, storebase: Path) -> None:
     for text in ("finishedSuccessfully", "Staged files</dt><dd>2", "out-a.txt", "odd \u00ff name"):
         assert text in page.text
     detail = client.get("/dashboard/api/jobs/dash-1").get_json()
-    assert [e["label"] for e in detail["events"]] == ["accepted", "queued", "started", "finishedSuccessfully"]
+    assert [e["label"] for e in detail["events"]] == [
+        "accepted",
+        "queued",
+        "admitted",
+        "started",
+        "finishedSuccessfully",
+    ]
     logs = client.get("/dashboard/api/jobs/dash-1/logs").get_json()
     assert logs["status"] == "finishedSuccessfully"
     assert client.get("/dashboard/jobs/never").status_code == 404

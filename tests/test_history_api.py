@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -38,9 +39,9 @@ def _get(client, auth, url: str, status: int = 200) -> dict:
     return answer.get_json()
 
 
-def test_history_after_real_jobs(ran) -> None:
+def test_history_after_real_jobs(ran, docker_client) -> None:
     """One run of three jobs per database, read every way (each read is cheap, the jobs are not)."""
-    _lists_newest_first_with_times_and_outcomes(*ran)
+    _lists_newest_first_with_times_and_outcomes(*ran, docker_client)
     _filters_and_pages(*ran)
     _one_job_has_its_events(*ran)
     client, _, jid = ran
@@ -48,7 +49,7 @@ def test_history_after_real_jobs(ran) -> None:
     assert client.get(f"/api/v1/history/{jid}-ok/").status_code == 401
 
 
-def _lists_newest_first_with_times_and_outcomes(client, auth, jid: str) -> None:
+def _lists_newest_first_with_times_and_outcomes(client, auth, jid: str, docker_client) -> None:
     page = _get(client, auth, "/api/v1/history/")
     assert [item["jid"] for item in page["results"]] == [f"{jid}-kept", f"{jid}-failed", f"{jid}-ok"]
     assert page["next"] is None
@@ -65,6 +66,9 @@ def _lists_newest_first_with_times_and_outcomes(client, auth, jid: str) -> None:
         assert item["wait_seconds"] == pytest.approx((started - accepted).total_seconds(), abs=1e-3)
         assert item["run_seconds"] == pytest.approx((finished - started).total_seconds(), abs=1e-3)
         assert item["kind"] == "plugin" and item["api"] == "classic" and item["image"]
+    # the engine's own id for the job: here the container's, full length
+    assert re.fullmatch(r"[0-9a-f]{64}", kept["engine_id"]), kept["engine_id"]
+    assert docker_client.containers.get(f"{jid}-kept").id == kept["engine_id"]
 
 
 def _filters_and_pages(client, auth, jid: str) -> None:
@@ -90,10 +94,12 @@ def _one_job_has_its_events(client, auth, jid: str) -> None:
     assert [event["state"] for event in job["events"]] == [
         "accepted",
         "queued",
+        "queued",  # admitted: the admission queue's turn (docs/admission.md)
         "started",
         "finished",
         "deleted",
     ]
+    assert job["events"][2]["message"].startswith("admitted:")
     assert job["events"][-1]["at"] == job["deleted"]
     _get(client, auth, "/api/v1/history/never-ran/", status=404)
 

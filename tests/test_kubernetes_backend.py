@@ -378,3 +378,28 @@ def test_an_answer_the_client_cannot_read_is_unavailable(backend, cluster, jid: 
     del cluster.job(jid)["spec"]["template"]  # a Job without its (required) template
     with pytest.raises(BackendUnavailable, match="cannot read"):
         backend.info(jid)
+
+
+def test_poll_all_reads_every_live_job_in_two_calls(k8s_backend, cluster, jid: str, tmp_path: Path) -> None:
+    """The feed's round: one Job list and one pod list for all jobs, each judged as ``info`` does."""
+    cluster.start_pods = False
+    jids = [f"{jid}-a", f"{jid}-b", f"{jid}-c"]
+    for each in jids:
+        (tmp_path / each).mkdir()
+        k8s_backend.submit(make_spec(each, tmp_path / each, COPY))
+    cluster.run(jids[1])
+    cluster.run(jids[2])
+    cluster.finish(jids[2])
+    cluster.requests.clear()
+    found = k8s_backend.poll_all([*jids, f"{jid}-gone"])
+    assert [(r.method, r.path.split("?")[0]) for r in cluster.requests] == [
+        ("GET", "/apis/batch/v1/namespaces/default/jobs"),
+        ("GET", "/api/v1/namespaces/default/pods"),
+    ]
+    assert set(found) == set(jids)  # a jid kubernetes does not know is left out
+    assert [found[each].status for each in jids] == [
+        JobStatus.notStarted,
+        JobStatus.started,
+        JobStatus.finishedSuccessfully,
+    ]
+    assert all(found[each] == k8s_backend.info(each) for each in jids)

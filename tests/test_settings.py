@@ -9,6 +9,7 @@ import pytest
 from pfcon.settings import (
     DEV_PASSWORD,
     DEV_USER,
+    AdmissionSettings,
     ServingSettings,
     SettingsError,
     load_serving_settings,
@@ -196,3 +197,48 @@ def test_link_limits_are_read_and_checked() -> None:
     assert (limits.max_links, limits.max_entries, limits.max_bytes) == (5, 0, 256 * 1024**3)
     with pytest.raises(SettingsError, match="MAX_LINKED_BYTES"):
         load_settings({**env, "MAX_LINKED_BYTES": "-1"})
+
+
+def test_the_queue_is_on_for_docker_and_podman_only() -> None:
+    for engine in ("docker", "podman"):
+        admission = load_settings({**PROD, "CONTAINER_ENV": engine}).admission
+        assert admission == AdmissionSettings(queue=True)  # capacity from the engine, no overcommit
+    swarm = {**PROD, "CONTAINER_ENV": "swarm"}
+    assert load_settings(swarm).admission.queue is False
+    with pytest.raises(SettingsError, match="swarm queues jobs itself") as error:
+        load_settings({**swarm, "PFCON_QUEUE": "on"})
+    assert error.value.variable == "PFCON_QUEUE"
+    assert load_settings({**PROD, "PFCON_QUEUE": "off"}).admission == AdmissionSettings()
+
+
+def test_the_queue_needs_limits() -> None:
+    assert load_settings({**PROD, "IGNORE_LIMITS": "yes"}).admission.queue is False
+    with pytest.raises(SettingsError, match="IGNORE_LIMITS"):
+        load_settings({**PROD, "IGNORE_LIMITS": "yes", "PFCON_QUEUE": "yes"})
+
+
+def test_capacity_settings_are_parsed_and_checked() -> None:
+    admission = load_settings(
+        {
+            **PROD,
+            "PFCON_CAPACITY_CPUS": "6.5",
+            "PFCON_CAPACITY_MEMORY_MIB": "24576",
+            "PFCON_CAPACITY_GPUS": "0",
+            "PFCON_CPU_OVERCOMMIT": "1.5",
+            "PFCON_FAIR_SHARE": "yes",
+        }
+    ).admission
+    assert admission == AdmissionSettings(True, 6.5, 24576, 0, 1.5, True)
+    for variable, value in (
+        ("PFCON_CAPACITY_CPUS", "lots"),
+        ("PFCON_CAPACITY_CPUS", "0"),
+        ("PFCON_CAPACITY_CPUS", "nan"),
+        ("PFCON_CAPACITY_MEMORY_MIB", "0"),
+        ("PFCON_CAPACITY_GPUS", "-1"),
+        ("PFCON_CPU_OVERCOMMIT", "0.5"),
+        ("PFCON_CPU_OVERCOMMIT", "inf"),
+        ("PFCON_FAIR_SHARE", "maybe"),
+    ):
+        with pytest.raises(SettingsError) as error:
+            load_settings({**PROD, variable: value})
+        assert error.value.variable == variable, (variable, value)

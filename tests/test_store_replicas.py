@@ -55,7 +55,12 @@ def _starts(*logs: Path) -> Counter[str]:
 def test_two_replicas_start_each_job_once_and_answer_for_all(
     docker_client, postgresql_url: str, storebase: Path, tmp_path: Path, jid: str
 ) -> None:
-    env = {"JOB_LABELS": TEST_LABEL, "PFCON_DATABASE_URL": postgresql_url, "PFCON_WORKERS": "2"}
+    env = {  # the queue on, with room for every job: one admission lock across both replicas
+        "JOB_LABELS": TEST_LABEL,
+        "PFCON_DATABASE_URL": postgresql_url,
+        "PFCON_WORKERS": "2",
+        "PFCON_CAPACITY_CPUS": "256",
+    }
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     jids = [f"{jid}-{n}" for n in range(JOBS)]
     with live_pfcon(storebase, logs[0], env) as a, live_pfcon(storebase, logs[1], env) as b:

@@ -41,8 +41,16 @@ def test_lifecycle_as_recorded(service_app, docker_client, jid: str) -> None:
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
     assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
     assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
-    states = [event.state for event in store.events(row.id)]
-    assert states == ["accepted", "queued", "started", "finished", "deleted"]
+    events = [(event.state, event.message) for event in store.events(row.id)]
+    assert [state for state, _ in events] == [
+        "accepted",
+        "queued",
+        "queued",
+        "started",
+        "finished",
+        "deleted",
+    ]
+    assert events[2][1].startswith("admitted:")  # the admission queue's turn (docs/admission.md)
 
 
 def test_delete_racing_the_start_never_fails_or_blocks_the_jid(service_app, docker_client, jid: str) -> None:

@@ -56,6 +56,11 @@ class HistoryItemSchema(Schema):
     state = fields.String(required=True, metadata={"enum": STATES})
     message = fields.String(required=True)
     exit_code = fields.Integer(required=True, allow_none=True)
+    engine_id = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the engine's own id of the job, once started"},
+    )
     accepted = _when("accepted_at")
     queued = _when("queued_at")
     started = _when("started_at")

@@ -152,6 +152,32 @@ class StatusAnswerSchema(Schema):
     compute = fields.Nested(ClassicComputeSchema, required=True)
 
 
+class AmountSchema(Schema):
+    """CPUs (a number), memory (MiB) and GPUs."""
+
+    cpus = fields.Function(lambda amount: amount.cpu_millicores / 1000, metadata={"type": "number"})
+    memory_mib = fields.Integer()
+    gpus = fields.Integer()
+
+
+class QueueSchema(Schema):
+    """The admission queue (docker and podman): capacity, what is free, how many wait."""
+
+    capacity = fields.Nested(AmountSchema)
+    free = fields.Nested(AmountSchema)
+    free_share = fields.Function(
+        lambda stats: stats.free_share(),
+        metadata={
+            "description": "the free part of each resource, 0 to 1",
+            "type": "object",
+            "properties": {name: {"type": "number"} for name in ("cpu", "memory", "gpu")},
+        },
+    )
+    running = fields.Integer()
+    queued = fields.Integer()
+    fair_share = fields.Boolean()
+
+
 class ServerInfoSchema(Schema):
     server_version = fields.String(required=True)
     pfcon_innetwork = fields.Boolean(required=True)
@@ -160,6 +186,9 @@ class ServerInfoSchema(Schema):
     compute_volume_type = fields.String(required=True)
     swift_auth_url = fields.String(metadata={"description": "swift storage only"})
     s3_endpoint_url = fields.String(metadata={"description": "s3 storage only"})
+    queue = fields.Nested(
+        QueueSchema, metadata={"description": "docker and podman with the admission queue on"}
+    )
 
 
 class Pfcon6ServerInfoSchema(ServerInfoSchema):

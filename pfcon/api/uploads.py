@@ -13,7 +13,7 @@ request ends, however it ends, which removes anything the job did not take.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import parse_qsl
@@ -22,15 +22,15 @@ from flask import Request, current_app
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from pfcon.api.multipart import Part, Readinto, read_multipart
 from pfcon.errors import InvalidInput
+from pfcon.serving import direct_body
 
 KiB, MiB = 1024, 1024 * 1024
 SMALL_BODY = 64 * KiB  # what a view that declares nothing accepts
 FIELDS_LIMIT = 4 * MiB  # all non-file fields of one form together
 PARTS_LIMIT = 500  # parts of one form (ChRIS sends under 100)
-READ_CHUNK = 1 * MiB  # large reads: fewer Python round trips per uploaded byte
 
 SinkFactory = Callable[[], IO[bytes]]
 IGNORED = None  # a file part that is read and dropped
@@ -70,49 +70,47 @@ class _Discard:
         pass
 
 
-def _chunks(stream: IO[bytes]) -> Iterator[bytes | None]:
-    while data := stream.read(READ_CHUNK):
-        yield data
-    yield None
-
-
 def parse_multipart(
-    stream: IO[bytes], boundary: bytes, rules: BodyRules, opened: list[IO[bytes]]
+    readinto: Readinto, boundary: bytes, rules: BodyRules, opened: list[IO[bytes]]
 ) -> tuple[MultiDict, MultiDict]:
     """Fields and completed file parts of a multipart body; each sink is appended to ``opened``."""
-    decoder = MultipartDecoder(boundary, max_form_memory_size=FIELDS_LIMIT, max_parts=PARTS_LIMIT)
     fields: list[tuple[str, str]] = []
     files: list[tuple[str, FileStorage]] = []
-    field_bytes = 0
-    part: Field | File | None = None
+    field_bytes = parts = 0
+    part: Part | None = None
     sink: IO[bytes] | None = None
     values: list[bytes] = []
-    for data in _chunks(stream):
-        decoder.receive_data(data)
-        while not isinstance(event := decoder.next_event(), NeedData | Epilogue):
-            if isinstance(event, File):
-                part, sink = event, _open_file_part(event, rules)
+
+    def end_part() -> None:
+        if part is None:
+            return
+        if part.filename is None:
+            fields.append((part.name, b"".join(values).decode("utf-8", "replace")))
+        elif not isinstance(sink, _Discard):
+            files.append((part.name, FileStorage(sink, part.filename, part.name, headers=part.headers)))
+
+    for item in read_multipart(readinto, boundary):
+        if isinstance(item, Part):
+            end_part()
+            parts += 1
+            if parts > PARTS_LIMIT:
+                raise RequestEntityTooLarge()
+            part, sink, values = item, None, []
+            if item.filename is not None:
+                sink = _open_file_part(item, rules)
                 opened.append(sink)
-            elif isinstance(event, Field):
-                part, sink, values = event, None, []
-            elif isinstance(event, Data):
-                if sink is not None:
-                    sink.write(event.data)
-                else:
-                    field_bytes += len(event.data)
-                    if field_bytes > FIELDS_LIMIT:
-                        raise RequestEntityTooLarge()
-                    values.append(event.data)
-                if not event.more_data:
-                    if isinstance(part, File) and not isinstance(sink, _Discard):
-                        upload = FileStorage(sink, part.filename, part.name, headers=part.headers)
-                        files.append((part.name, upload))
-                    elif isinstance(part, Field):
-                        fields.append((part.name, b"".join(values).decode("utf-8", "replace")))
+        elif sink is not None:
+            sink.write(item)
+        else:
+            field_bytes += len(item)
+            if field_bytes > FIELDS_LIMIT:
+                raise RequestEntityTooLarge()
+            values.append(bytes(item))
+    end_part()
     return MultiDict(fields), MultiDict(files)
 
 
-def _open_file_part(event: File, rules: BodyRules) -> IO[bytes]:
+def _open_file_part(event: Part, rules: BodyRules) -> IO[bytes]:
     if event.name not in rules.files:
         raise InvalidInput(
             f"{event.name}: file parts are not accepted here"
@@ -131,7 +129,8 @@ class _RuledFormParser(FormDataParser):
         boundary = options.get("boundary", "").encode("ascii")
         if not boundary:
             raise ValueError("Missing boundary")
-        form, files = parse_multipart(stream, boundary, self.request.body_rules, self.request.sinks)
+        readinto = direct_body(self.request.environ) or stream.readinto
+        form, files = parse_multipart(readinto, boundary, self.request.body_rules, self.request.sinks)
         return stream, form, files
 
     def _parse_urlencoded(self, stream, mimetype, content_length, options):  # type: ignore[override]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import enum
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pfcon.errors import InvalidJob
+from pfcon.errors import InvalidJob, JobNotFound
 
 
 def utc_now() -> str:
@@ -111,6 +111,12 @@ class JobInfo:
     message: str
     timestamp: str
     exit_code: int | None = None  # of a finished job, where the engine says it
+    #: the engine's own name for the job (container or service id, batch job id, workflow id,
+    #: Job uid), recorded in the store so an operator can find the job in the engine's tools
+    engine_id: str | None = None
+    #: a state on its way to another (Podman's exit before it is final): the answer for now,
+    #: which the status feed does not vouch for (the next poll asks the engine again)
+    passing: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,8 @@ class ComputeBackend(ABC):
 
     name: str = "abstract"
     capabilities: Capabilities = Capabilities()
+    #: the engine offers :meth:`events`; otherwise its state is polled with :meth:`poll_all`
+    event_stream: bool = False
 
     def validate(self, spec: JobSpec) -> None:
         """Refuse, quickly and before any data is staged, a job this engine cannot run.
@@ -170,6 +178,26 @@ class ComputeBackend(ABC):
         """State and log tail together; engines override it to save a round trip."""
         return self.info(jid), self.logs(jid, tail)
 
+    def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
+        """The state of each of ``jids`` the engine knows (a missing jid it does not know).
+
+        Backends that can ask for many jobs in one query override it; this default asks
+        once per job.
+        """
+        found: dict[str, JobInfo] = {}
+        for jid in jids:
+            try:
+                found[jid] = self.info(jid)
+            except JobNotFound:
+                continue
+        return found
+
+    def events(self, since: float, until: float) -> Iterator[str]:
+        """The jids of pfcon's jobs the engine reports a change of between ``since`` and
+        ``until`` (Unix times), as they happen; returns at ``until``. Only where
+        :attr:`event_stream` is set; raises BackendUnavailable when the stream fails."""
+        raise NotImplementedError(f"{self.name} has no event stream")
+
     @abstractmethod
     def remove(self, jid: str) -> None:
         """Stop and remove the job; :class:`~pfcon.errors.JobNotFound` if there is none."""
@@ -196,3 +224,8 @@ class ComputeBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine connections."""
+
+    # -- for pfcon's admission queue (engines that start every job at once: docker, podman) --
+    def job_containers(self) -> dict[str, bool]:
+        """Every pfcon job the engine holds, by jid: True while it holds resources."""
+        raise NotImplementedError(f"{self.name} queues its jobs itself")

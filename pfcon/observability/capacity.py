@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from pfcon.admission.queue import QueueStats
 from pfcon.compute.base import ComputeBackend, EngineCapacity
 from pfcon.errors import PfconError
 from pfcon.observability.metrics import Capacity, StoreState
@@ -57,10 +58,32 @@ def free_capacity(host: EngineCapacity, store: JobStore) -> Capacity:
     )
 
 
-def state_reader(store: JobStore, host: HostCapacity | None) -> Callable[[], StoreState]:
-    """What the state gauges read at each scrape."""
+def queue_capacity(stats: QueueStats) -> Capacity:
+    """The admission queue's own account: its capacity (settings, overcommit) and its queue."""
+    free = stats.free
+    return Capacity(
+        total_cpus=stats.capacity.cpu_millicores / 1000,
+        free_cpus=free.cpu_millicores / 1000,
+        total_memory_bytes=stats.capacity.memory_mib * MiB,
+        free_memory_bytes=free.memory_mib * MiB,
+        total_gpus=stats.capacity.gpus,
+        free_gpus=free.gpus,
+        queue_length=stats.queued,
+    )
+
+
+def state_reader(
+    store: JobStore, host: HostCapacity | None, queue: Callable[[], QueueStats | None] | None = None
+) -> Callable[[], StoreState]:
+    """What the state gauges read at each scrape (the admission queue's figures when it is on)."""
 
     def read() -> StoreState:
+        try:
+            stats = queue() if queue is not None else None
+        except PfconError:  # its capacity not read yet and the engine silent: the host's view
+            stats = None
+        if stats is not None:
+            return StoreState(store.counts_by_api(), queue_capacity(stats))
         known = host.host if host is not None else None
         return StoreState(store.counts_by_api(), free_capacity(known, store) if known else None)
 

@@ -8,7 +8,9 @@ the API's port then has no ``/metrics``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+from pfcon.admission.queue import QueueStats
 from pfcon.observability.capacity import HostCapacity, state_reader
 from pfcon.observability.metrics import StateCollector, exposition_registry
 from pfcon.store import JobStore
@@ -16,8 +18,10 @@ from pfcon.store import JobStore
 log = logging.getLogger(__name__)
 
 
-def state_collector(store: JobStore, host: HostCapacity) -> StateCollector:
-    return StateCollector(state_reader(store, host))
+def state_collector(
+    store: JobStore, host: HostCapacity, queue: Callable[[], QueueStats | None] | None = None
+) -> StateCollector:
+    return StateCollector(state_reader(store, host, queue))
 
 
 def serve_metrics_if_bound() -> None:

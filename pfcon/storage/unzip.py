@@ -99,6 +99,8 @@ def _zip64_values(extra: bytes) -> tuple[int, ...]:
 
 
 def _decode_name(raw: bytes, flags: int) -> str:
+    if raw.isascii():  # most names; cp437's Python codec is slow, and both agree on ASCII
+        return raw.decode("ascii")
     return raw.decode("utf-8" if flags & UTF8_FLAG else "cp437", errors="replace")
 
 
@@ -154,7 +156,7 @@ class StreamingUnzip:
     def write(self, data: bytes) -> int:
         if self._error is None:
             try:
-                self._buf += data
+                self._buf += self._stored_in_place(data)
                 while self._state():
                     pass
             except PfconError as error:
@@ -168,6 +170,23 @@ class StreamingUnzip:
                     raise
                 self._fail(InvalidInput(f"data_file: cannot be extracted ({error.strerror})"))
         return len(data)
+
+    def _stored_in_place(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Write what ``data`` holds of a stored entry of known size from ``data`` itself, not
+        from a copy in our buffer; the rest is returned. Most of a large upload goes this way."""
+        entry = self._entry
+        if self._buf or entry is None or self._state != self._entry_data:
+            return data
+        if self._inflater is not None or entry.flags & DESCRIPTOR_FLAG:
+            return data
+        count = min(len(data), entry.compressed - entry.consumed)
+        if count <= 0:
+            return data
+        view = memoryview(data)
+        entry.consumed += count
+        self._received += count
+        self._emit(entry, view[:count])
+        return view[count:]
 
     def seek(self, *_args: object) -> int:
         return 0
@@ -243,7 +262,7 @@ class StreamingUnzip:
         relative = self._checked_name(name, raw_name)
         self._entries.append(entry)
         self._entry = entry
-        target = os.path.join(self._root, relative)
+        target = f"{self._root}/{relative}"  # relative is normalised: no leading "/", no ".."
         if name.endswith("/"):
             self._make_dirs(target, name)
         else:
@@ -270,7 +289,7 @@ class StreamingUnzip:
         self._dirs.add(path)
 
     def _open_output(self, target: str, name: str) -> None:
-        self._make_dirs(os.path.dirname(target), name)
+        self._make_dirs(target.rpartition("/")[0], name)
         try:
             self._out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:

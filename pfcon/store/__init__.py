@@ -11,8 +11,8 @@ import logging
 import os
 from datetime import timedelta
 
-from pfcon.settings import Settings
-from pfcon.store import database, legacy, migrate
+from pfcon.settings import STORE_PREPARED_ENV, Settings
+from pfcon.store import database
 from pfcon.store.repository import CLAIM_LEASE, HistoryPage, HistoryQuery, JobRow, JobStore, NewJob, utc_now
 
 __all__ = ["HistoryPage", "HistoryQuery", "JobRow", "JobStore", "NewJob", "open_store", "prepare"]
@@ -20,7 +20,7 @@ __all__ = ["HistoryPage", "HistoryQuery", "JobRow", "JobStore", "NewJob", "open_
 log = logging.getLogger(__name__)
 
 #: set in the gunicorn master once ``prepare`` ran, so its workers do not repeat it
-PREPARED_ENV = "PFCON_STORE_PREPARED"
+PREPARED_ENV = STORE_PREPARED_ENV
 
 
 def open_store(settings: Settings) -> JobStore:
@@ -35,6 +35,10 @@ def prepare(settings: Settings, force: bool = False) -> str | None:
     """
     if os.environ.get(PREPARED_ENV) == settings.database_url and not force:
         return None
+    # Alembic (with Mako and Pygments) is only needed here: a worker whose master prepared
+    # the store never loads it (about 8 MiB of each worker's memory).
+    from pfcon.store import legacy, migrate
+
     store = open_store(settings)
     try:
         with migrate.migration_lock(store.engine) as conn:

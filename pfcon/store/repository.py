@@ -20,7 +20,9 @@ when SQLite's disk is full, ``JobExists`` (409) for a second live row of one jid
   ``mark_finished`` (a failed start) or ``wait_for_engine`` (back to the queue until
   ``retry_at``); each returns False if the job was deleted meanwhile, and ``unclaim`` lets go.
   An admission policy reads ``queued()`` (in order, with resources) and ``running()``, decides,
-  and takes one job with ``claim_job(job_id, owner)``.
+  and takes one job with ``claim_job(job_id, owner)``; or, to decide and claim under one lock
+  across processes and replicas, ``admit(owner, choose)`` (what pfcon's queue does), with
+  ``note_many`` for the waiting jobs' messages.
 * **Read.** ``live(jid, kind)`` is the job a client means by its jid; ``history(HistoryQuery)``
   pages through all rows newest first (``next_cursor``); ``events(job_id)`` its state changes;
   ``counts()`` jobs by status for metrics and dashboards.
@@ -61,6 +63,7 @@ from pfcon.store.model import (
     STARTED,
     STATES,
     STATUSES,
+    UNDEFINED,
     Event,
     HistoryPage,
     HistoryQuery,
@@ -82,6 +85,7 @@ from pfcon.store.tables import job_events, jobs
 #: the values are also importable from here, where the repository's users first look
 __all__ = [
     "ACCEPTED",
+    "ADMITTED_MESSAGE",
     "APIS",
     "CLAIM_LEASE",
     "DELETED",
@@ -96,6 +100,7 @@ __all__ = [
     "STARTED",
     "STATES",
     "STATUSES",
+    "UNDEFINED",
     "Event",
     "HistoryPage",
     "HistoryQuery",
@@ -110,6 +115,10 @@ __all__ = [
     "utc_now",
     "wait_until",
 ]
+#: the event of a job the admission queue took (its resources are reserved from then on)
+ADMITTED_MESSAGE = "admitted: its resources are reserved, starting it"
+#: PostgreSQL advisory lock key serialising admission decisions across replicas ("pfcqueue")
+ADMISSION_LOCK = 0x7066637175657565
 
 
 #: built once: a status poll is this one statement
@@ -231,8 +240,11 @@ class JobStore:
         timestamp: str | None = None,
         owner: str | None = None,
     ) -> bool:
-        """Record the terminal status once; False if already finished or deleted."""
-        if status not in (FINISHED_OK, FINISHED_ERROR):
+        """Record the terminal status once; False if already finished or deleted.
+
+        ``undefined`` is recorded for a job whose engine object vanished while it ran.
+        """
+        if status not in (FINISHED_OK, FINISHED_ERROR, UNDEFINED):
             raise ValueError(f"not a terminal status to record: {status!r}")
         return self._change(
             job_id,
@@ -325,6 +337,83 @@ class JobStore:
             .returning(jobs)
         )
         return sorted((_row(r._mapping) for r in claimed), key=lambda row: row.id)
+
+    def admit(
+        self,
+        owner: str,
+        choose: Callable[[list[JobRow], list[JobRow]], Iterable[int]],
+        kind: str = "plugin",
+    ) -> list[JobRow]:
+        """Claim the jobs ``choose(holding, waiting)`` picks, deciding under one lock.
+
+        ``holding`` are the jobs that hold resources (started, or claimed to be started) and
+        ``waiting`` the due queued jobs in queue order. Each claimed job gets an ``admitted``
+        event, so the history shows when its turn came (its start follows the engine's pace).
+        The decision and the claims are one transaction under a lock that every process and
+        replica takes (SQLite's write lock, a PostgreSQL advisory lock), so two schedulers
+        never hand out the same free share.
+        """
+        now = utc_now()
+        with self._write() as conn:
+            if not self.sqlite:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK)))
+            holding, waiting = self._admission_rows(conn, kind, now)
+            ids = list(choose(holding, waiting))
+            claimed = self._claim_ids(conn, ids, owner, now) if ids else []
+            for row in claimed:
+                self._event(conn, row.id, QUEUED, NOT_STARTED, ADMITTED_MESSAGE, now)
+            return claimed
+
+    def admission_view(self, kind: str = "plugin") -> tuple[list[JobRow], list[JobRow]]:
+        """``(holding, waiting)`` as :meth:`admit` sees them, read without a lock."""
+        with self._read() as conn:
+            return self._admission_rows(conn, kind, utc_now())
+
+    def _admission_rows(
+        self, conn: Connection, kind: str, now: datetime
+    ) -> tuple[list[JobRow], list[JobRow]]:
+        claimed = sa.and_(jobs.c.state == QUEUED, jobs.c.claimed_at.is_not(None))
+        holding = sa.select(jobs).where(jobs.c.kind == kind, sa.or_(jobs.c.state == STARTED, claimed))
+        waiting = (
+            sa.select(jobs)
+            .where(
+                jobs.c.kind == kind,
+                jobs.c.state == QUEUED,
+                jobs.c.claimed_at.is_(None),
+                sa.or_(jobs.c.retry_at.is_(None), jobs.c.retry_at <= now),
+            )
+            .order_by(jobs.c.id)
+        )
+        return (
+            [_row(r._mapping) for r in conn.execute(holding.order_by(jobs.c.id))],
+            [_row(r._mapping) for r in conn.execute(waiting)],
+        )
+
+    def last_admitted(self, auids: Iterable[str], kind: str = "plugin") -> dict[str, datetime]:
+        """When each of ``auids`` last had a job started (fair share's tie-break)."""
+        names = sorted(set(auids))
+        if not names:
+            return {}
+        query = (
+            sa.select(jobs.c.auid, sa.func.max(jobs.c.started_at))
+            .where(jobs.c.kind == kind, jobs.c.auid.in_(names), jobs.c.started_at.is_not(None))
+            .group_by(jobs.c.auid)
+        )
+        with self._read() as conn:
+            return {auid: _aware(when) for auid, when in conn.execute(query)}
+
+    def note_many(self, messages: Mapping[int, str]) -> None:
+        """Messages of many queued jobs at once (why each waits); no events."""
+        if not messages:
+            return
+        now = utc_now()
+        update = (
+            sa.update(jobs)
+            .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state == QUEUED)
+            .values(message=sa.bindparam("text"), updated_at=now)
+        )
+        with self._write() as conn:
+            conn.execute(update, [{"job_id": job_id, "text": text} for job_id, text in messages.items()])
 
     def wait_for_engine(self, job_id: int, message: str, retry_at: datetime, waiting_since: datetime) -> bool:
         """Back to the queue until ``retry_at``, saying why; False if deleted meanwhile."""

@@ -26,6 +26,9 @@ metadata = sa.MetaData(
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 When = sa.DateTime(timezone=True)
 
+#: the rows the partial unique index on (jid, kind) covers
+LIVE_ROWS = sa.text("state != 'deleted'")
+
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -69,8 +72,9 @@ jobs = sa.Table(
         "jid",
         "kind",
         unique=True,
-        sqlite_where=sa.text("state != 'deleted'"),
-        postgresql_where=sa.text("state != 'deleted'"),
+        sqlite_where=LIVE_ROWS,
+        # postgresql_where=LIVE_ROWS is added by the migrations' env.py: naming it here would
+        # load SQLAlchemy's PostgreSQL dialect into every worker of a SQLite service (2 MiB)
     ),
     sa.Index("ix_jobs_state_id", "state", "id"),
     sa.Index("ix_jobs_status_id", "status", "id"),

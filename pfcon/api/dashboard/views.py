@@ -26,7 +26,7 @@ from pfcon.jobs import JobService
 from pfcon.observability.capacity import HostCapacity, free_capacity
 from pfcon.observability.outputs import list_output
 from pfcon.store import HistoryPage, HistoryQuery, JobRow
-from pfcon.store.repository import Event
+from pfcon.store.repository import ADMITTED_MESSAGE, Event
 
 OPEN_ENDPOINTS = frozenset({"dashboard.login_form", "dashboard.login_post", "dashboard.static"})
 STATUSES = ("notStarted", "started", "finishedSuccessfully", "finishedWithError", "undefined")
@@ -316,6 +316,8 @@ def _row(job: JobRow) -> dict[str, Any]:
 
 def _event(event: Event) -> dict[str, Any]:
     label = event.status if event.state == "finished" else event.state
+    if event.message == ADMITTED_MESSAGE:  # the admission queue's turn (docs/admission.md)
+        label = "admitted"
     return {"when": _when(event.at), "label": label, "message": event.message}
 
 

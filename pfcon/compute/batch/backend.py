@@ -13,12 +13,13 @@ Commands run with a timeout; a controller that does not answer is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,15 +172,52 @@ class BatchBackend(ComputeBackend):
         }
         files.write_json(jobfiles.JOB, record)
         log.info("[%s] submitted to %s as job %s", spec.jid, self.name, job_id)
-        return self._info(spec.jid, record, JobStatus.notStarted, f"queued in {self.name} as job {job_id}")
+        info = self._info(spec.jid, record, JobStatus.notStarted, f"queued in {self.name} as job {job_id}")
+        return dataclasses.replace(info, engine_id=job_id)
 
     def info(self, jid: str) -> JobInfo:
         files = self._files(jid)
         record = self._record(files, jid)
+        return self._judge(jid, files, record, lambda: self._queue_state(record["job_id"]))
+
+    def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
+        """One scheduler query for all live jobs (not one per job), then each job's files."""
+        scheduler = self.scheduler
+        if not (scheduler.query_many and scheduler.parse_states):
+            return super().poll_all(jids)
+        records: dict[str, tuple[JobFiles, Mapping[str, Any]]] = {}
+        for jid in jids:
+            files = self._files(jid)
+            record = files.read_json(jobfiles.JOB)
+            if record is not None:
+                records[jid] = (files, record)
+        unsettled = [r["job_id"] for f, r in records.values() if not (f.path / jobfiles.FINAL).exists()]
+        queues = self._queue_states(unsettled)
+        return {
+            jid: self._judge(jid, files, record, lambda record=record: queues.get(record["job_id"]))
+            for jid, (files, record) in records.items()
+        }
+
+    def _queue_states(self, job_ids: Sequence[str]) -> dict[str, QueueState]:
+        """The scheduler's view of many jobs in one query; a job it forgot is missing."""
+        if not job_ids:
+            return {}
+        scheduler = self.scheduler
+        assert scheduler.query_many and scheduler.parse_states
+        try:
+            return scheduler.parse_states(self._run([*scheduler.query_many, ",".join(job_ids)]))
+        except CommandFailed as failure:
+            if scheduler.unknown_job.search(str(failure)):
+                return {}
+            raise BackendUnavailable(f"{self.name} could not report its jobs: {failure}") from None
+
+    def _judge(
+        self, jid: str, files: JobFiles, record: Mapping[str, Any], ask: Callable[[], QueueState | None]
+    ) -> JobInfo:
         final = files.read_json(jobfiles.FINAL)
         if final is not None:
             return self._info(jid, record, JobStatus(final["status"]), final["message"], final["timestamp"])
-        queue = self._queue_state(record["job_id"])  # before the files: the script writes first
+        queue = ask()  # before the files: the script writes first
         status_file = files.read_fields(jobfiles.STATUS)
         started = files.read_fields(jobfiles.STARTED) or {}
         if status_file is None and queue is None:

@@ -64,6 +64,9 @@ class Scheduler:
     directives: Callable[[JobSpec, JobFiles, BatchOptions, int | None], list[str]]
     accounting: tuple[str, ...] | None = None
     parse_accounting: Callable[[str], QueueState | None] | None = None
+    #: one query for many jobs (their ids comma-joined after it) and its parser: job id -> state
+    query_many: tuple[str, ...] | None = None
+    parse_states: Callable[[str], dict[str, QueueState]] | None = None
 
     def is_active(self, queue: QueueState | None) -> bool:
         """Queued or running: the job may still start or write."""

@@ -84,6 +84,17 @@ def parse_state(answer: str) -> QueueState | None:
     return QueueState(state.strip(), "" if reason.strip() in ("None", "(null)") else reason.strip())
 
 
+def parse_states(answer: str) -> dict[str, QueueState]:
+    """``squeue -h -o %i|%T|%r`` for many jobs: ``12|RUNNING|None`` a line."""
+    states: dict[str, QueueState] = {}
+    for line in answer.splitlines():
+        job_id, _, rest = line.strip().partition("|")
+        state = parse_state(rest)
+        if job_id and state is not None:
+            states[job_id] = state
+    return states
+
+
 def parse_accounting(answer: str) -> QueueState | None:
     """``sacct -n -P -X -o State,ExitCode,Reason``: ``CANCELLED by 0|0:15|None``."""
     line = answer.strip().splitlines()[0] if answer.strip() else ""
@@ -155,6 +166,8 @@ SLURM = Scheduler(
         "--jobs",
     ),
     parse_accounting=parse_accounting,
+    query_many=("squeue", "--noheader", "--states=all", "--format=%i|%T|%r", "--jobs"),
+    parse_states=parse_states,
 )
 
 

@@ -137,6 +137,7 @@ class CromwellBackend(ComputeBackend):
             JobStatus.notStarted,
             f"submitted to Cromwell as workflow {workflow_id}",
             utc_now(),
+            engine_id=workflow_id,
         )
 
     def info(self, jid: str) -> JobInfo:

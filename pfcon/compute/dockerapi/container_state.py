@@ -26,7 +26,9 @@ DOCKER_STATES: Mapping[str, JobStatus] = {
     "dead": JobStatus.finishedWithError,
 }
 
-#: Podman's compatibility API also passes libpod's own state names through.
+#: Podman's compatibility API also passes libpod's own state names through. ``stopped`` is
+#: libpod's state between a container's exit and its cleanup (then ``exited``); see
+#: :attr:`Judgement.uncleaned`.
 PODMAN_STATES: Mapping[str, JobStatus] = {
     **DOCKER_STATES,
     "configured": JobStatus.notStarted,
@@ -39,6 +41,13 @@ PODMAN_STATES: Mapping[str, JobStatus] = {
 #: stops every container within its stop timeout (10 s) and exits within its shutdown
 #: timeout (15 s); the rest is a margin for a restart that takes a moment.
 SHUTDOWN_WINDOW = timedelta(seconds=30)
+#: how long an ended container may wait for its engine's cleanup before it is judged anyway
+CLEANUP_GRACE = timedelta(seconds=10)
+#: how long a SIGKILLed container is given to disappear before its kill is judged: Podman's
+#: forced removal (kill, then remove) takes well under a second here
+REMOVAL_GRACE = timedelta(seconds=2)
+#: the message of an exit not judged yet (see :attr:`Judgement.uncleaned`)
+ENDING = "ending: the engine is still recording how the job ended"
 SIGNALS = {129: "SIGHUP", 130: "SIGINT", 134: "SIGABRT", 137: "SIGKILL", 139: "SIGSEGV", 143: "SIGTERM"}
 
 
@@ -49,6 +58,13 @@ class Judgement:
     table: Mapping[str, JobStatus] = field(default_factory=lambda: DOCKER_STATES)
     #: the engine does not flag OOM kills, so a SIGKILL under a memory limit is taken as one
     sigkill_means_oom: bool = False
+    #: the state of a container that exited and is not cleaned up yet. Podman marks no removal
+    #: in progress (Docker says ``removing``): a job removed behind pfcon's back is killed,
+    #: then shows ``stopped`` or even ``exited`` with 137 for a moment before it is gone, and
+    #: would be judged by the SIGKILL of its removal ("out of memory"). So such an engine's
+    #: container in this state (up to :data:`CLEANUP_GRACE`), or killed by SIGKILL (up to
+    #: :data:`REMOVAL_GRACE`), is still running, with the message :data:`ENDING`.
+    uncleaned: str | None = None
 
 
 def container_status(
@@ -63,6 +79,8 @@ def container_status(
     status = judgement.table.get(engine_state, JobStatus.undefined)
     if status is JobStatus.undefined:
         return status, f"unexpected engine state {engine_state!r}"
+    if judgement.uncleaned and _ending(state, engine_state == judgement.uncleaned):
+        return JobStatus.started, ENDING
     if status is not JobStatus.finishedSuccessfully:
         return status, engine_state
     code = state.get("ExitCode", -1)
@@ -77,6 +95,15 @@ def container_status(
             f"down (it started again at {engine_started_at:%Y-%m-%dT%H:%M:%SZ}); exit code {code}"
         )
     return JobStatus.finishedWithError, _exit_message(state, code)
+
+
+def _ending(state: Mapping[str, Any], uncleaned: bool) -> bool:
+    """The container ended so recently that its end may not be final (see ``uncleaned``)."""
+    finished = parse_time(state.get("FinishedAt"))
+    if finished is None:
+        return False
+    age = datetime.now(finished.tzinfo) - finished
+    return age < CLEANUP_GRACE if uncleaned else state.get("ExitCode") == 137 and age < REMOVAL_GRACE
 
 
 def _out_of_memory(state: Mapping[str, Any], code: int, limit: int | None, judgement: Judgement) -> str:

@@ -8,17 +8,21 @@ do through that API; those differences live here, not as branches in the Docker 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 
-from pfcon.compute.base import Capabilities
+from pfcon.compute.base import Capabilities, EngineCapacity
 from pfcon.compute.dockerapi.container_state import PODMAN_STATES, Judgement
-from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend
+from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend, event_jid
 
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
+#: each window of Podman's event stream re-reads this much of the one before (see ``events``)
+EVENT_OVERLAP_SECONDS = 3.0
 
 
 def podman_base_url(environ: Mapping[str, str] | None = None, uid: int | None = None) -> str:
@@ -44,14 +48,44 @@ class PodmanBackend(DockerBackend):
     """
 
     capabilities = Capabilities(max_workers=1, gpus=False, shm_size=True, labels=True)
-    # runc on cgroup v1 under Podman 4 leaves OOMKilled false; a SIGKILL under a limit is one
-    judgement = Judgement(PODMAN_STATES, sigkill_means_oom=True)
+    # runc on cgroup v1 under Podman 4 leaves OOMKilled false; a SIGKILL under a limit is one;
+    # an exit is final once cleaned up (``cleanup`` event, state ``exited``)
+    judgement = Judgement(PODMAN_STATES, sigkill_means_oom=True, uncleaned="stopped")
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         client = client or docker.DockerClient(
             base_url=podman_base_url(), version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE
         )
         super().__init__(client, engine_name="podman")
+        self._passed: dict[tuple[Any, ...], float] = {}  # events already passed on, by their time
+
+    def events(self, since: float, until: float) -> Iterator[str]:
+        """Our containers' events in one window, re-reading the end of the window before.
+
+        Podman 4 serves events from its event log (a file by default): a request replays what
+        the log holds from ``since`` on, then follows the file. An event written while the
+        request opens is in neither part, and an exit is logged after the fact by the
+        container's cleanup process; read back to back, windows lost a job's ``start`` or
+        ``died`` under load (its state then stayed "started" for good). Each window therefore
+        replays the last :data:`EVENT_OVERLAP_SECONDS` too, and what was already passed on is
+        skipped, so the feed still inspects each change once.
+        """
+        horizon = since - EVENT_OVERLAP_SECONDS
+        self._passed = {key: at for key, at in self._passed.items() if at >= horizon}
+        for event in self._events(horizon, until):
+            jid = event_jid(event)
+            if not jid:
+                continue
+            at = float(event.get("timeNano") or 0) / 1e9 or float(event.get("time") or 0)
+            key = (event.get("timeNano"), event.get("time"), event.get("id"), event.get("Action"))
+            if key in self._passed:
+                continue
+            self._passed[key] = at
+            yield jid
+
+    def capacity(self) -> EngineCapacity:
+        """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
+        return replace(super().capacity(), gpus=0)
 
     def engine_started_at(self) -> datetime | None:
         """Podman's containers are watched by conmon, not by the API service: restarting the

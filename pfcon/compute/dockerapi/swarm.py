@@ -10,6 +10,7 @@ shares its error translation (:func:`pfcon.compute.dockerapi.docker.engine_error
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
@@ -100,12 +101,14 @@ class SwarmBackend(DockerApiBackend):
             with self._engine("list the swarm's nodes"):
                 gpu_kind = check_fits(spec, usable_nodes(self.client.api.nodes()))
         with self._engine("create the job service", spec.jid, creates=True):
-            self.client.api.create_service(**service_args(spec, gpu_kind))
+            created = self.client.api.create_service(**service_args(spec, gpu_kind))
+        service_id = created.get("ID") if isinstance(created, dict) else None
         try:
-            return self.info(spec.jid)
+            info = self.info(spec.jid)
         except (BackendUnavailable, JobNotFound):
             # the service exists (or existed): the next poll reads its state; not a failed start
-            return JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "service created", "")
+            info = JobInfo(spec.jid, spec.image, spec.cmd, JobStatus.notStarted, "service created", "")
+        return dataclasses.replace(info, engine_id=service_id)
 
     def info(self, jid: str) -> JobInfo:
         with self._engine("inspect the job", jid):
@@ -121,6 +124,29 @@ class SwarmBackend(DockerApiBackend):
         with self._engine("inspect the job", jid):
             attrs = self._inspect(jid)
             return self._job_info(attrs, self._tasks(attrs)), self._logs(attrs, tail)
+
+    def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
+        """Two queries for all live jobs: pfcon's services, then all their tasks."""
+        wanted = set(jids)
+        if not wanted:
+            return {}
+        with self._engine("list the job services"):
+            services = [
+                attrs
+                for attrs in self.client.api.services(filters={"label": JOB_LABEL})
+                if (attrs.get("Spec") or {}).get("Name") in wanted
+                and (attrs["Spec"].get("Labels") or {}).get(JOB_LABEL) == attrs["Spec"]["Name"]
+            ]
+            if not services:
+                return {}
+            tasks = self.client.api.tasks(filters={"service": [attrs["ID"] for attrs in services]})
+        by_service: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        return {
+            attrs["Spec"]["Name"]: self._job_info(attrs, by_service.get(attrs["ID"], []))
+            for attrs in services
+        }
 
     def remove(self, jid: str) -> None:
         with self._engine("remove the job", jid):

@@ -9,10 +9,11 @@ Job and its pods and mapped to pfcon's statuses through :data:`STATE_TABLE`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -147,7 +148,7 @@ class KubernetesBackend(ComputeBackend):
         body = k8s.V1Job.from_dict(build_job(spec, self.template))
         with self._api("create the job", spec.jid):
             job = self.batch.create_namespaced_job(self.namespace, body, _request_timeout=REQUEST_TIMEOUT)
-        return self._job_info(job, [])
+        return dataclasses.replace(self._job_info(job, []), engine_id=job.metadata.uid)
 
     def info(self, jid: str) -> JobInfo:
         return self.snapshot(jid, 0)[0]
@@ -162,6 +163,25 @@ class KubernetesBackend(ComputeBackend):
             pods = self._pods(job)
             logs = self._logs(pods, tail) if tail > 0 else ""
         return self._job_info(job, pods), logs
+
+    def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
+        """Two list calls for all live jobs (pfcon's Jobs, then all their pods), not two per job."""
+        wanted = set(jids)
+        if not wanted:
+            return {}
+        with self._api("list the jobs"):
+            jobs = self.batch.list_namespaced_job(
+                self.namespace, label_selector=JOB_LABEL, _request_timeout=REQUEST_TIMEOUT
+            ).items
+            pods = self.core.list_namespaced_pod(
+                self.namespace, label_selector=JOB_LABEL, _request_timeout=REQUEST_TIMEOUT
+            ).items
+        found: dict[str, JobInfo] = {}
+        for job in jobs:
+            name = job.metadata.name
+            if name in wanted and (job.metadata.labels or {}).get(JOB_LABEL) == name:
+                found[name] = self._job_info(job, _pods_of(job, pods))
+        return found
 
     def remove(self, jid: str) -> None:
         """Delete the Job; its pods go in the background (the Job is gone at once)."""
@@ -204,8 +224,7 @@ class KubernetesBackend(ComputeBackend):
     def _pods(self, job: k8s.V1Job) -> list[k8s.V1Pod]:
         """This Job's pods, by the selector the API server gave it (its uid), so pods of an
         earlier Job of the same jid still being garbage-collected are not mixed in."""
-        selector = job.spec.selector.match_labels if job.spec.selector else None
-        labels = selector or {JOB_LABEL: job.metadata.name}
+        labels = _selector(job)
         pods = self.core.list_namespaced_pod(
             self.namespace,
             label_selector=",".join(f"{key}={value}" for key, value in sorted(labels.items())),
@@ -241,6 +260,19 @@ class KubernetesBackend(ComputeBackend):
             message=detail,
             timestamp=_timestamp(job),
         )
+
+
+def _selector(job: k8s.V1Job) -> Mapping[str, str]:
+    """The labels that pick this Job's pods (its uid), as the API server set them."""
+    selector = job.spec.selector.match_labels if job.spec.selector else None
+    return selector or {JOB_LABEL: job.metadata.name}
+
+
+def _pods_of(job: k8s.V1Job, pods: Sequence[k8s.V1Pod]) -> list[k8s.V1Pod]:
+    """Of many pods, this Job's (the same choice as :meth:`KubernetesBackend._pods` makes)."""
+    labels = _selector(job)
+    mine = [pod for pod in pods if all((pod.metadata.labels or {}).get(k) == v for k, v in labels.items())]
+    return sorted(mine, key=lambda pod: pod.metadata.name)
 
 
 def engine_state(job: k8s.V1Job, pods: Sequence[k8s.V1Pod]) -> tuple[str, str]:

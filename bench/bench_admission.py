@@ -1,0 +1,373 @@
+"""Benchmark of the admission queue on a real dockerd: a mixed workload that allocates the memory
+it asks for, run on a "host" smaller than the machine, with the queue on and with it off.
+
+The host is a memory cgroup (``/sys/fs/cgroup/memory/pfcon-bench-<pid>``, cgroup v1, the
+engine's cgroupfs driver) that every job container is put under (``--cgroup-parent``): when
+its jobs together ask more than it has, the kernel's OOM killer picks victims among them,
+as on a real host, without putting the rest of the machine at risk. The queue is given a
+capacity below that host (``PFCON_CAPACITY_*``).
+
+Printed, for each run: jobs that succeeded, OOM kills (exit 137, the engine's ``OOMKilled``
+flag and the cgroup's own count), the peak of the limits running at once read from the engine
+every 0.25 s, the cgroup's peak memory, the makespan (first submit to last container end)
+beside the ideal packing (the larger of the CPU and memory areas over the capacity, and the
+longest job: no schedule can beat it) and the same policy simulated without engine overhead;
+the engine's own start latency (``docker run`` of an empty container, measured in the same
+run) is the physical reference for the overhead between a job's end and the next start.
+
+Needs root (the cgroup), dockerd with the cgroupfs driver and ``debian:bookworm-slim`` (perl
+allocates the memory). About 4 minutes. Run from the repository root::
+
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import io
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pfcon.admission.policy import AdmissionPolicy, Amount, Job  # noqa: E402
+from pfcon.app import build_service, create_app  # noqa: E402
+from pfcon.compute.dockerapi.docker import DockerBackend  # noqa: E402
+from pfcon.settings import load_settings  # noqa: E402
+
+IMAGE = "debian:bookworm-slim"
+HOST_MEMORY_MIB = 4096  # the cgroup "host"
+CAPACITY_CPUS = 2
+CAPACITY_MEMORY_MIB = 3072  # below the host: room for the engine's and perl's overhead
+OVERHEAD_MIB = 24  # what perl and the container take besides the allocation
+ALLOCATE = '$x = ""; $x .= "a" x 1048576 for 1..$ARGV[0]; sleep $ARGV[1]'
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    jid: str
+    cpu_millicores: int
+    memory_mib: int
+    seconds: int
+    auid: str
+
+
+@dataclass
+class Run:
+    name: str
+    ends: dict[str, tuple[float, float, int, bool]] = field(default_factory=dict)  # start, end, code, oom
+    peak_cpus: float = 0.0
+    peak_memory_mib: float = 0.0
+    cgroup_peak_mib: float = 0.0
+    cgroup_oom_kills: int = 0
+    first_submit: float = 0.0
+
+    @property
+    def killed(self) -> int:
+        """Jobs the kernel killed (SIGKILL, exit 137: nothing else sends one here)."""
+        return sum(1 for _, _, code, _ in self.ends.values() if code == 137)
+
+    @property
+    def oom_flagged(self) -> int:
+        """Jobs the engine flags ``OOMKilled`` (it also flags some whose process survived an
+        OOM in the cgroup above them)."""
+        return sum(1 for _, _, _, oom in self.ends.values() if oom)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for _, _, code, _ in self.ends.values() if code == 0)
+
+    @property
+    def makespan(self) -> float:
+        return max(end for _, end, _, _ in self.ends.values()) - self.first_submit
+
+
+def workload(count: int, seed: int) -> list[Spec]:
+    """1-4 CPUs and 0.5-4 GiB scaled by a quarter to this 2-core machine; 4-12 s each."""
+    rng = random.Random(seed)
+    return [
+        Spec(
+            f"adm-{uuid.uuid4().hex[:8]}",
+            rng.choice([250, 500, 750, 1000]),
+            rng.choice([128, 256, 512, 768, 1024]),
+            rng.randint(4, 12),
+            f"user{rng.randint(1, 3)}",
+        )
+        for _ in range(count)
+    ]
+
+
+class HostCgroup:
+    """A memory cgroup standing for the host the jobs share."""
+
+    def __init__(self, memory_mib: int) -> None:
+        self.name = f"pfcon-bench-{os.getpid()}"
+        self.path = CGROUP_ROOT / self.name
+        self.path.mkdir(exist_ok=True)
+        (self.path / "memory.limit_in_bytes").write_text(str(memory_mib * 2**20))
+
+    def reset_peak(self) -> None:
+        (self.path / "memory.max_usage_in_bytes").write_text("0")
+
+    def peak_mib(self) -> float:
+        return int((self.path / "memory.max_usage_in_bytes").read_text()) / 2**20
+
+    def oom_kills(self) -> int:
+        for line in (self.path / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        for child in self.path.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        self.path.rmdir()
+
+
+class HostBackend(DockerBackend):
+    """The real Docker backend, putting each job under the host cgroup."""
+
+    def __init__(self, cgroup: str) -> None:
+        super().__init__()
+        self.cgroup = cgroup
+
+    def _create_args(self, spec: Any) -> dict[str, Any]:
+        return {**super()._create_args(spec), "cgroup_parent": f"/{self.cgroup}"}
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "x")
+    return buffer.getvalue()
+
+
+def _form(spec: Spec) -> dict[str, Any]:
+    return {
+        "jid": spec.jid,
+        "entrypoint": ["perl", "-e", ALLOCATE],
+        "args": [str(spec.memory_mib - OVERHEAD_MIB), str(spec.seconds)],
+        "auid": spec.auid,
+        "number_of_workers": "1",
+        "cpu_limit": str(spec.cpu_millicores),
+        "memory_limit": str(spec.memory_mib),
+        "gpu_limit": "0",
+        "image": IMAGE,
+        "type": "fs",
+    }
+
+
+def sample(client: docker.DockerClient, label: str, run: Run, stop: threading.Event) -> None:
+    while not stop.wait(0.25):
+        try:
+            running = client.containers.list(filters={"label": label, "status": "running"})
+        except docker.errors.DockerException:
+            continue
+        host = [c.attrs.get("HostConfig") or {} for c in running]
+        run.peak_cpus = max(run.peak_cpus, sum(h.get("NanoCpus") or 0 for h in host) / 1e9)
+        run.peak_memory_mib = max(run.peak_memory_mib, sum(h.get("Memory") or 0 for h in host) / 2**20)
+
+
+def _when(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) -> Run:
+    label = f"pfcon.bench={uuid.uuid4().hex[:12]}"
+    run = Run(name)
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pfcon-bench-admission-") as folder:
+        env = {
+            "APPLICATION_MODE": "development",
+            "STOREBASE": folder,
+            "JOB_LABELS": label,
+            "PFCON_QUEUE": "on" if queue else "off",
+            "PFCON_CAPACITY_CPUS": str(CAPACITY_CPUS),
+            "PFCON_CAPACITY_MEMORY_MIB": str(CAPACITY_MEMORY_MIB),
+            "PFCON_START_WORKERS": "4",
+        }
+        settings = load_settings(env)
+        service = build_service(settings)
+        service.backend = service.starter.backend = HostBackend(cgroup.name)
+        app = create_app(settings, service)
+        client = app.test_client()
+        token = client.post(
+            "/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
+        )
+        auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
+        engine = docker.from_env(version="1.41")
+        cgroup.reset_peak()
+        kills_before = cgroup.oom_kills()
+        stop = threading.Event()
+        sampler = threading.Thread(target=sample, args=(engine, label, run, stop), daemon=True)
+        sampler.start()
+        data = _zip()
+        run.first_submit = time.time()
+        for spec in specs:
+            answer = client.post(
+                "/api/v1/jobs/",
+                data={**_form(spec), "data_file": (io.BytesIO(data), "in.zip")},
+                headers=auth,
+                content_type="multipart/form-data",
+            )
+            assert answer.status_code == 201, answer.get_json()
+        waiting = {spec.jid for spec in specs}
+        while waiting:
+            time.sleep(1)
+            for jid in list(waiting):
+                status = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+                if status in TERMINAL:
+                    waiting.discard(jid)
+        stop.set()
+        sampler.join()
+        run.cgroup_peak_mib = cgroup.peak_mib()
+        run.cgroup_oom_kills = cgroup.oom_kills() - kills_before
+        for spec in specs:
+            state = engine.containers.get(spec.jid).attrs["State"]
+            run.ends[spec.jid] = (
+                _when(state["StartedAt"]),
+                _when(state["FinishedAt"]),
+                state["ExitCode"],
+                bool(state["OOMKilled"]),
+            )
+            assert client.delete(f"/api/v1/jobs/{spec.jid}/", headers=auth).status_code == 204
+        service.starter.shutdown()
+        engine.close()
+    return run
+
+
+def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
+    """No schedule on this capacity finishes sooner (area bounds and the longest job)."""
+    cpu_area = sum(spec.cpu_millicores * seconds[spec.jid] for spec in specs) / (CAPACITY_CPUS * 1000)
+    memory_area = sum(spec.memory_mib * seconds[spec.jid] for spec in specs) / CAPACITY_MEMORY_MIB
+    return max(cpu_area, memory_area, max(seconds.values()))
+
+
+def simulated_makespan(specs: list[Spec], seconds: dict[str, float], fair_share: bool = False) -> float:
+    """The same policy with instant starts and ends: what the rule itself costs."""
+    policy = AdmissionPolicy(Amount(CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB, 0), fair_share)
+    queued = [
+        Job(n, spec.auid, Amount(spec.cpu_millicores, spec.memory_mib, 0)) for n, spec in enumerate(specs)
+    ]
+    running: dict[int, Job] = {}
+    ends: list[tuple[float, int]] = []
+    now = 0.0
+    while queued or running:
+        decision = policy.decide(list(running.values()), queued)
+        for job_id in decision.start:
+            job = next(j for j in queued if j.id == job_id)
+            queued.remove(job)
+            running[job_id] = job
+            heapq.heappush(ends, (now + seconds[specs[job_id].jid], job_id))
+        now, ended = heapq.heappop(ends)
+        del running[ended]
+    return now
+
+
+def clairvoyant_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
+    """A packer that knows every run time: longest job first, each started as soon as it fits
+    (list scheduling), no engine overhead. A good packing no online rule can know in advance."""
+    capacity = Amount(CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB, 0)
+    pending = sorted(specs, key=lambda spec: -seconds[spec.jid])
+    free, ends, now = capacity, [], 0.0
+    while pending:
+        for spec in list(pending):
+            amount = Amount(spec.cpu_millicores, spec.memory_mib, 0)
+            if amount.fits_in(free):
+                free = free - amount
+                pending.remove(spec)
+                heapq.heappush(ends, (now + seconds[spec.jid], spec.cpu_millicores, spec.memory_mib))
+        now, cpu, memory = heapq.heappop(ends)
+        free = free + Amount(cpu, memory, 0)
+    return max([now, *(end for end, _, _ in ends)])
+
+
+def engine_start_seconds(client: docker.DockerClient, rounds: int = 5) -> float:
+    """Median ``docker run -d`` (create + start) of an empty container: the engine's own pace."""
+    times = []
+    for _ in range(rounds):
+        began = time.monotonic()
+        container = client.containers.run(IMAGE, ["true"], detach=True)
+        times.append(time.monotonic() - began)
+        container.remove(force=True)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not CGROUP_ROOT.is_dir():
+        sys.exit("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    client = docker.from_env(version="1.41")
+    if client.info().get("CgroupDriver") != "cgroupfs":
+        sys.exit("needs dockerd with the cgroupfs driver (--cgroup-parent is a cgroup path)")
+    subprocess.run(["docker", "image", "inspect", IMAGE], check=True, capture_output=True)
+    specs = workload(args.jobs, args.seed)
+    asked_cpus = sum(s.cpu_millicores for s in specs) / 1000
+    asked_gib = sum(s.memory_mib for s in specs) / 1024
+    print(
+        f"workload: {len(specs)} jobs of 0.25-1 CPUs, 128-1024 MiB (allocated), 4-12 s; "
+        f"{asked_cpus:g} CPUs and {asked_gib:.1f} GiB asked in all"
+    )
+    print(
+        f"host (memory cgroup): {HOST_MEMORY_MIB} MiB; queue capacity {CAPACITY_CPUS} CPUs, "
+        f"{CAPACITY_MEMORY_MIB} MiB"
+    )
+    start = engine_start_seconds(client)
+    print(f"reference: the engine starts an empty container in {start:.2f} s (median of 5, this run)")
+    cgroup = HostCgroup(HOST_MEMORY_MIB)
+    try:
+        runs = [
+            run_workload(name, specs, queue, cgroup)
+            for name, queue in (("queue on", True), ("queue off", False))
+        ]
+    finally:
+        cgroup.remove()
+    on = runs[0]
+    seconds = {jid: end - began for jid, (began, end, _, _) in on.ends.items()}
+    ideal = ideal_makespan(specs, seconds)
+    simulated = simulated_makespan(specs, seconds)
+    clairvoyant = clairvoyant_makespan(specs, seconds)
+    for run in runs:
+        print(
+            f"{run.name:9}: {run.succeeded}/{len(run.ends)} succeeded; "
+            f"OOM-killed {run.killed} (flagged OOMKilled {run.oom_flagged}, "
+            f"cgroup count {run.cgroup_oom_kills}); "
+            f"peak at once {run.peak_cpus:.2f} CPUs, {run.peak_memory_mib:.0f} MiB of limits; "
+            f"host peak {run.cgroup_peak_mib:.0f} MiB; makespan {run.makespan:.1f} s"
+        )
+    print(
+        f"queue on: makespan {on.makespan:.1f} s = {on.makespan / ideal:.2f}x the ideal packing "
+        f"({ideal:.1f} s); the policy alone, without engine overhead: {simulated:.1f} s "
+        f"({simulated / ideal:.2f}x); a packer knowing every run time: {clairvoyant:.1f} s "
+        f"({clairvoyant / ideal:.2f}x)"
+    )
+    over = on.peak_cpus > CAPACITY_CPUS + 1e-9 or on.peak_memory_mib > CAPACITY_MEMORY_MIB + 1e-9
+    print(
+        f"queue on: never over capacity: {'PASS' if not over else 'MISS'}; zero OOM kills: "
+        f"{'PASS' if on.killed == on.oom_flagged == on.cgroup_oom_kills == 0 else 'MISS'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The queue's decisions across processes, on SQLite and a real PostgreSQL: eight schedulers
+sharing one store never hand out more than the capacity, and each job is admitted once."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from pfcon.admission.policy import Amount
+from pfcon.admission.queue import AdmissionQueue, amount_of
+from pfcon.settings import AdmissionSettings
+from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_OK, NewJob
+from tests.test_store import SPEC, _open
+
+CAPACITY = AdmissionSettings(queue=True, cpus=4, memory_mib=4096, gpus=0)
+
+
+def _no_engine() -> None:
+    raise AssertionError("the capacity is set: the engine is not asked")
+
+
+def test_eight_schedulers_never_hand_out_more_than_the_capacity(database_url: str) -> None:
+    stores = [_open(database_url) for _ in range(8)]
+    sizes = [
+        random.Random(n).choice([(500, 256), (1000, 512), (2000, 1024), (1500, 2048)]) for n in range(60)
+    ]
+    ids = set()
+    for n, (cpu, memory) in enumerate(sizes):
+        row = stores[0].accept(
+            NewJob(jid=f"q-{n}", auid=f"user{n % 3}", cpu_millicores=cpu, memory_mib=memory)
+        )
+        assert stores[0].queue(row.id, {**SPEC, "jid": f"q-{n}"})
+        ids.add(row.id)
+    admitted: Counter[int] = Counter()
+    lock = threading.Lock()
+    peak = [Amount()]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            holding, _ = stores[0].admission_view()
+            used = sum((amount_of(row) for row in holding), Amount())
+            with lock:
+                peak[0] = Amount(*(max(a, b) for a, b in zip(peak[0].values(), used.values(), strict=True)))
+
+    def scheduler(index: int) -> None:
+        queue = AdmissionQueue(CAPACITY, stores[index], _no_engine)
+        owner = f"scheduler:{index}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if len(admitted) == len(ids):
+                    return
+            rows, never = queue.pick(owner)
+            assert not never
+            for row in rows:
+                assert stores[index].mark_started(row.id, owner=owner)
+                with lock:
+                    admitted[row.id] += 1
+            time.sleep(random.uniform(0, 0.01))
+            for row in rows:  # the job ran; its end frees its share
+                assert stores[index].mark_finished(row.id, FINISHED_OK, "exited", exit_code=0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(scheduler, range(8)))
+    done.set()
+    watcher.join()
+    events = {job_id: [e.message for e in stores[0].events(job_id)] for job_id in ids}
+    for opened in stores:
+        opened.close()
+    assert set(admitted) == ids and set(admitted.values()) == {1}
+    assert peak[0].fits_in(Amount(4000, 4096, 0)), peak[0]
+    assert all(messages.count(ADMITTED_MESSAGE) == 1 for messages in events.values())

@@ -1,0 +1,152 @@
+"""pfcon.api.multipart against werkzeug's own multipart parser, on the same bodies.
+
+The reader replaced werkzeug's ``MultipartDecoder`` for speed; it must read what werkzeug
+read, wherever the reads split the body, and refuse what werkzeug refused.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from werkzeug.formparser import parse_form_data
+from werkzeug.test import EnvironBuilder
+
+from pfcon.api.multipart import HEADER_LIMIT, Part, read_multipart
+
+BOUNDARY = b"pfcon-test-7f3a"
+
+
+def reader(body: bytes, step: int):
+    """A readinto over ``body`` that returns at most ``step`` bytes a call."""
+    stream = io.BytesIO(body)
+
+    def readinto(view: memoryview) -> int:
+        return stream.readinto(view[:step])
+
+    return readinto
+
+
+def parse(body: bytes, step: int, chunk: int = 64 * 1024) -> list[tuple[str, str | None, bytes]]:
+    parts: list[tuple[str, str | None, bytes]] = []
+    for item in read_multipart(reader(body, step), BOUNDARY, chunk=chunk):
+        if isinstance(item, Part):
+            parts.append((item.name, item.filename, b""))
+        else:
+            name, filename, data = parts[-1]
+            parts[-1] = (name, filename, data + bytes(item))
+    return parts
+
+
+def werkzeug_parts(body: bytes) -> list[tuple[str, str | None, bytes]]:
+    environ = EnvironBuilder(
+        method="POST",
+        input_stream=io.BytesIO(body),
+        content_length=len(body),
+        content_type=f"multipart/form-data; boundary={BOUNDARY.decode()}",
+    ).get_environ()
+    _, form, files = parse_form_data(environ, silent=False)
+    found = [(name, None, value) for name, value in form.items(multi=True)]
+    found += [(name, upload.filename, upload.read()) for name, upload in files.items(multi=True)]
+    return found
+
+
+def encode(parts: list[tuple[str, str | None, bytes]], newline: bytes = b"\r\n") -> bytes:
+    out = b"preamble that is ignored" + newline
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += b"--" + BOUNDARY + newline
+        out += b"Content-Disposition: " + disposition.encode() + newline
+        if filename:
+            out += b"Content-Type: application/zip" + newline
+        out += newline + data + newline
+    return out + b"--" + BOUNDARY + b"--" + newline + b"epilogue"
+
+
+# data that looks like a boundary, or a piece of one, after line breaks of every kind
+TRICKY = st.lists(
+    st.sampled_from([b"\r\n", b"\n", b"\r", b"--", BOUNDARY[:5], b"--" + BOUNDARY[:-1], b"x" * 40, b"\x00"]),
+    max_size=30,
+).map(b"".join)
+PARTS = st.lists(
+    st.tuples(
+        st.sampled_from(["jid", "cmd_args", "data_file", "other"]),
+        st.sampled_from([None, "d.zip"]),
+        TRICKY | st.binary(max_size=3000),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(PARTS, st.integers(min_value=1, max_value=5000))
+def test_reads_what_werkzeug_reads_however_the_reads_split_the_body(parts, step) -> None:
+    body = encode(parts)
+    ours = parse(body, step)
+    assert ours == parts
+    as_werkzeug = [(n, f, d if f else d.decode("utf-8", "replace")) for n, f, d in ours]
+    assert sorted(as_werkzeug, key=repr) == sorted(werkzeug_parts(body), key=repr)
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"])
+def test_line_breaks_werkzeug_accepts(newline: bytes) -> None:
+    parts = [("jid", None, b"abc"), ("data_file", "d.zip", b"PK\x03\x04" + b"y" * 100_000)]
+    body = encode(parts, newline)
+    assert parse(body, 7) == parts
+    assert werkzeug_parts(body) == [("jid", None, "abc"), parts[1]]
+
+
+def test_a_large_file_part_comes_in_views_of_one_buffer() -> None:
+    data = bytes(range(256)) * 40_000  # 10 MiB
+    body = encode([("data_file", "d.zip", data)])
+    items = read_multipart(reader(body, 1 << 20), BOUNDARY, chunk=1 << 20)
+    assert isinstance(next(items), Part)
+    received, buffers = [], set()
+    for view in items:  # a view is valid until the next item: copied as it comes
+        assert isinstance(view, memoryview)
+        received.append(bytes(view))
+        buffers.add(id(view.obj))
+    assert len(received) > 5
+    assert len(buffers) == 1  # always the same buffer, never a copy per chunk
+    assert b"".join(received) == data
+
+
+def test_a_folded_header_and_a_quoted_file_name() -> None:
+    body = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data;\r\n name="data_file"; '
+        b'filename="a b.zip"\r\n\r\nPK\r\n--' + BOUNDARY + b"--\r\n"
+    )
+    assert parse(body, 3) == [("data_file", "a b.zip", b"PK")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # empty
+        b"no boundary at all" * 10,
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="a"\r\n\r\nvalue cut short',
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="a"\r\n',  # headers cut
+        b"--" + BOUNDARY + b"\r\nContent-Type: text/plain\r\n\r\nx\r\n--" + BOUNDARY + b"--",  # no name
+        b"--" + BOUNDARY + b"garbage after the boundary\r\n",
+        b"--" + BOUNDARY + b"\r\nX-Long: " + b"h" * HEADER_LIMIT + b"\r\n\r\nx\r\n--" + BOUNDARY + b"--",
+    ],
+    ids=[
+        "empty",
+        "no-boundary",
+        "cut-in-data",
+        "cut-in-headers",
+        "no-name",
+        "bad-boundary-line",
+        "long-headers",
+    ],
+)
+def test_malformed_bodies_are_value_errors(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse(body, 5)
+
+
+def test_an_empty_form_is_no_part() -> None:
+    assert parse(b"--" + BOUNDARY + b"--\r\n", 1) == []
