@@ -144,6 +144,10 @@ def service(
         "STOREBASE": str(storebase),
         "JOB_LABELS": "pfcon.bench=yes",
         "PFCON_BIND": f"127.0.0.1:{port}",
+        # the jobs here declare 1 CPU each but only sleep or copy a file: with the admission
+        # queue's default capacity (the engine's 2 CPUs) 2 would run at once and the 20
+        # "running" jobs never would; the queue's own figures are bench_admission.py's
+        "PFCON_CAPACITY_CPUS": "64",
         **(extra_env or {}),
     }
     with open(log_path, "wb") as log:
