@@ -35,6 +35,7 @@ class TrackedPool(ThreadPoolExecutor):
 
     def __init__(self, workers: int, name: str) -> None:
         super().__init__(max_workers=workers, thread_name_prefix=name)
+        self.name = name
         self._pending: set[Future[Any]] = set()
         self._pending_lock = threading.Lock()
 
@@ -56,7 +57,7 @@ class TrackedPool(ThreadPoolExecutor):
             pending = set(self._pending)
         _, left = wait(pending, timeout)
         if left:
-            log.warning("%d task(s) of %s still running after %.0f s; left running", len(left), self, timeout)
+            log.warning("%s: %d task(s) still running after %.0f s, left so", self.name, len(left), timeout)
             return
         self.shutdown(wait=True)  # every worker is idle: each ends at once
 
