@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from pfcon.app import close_app, create_app
+from pfcon.background import Closer, TrackedPool
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_started
 from tests.helpers import TEST_LABEL, job_form, wait_for
@@ -103,3 +104,30 @@ def test_each_gunicorn_worker_closes_its_app_on_its_way_out(docker_client, store
         workers = url.worker_pids()
     text = log.read_text()
     assert len(workers) == 2 and text.count("closed: upload sweeper, capacity reader") == 2, text
+
+
+def test_a_pool_stuck_in_a_call_closes_within_its_bound(caplog) -> None:
+    release = threading.Event()
+    pool = TrackedPool(2, "pfcon-test-pool")
+    pool.submit(release.wait)  # a start stuck in an engine that never answers
+    finished = pool.submit(lambda: None)
+    finished.result(timeout=5)
+    began = time.monotonic()
+    pool.close(timeout=0.5)
+    assert 0.4 < time.monotonic() - began < 3
+    assert "pfcon-test-pool: 1 task(s) still running after 0 s" in caplog.text
+    release.set()
+    pool.close()  # once the call returns, a second close joins the workers
+    assert not [t for t in threading.enumerate() if t.name.startswith("pfcon-test-pool")]
+
+
+def test_a_closer_runs_each_step_once_last_first_past_one_that_fails(caplog) -> None:
+    ran: list[str] = []
+    closer = Closer()
+    closer.add("store", lambda: ran.append("store"))
+    closer.add("broken", lambda: 1 / 0)
+    closer.add("feed", lambda: ran.append("feed"))
+    closer.close()
+    closer.close()
+    assert ran == ["feed", "store"]
+    assert "closing broken failed" in caplog.text
