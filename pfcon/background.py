@@ -27,7 +27,7 @@ def join(thread: threading.Thread | None, timeout: float = JOIN_SECONDS) -> None
         return  # never started, already ended, or closing from inside the thread itself
     thread.join(timeout)
     if thread.is_alive():
-        log.warning("thread %s did not stop within %.0f s; left running", thread.name, timeout)
+        log.warning("thread %s did not stop within %g s; left running", thread.name, timeout)
 
 
 class TrackedPool(ThreadPoolExecutor):
@@ -57,7 +57,7 @@ class TrackedPool(ThreadPoolExecutor):
             pending = set(self._pending)
         _, left = wait(pending, timeout)
         if left:
-            log.warning("%s: %d task(s) still running after %.0f s, left so", self.name, len(left), timeout)
+            log.warning("%s: %d task(s) still running after %g s, left so", self.name, len(left), timeout)
             return
         self.shutdown(wait=True)  # every worker is idle: each ends at once
 

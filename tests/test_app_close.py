@@ -17,6 +17,7 @@ from pfcon.app import close_app, create_app
 from pfcon.background import Closer, TrackedPool
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_started
+from tests.conftest import remove_test_containers
 from tests.helpers import TEST_LABEL, job_form, wait_for
 from tests.live import free_port, live_pfcon
 
@@ -90,9 +91,7 @@ def test_an_app_with_a_running_job_closes_without_waiting_for_it(
         began = time.monotonic()
         close_app(app)
         took = time.monotonic() - began
-        for container in docker_client.containers.list(all=True, filters={"label": TEST_LABEL}):
-            if container.name == jid:
-                container.remove(force=True)
+        remove_test_containers(docker_client)
     assert started_since(threads_before) == []
     assert took < 5, f"closing took {took:.1f} s"
 
@@ -100,10 +99,10 @@ def test_an_app_with_a_running_job_closes_without_waiting_for_it(
 @pytest.mark.integration
 def test_each_gunicorn_worker_closes_its_app_on_its_way_out(docker_client, storebase, tmp_path) -> None:
     log = tmp_path / "pfcon.log"
-    with live_pfcon(storebase, log, {"PFCON_WORKERS": "2"}) as url:
-        workers = url.worker_pids()
+    with live_pfcon(storebase, log, {"PFCON_WORKERS": "2"}):
+        wait_for(lambda: log.read_text().count("pfcon.app: pfcon ") == 2, timeout=30)  # both apps up
     text = log.read_text()
-    assert len(workers) == 2 and text.count("closed: upload sweeper, capacity reader") == 2, text
+    assert text.count("pfcon.background: closed: upload sweeper, capacity reader") == 2, text
 
 
 def test_a_pool_stuck_in_a_call_closes_within_its_bound(caplog) -> None:
@@ -115,7 +114,7 @@ def test_a_pool_stuck_in_a_call_closes_within_its_bound(caplog) -> None:
     began = time.monotonic()
     pool.close(timeout=0.5)
     assert 0.4 < time.monotonic() - began < 3
-    assert "pfcon-test-pool: 1 task(s) still running after 0 s" in caplog.text
+    assert "pfcon-test-pool: 1 task(s) still running after 0.5 s" in caplog.text
     release.set()
     pool.close()  # once the call returns, a second close joins the workers
     assert not [t for t in threading.enumerate() if t.name.startswith("pfcon-test-pool")]
