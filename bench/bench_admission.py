@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pfcon.admission.policy import AdmissionPolicy, Amount, Job  # noqa: E402
-from pfcon.app import build_service, create_app  # noqa: E402
+from pfcon.app import build_service, close_app, create_app  # noqa: E402
 from pfcon.compute.dockerapi.docker import DockerBackend  # noqa: E402
 from pfcon.settings import load_settings  # noqa: E402
 
@@ -249,7 +249,7 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
                 bool(state["OOMKilled"]),
             )
             assert client.delete(f"/api/v1/jobs/{spec.jid}/", headers=auth).status_code == 204
-        service.starter.shutdown()
+        close_app(app)  # its feed and scheduler must not run on into the next mode's run
         engine.close()
     return run
 

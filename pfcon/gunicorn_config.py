@@ -120,6 +120,16 @@ def when_ready(server) -> None:
     serve_metrics_if_bound()
 
 
+def worker_exit(server, worker) -> None:
+    """In the worker on its way out: its scheduler, status feed and pools stop (bounded), and
+    its engine client and job store close, while logging still works."""
+    from pfcon.app import close_app
+
+    app = getattr(getattr(worker, "wsgi", None), "app", None)  # pfcon.wsgi's BodySlots wraps it
+    if app is not None and hasattr(app, "extensions"):
+        close_app(app)
+
+
 def child_exit(server, worker) -> None:
     multiproc.worker_exited(worker.pid)
 

@@ -27,10 +27,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from pfcon.admission.queue import AdmissionQueue
+from pfcon.background import TrackedPool, join
 from pfcon.compute.base import ComputeBackend, JobSpec
 from pfcon.errors import BackendUnavailable, JobExists, PfconError
 from pfcon.observability.observer import Observer
@@ -69,7 +69,7 @@ class JobStarter:
         self.owner = process_owner()
         self.admission = admission
         self.settle = settle
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-start")
+        self._pool = TrackedPool(workers, "pfcon-start")
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -109,13 +109,15 @@ class JobStarter:
         return True
 
     def shutdown(self) -> None:
+        """Claim nothing more; wait (bounded) for the scheduler and the starts in flight.
+
+        A start that meets a silent engine goes back to the queue, not to a retry."""
         with self._lock:
             self._closed = True
             thread = self._thread
         self._wake.set()
-        if thread is not None:
-            thread.join(timeout=30)
-        self._pool.shutdown(wait=True)
+        join(thread)
+        self._pool.close()
 
     # -- the scheduler --------------------------------------------------------------------
     def _loop(self) -> None:

@@ -15,11 +15,13 @@ from typing import Any
 
 import docker
 import pytest
+from flask import Flask
 
-from pfcon.app import create_app
+from pfcon.app import close_app, create_app
 from pfcon.compute.dockerapi.docker import DockerBackend
 from pfcon.compute.dockerapi.podman import PodmanBackend, podman_base_url
-from pfcon.settings import load_settings
+from pfcon.jobs import JobService
+from pfcon.settings import Settings, load_settings
 from tests.helpers import TEST_IMAGE, TEST_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,21 +99,37 @@ def make_settings(storebase: Path):
     return build
 
 
-@pytest.fixture
-def make_app(docker_client: docker.DockerClient, make_settings):
-    """Build an app on the real engine; jobs it leaves behind are removed afterwards."""
-    apps = []
+class Apps:
+    """``create_app`` for tests, remembering each app built so that all can be closed."""
 
-    def build(**env: Any):
-        app = create_app(make_settings(**env))
-        apps.append(app)
+    def __init__(self) -> None:
+        self.built: list[Flask] = []
+
+    def __call__(self, settings: Settings, service: JobService | None = None) -> Flask:
+        app = create_app(settings, service)
+        self.built.append(app)
         return app
 
-    yield build
-    for app in apps:
-        app.extensions["pfcon"].starter.shutdown()
-        app.extensions["pfcon-operations"].close()
-        app.extensions["pfcon"].feed.close()
+    def close(self) -> None:
+        """Close every app built, the last first (idempotent)."""
+        while self.built:
+            close_app(self.built.pop())
+
+
+@pytest.fixture
+def build_app() -> Iterator[Apps]:
+    """Build apps that are closed at teardown, so their scheduler, status feed and pools do
+    not outlive the test, polling engines other tests stopped."""
+    apps = Apps()
+    yield apps
+    apps.close()
+
+
+@pytest.fixture
+def make_app(docker_client: docker.DockerClient, make_settings, build_app: Apps):
+    """Build an app on the real engine; jobs it leaves behind are removed afterwards."""
+    yield lambda **env: build_app(make_settings(**env))
+    build_app.close()  # no scheduler may start a job after its containers went
     remove_test_containers(docker_client)
 
 

@@ -13,19 +13,18 @@ from typing import Any
 
 import pytest
 
-from pfcon.app import create_app
+from pfcon.app import close_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_started, wait_terminal
-from tests.conftest import remove_test_containers
+from tests.conftest import Apps, remove_test_containers
 from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def queue_app(engine, storebase: Path) -> Iterator[Any]:
+def queue_app(engine, storebase: Path, build_app: Apps) -> Iterator[Any]:
     """Apps on ``engine`` with the queue on and the given capacity (a fresh app = a restart)."""
-    apps: list[Any] = []
 
     def build(**env: Any) -> Any:
         base = {
@@ -34,13 +33,10 @@ def queue_app(engine, storebase: Path) -> Iterator[Any]:
             "JOB_LABELS": TEST_LABEL,
             "CONTAINER_ENV": engine.name,
         }
-        app = create_app(load_settings({**base, **{k: str(v) for k, v in env.items()}}))
-        apps.append(app)
-        return app
+        return build_app(load_settings({**base, **{k: str(v) for k, v in env.items()}}))
 
     yield build
-    for app in apps:
-        app.extensions["pfcon"].starter.shutdown()
+    build_app.close()  # no scheduler may start a job after its containers went
     remove_test_containers(engine.client)
 
 
@@ -214,7 +210,7 @@ def test_a_restart_keeps_the_queue_and_its_order(queue_app, engine) -> None:
     jids = _submit_all(client, auth, [_job("rst", 2, 1, 64) for _ in range(4)])
     wait_started(client, auth, jids[0])
     _says(client, auth, jids[3], start="queued: 2 ahead;")
-    first.extensions["pfcon"].starter.shutdown()  # the service stops with three jobs queued
+    close_app(first)  # the service stops with three jobs queued
     with EngineSampler(engine.client) as sampler:
         second = queue_app(PFCON_CAPACITY_CPUS=1, PFCON_CAPACITY_MEMORY_MIB=1024)
         client = second.test_client()

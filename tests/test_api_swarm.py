@@ -10,7 +10,6 @@ import docker
 import pytest
 from pfconclient.client import Client
 
-from pfcon.app import create_app
 from pfcon.compute import build_backend
 from pfcon.settings import SettingsError, load_settings
 from tests.api_helpers import login, submit, submit_ticking_job, wait_terminal
@@ -163,7 +162,7 @@ def test_pfconclient_runs_a_job_on_swarm(swarm_client, storebase: Path, tmp_path
         swarm_client.api.inspect_service(jid)  # run_job's delete removed the service
 
 
-def test_docker_local_volume_as_storebase(swarm_client, jid: str) -> None:
+def test_docker_local_volume_as_storebase(swarm_client, build_app, jid: str) -> None:
     """COMPUTE_VOLUME_TYPE=docker_local_volume: the job's bind mounts come from the volume's folder."""
     volume = swarm_client.volumes.create(f"pfcon-test-{jid}", labels=TEST_LABELS)
     try:
@@ -176,7 +175,7 @@ def test_docker_local_volume_as_storebase(swarm_client, jid: str) -> None:
             "STOREBASE_MOUNT": mountpoint,  # pfcon runs on the host here
             "JOB_LABELS": TEST_LABEL,
         }
-        app = create_app(load_settings(env))
+        app = build_app(load_settings(env))
         client = app.test_client()
         auth = login(client)
         assert submit(client, auth, job_form(jid), {"in.txt": "through a volume"}).status_code == 201
@@ -187,8 +186,8 @@ def test_docker_local_volume_as_storebase(swarm_client, jid: str) -> None:
             f"{mountpoint}/key-{jid}/outgoing",
         }
         assert client.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
-        app.extensions["pfcon"].starter.shutdown()
     finally:
+        build_app.close()  # its job store is in the volume
         remove_test_services(swarm_client)
         volume.remove(force=True)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.app import create_app
 from pfcon.compute.cromwell.backend import JOB_LABEL, REF_FILE, REMOVED
 from tests.api_helpers import login, submit, wait_terminal
 from tests.cromwell_server import FakeCromwell, Plan
@@ -29,17 +28,9 @@ def cromwell(storebase: Path):
 
 
 @pytest.fixture
-def make_cromwell_app(make_settings, cromwell: FakeCromwell):
-    apps = []
-
-    def build(**env):
-        app = create_app(make_settings(CONTAINER_ENV="cromwell", CROMWELL_URL=cromwell.url, **env))
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["pfcon"].close()
+def make_cromwell_app(make_settings, cromwell: FakeCromwell, build_app):
+    """Apps on the fake Cromwell, closed before it stops."""
+    return lambda **env: build_app(make_settings(CONTAINER_ENV="cromwell", CROMWELL_URL=cromwell.url, **env))
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import docker
 import pytest
 import requests
 
-from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
 from tests.conftest import Engine
@@ -56,12 +55,14 @@ def _volume_env(volume, engine: Engine, **extra: str) -> dict[str, str]:
     }
 
 
-def test_docker_local_volume_by_name(volume, engine: Engine, jid: str) -> None:
-    app = create_app(load_settings(_volume_env(volume, engine, VOLUME_NAME=volume.name)))
+def test_docker_local_volume_by_name(volume, engine: Engine, build_app, jid: str) -> None:
+    app = build_app(load_settings(_volume_env(volume, engine, VOLUME_NAME=volume.name)))
     assert _run_one_job(app, jid) == b"through a volume"
 
 
-def test_docker_local_volume_discovered_from_the_labelled_container(volume, engine: Engine, jid: str) -> None:
+def test_docker_local_volume_discovered_from_the_labelled_container(
+    volume, engine: Engine, build_app, jid: str
+) -> None:
     """pfcon finds the volume mounted at STOREBASE_MOUNT in the container labelled PFCON_SELECTOR."""
     selector = f"org.chrisproject.role=pfcon-test-{uuid.uuid4().hex[:6]}"
     key, value = selector.split("=")
@@ -70,7 +71,7 @@ def test_docker_local_volume_discovered_from_the_labelled_container(volume, engi
         TEST_IMAGE, ["sleep", "60"], detach=True, labels={key: value, **TEST_LABELS},
         mounts=[docker.types.Mount(target=mountpoint, source=volume.name, type="volume")],
     )  # fmt: skip
-    app = create_app(load_settings(_volume_env(volume, engine, PFCON_SELECTOR=selector)))
+    app = build_app(load_settings(_volume_env(volume, engine, PFCON_SELECTOR=selector)))
     assert app.extensions["pfcon"].volumes.root == mountpoint
     assert _run_one_job(app, jid) == b"through a volume"
 
@@ -147,9 +148,9 @@ def test_check_command_pings_the_engine(storebase) -> None:
     assert '"engine": "docker ' in result.stdout and '"pfcon_password": "***"' in result.stdout
 
 
-def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatch) -> None:
+def test_engine_outage_is_503_and_leaves_nothing(storebase, jid: str, monkeypatch, build_app) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    app = create_app(load_settings({"APPLICATION_MODE": "development", "STOREBASE": str(storebase)}))
+    app = build_app(load_settings({"APPLICATION_MODE": "development", "STOREBASE": str(storebase)}))
     client = app.test_client()
     health = client.get("/api/v1/health/")
     assert health.status_code == 503 and "does not answer" in health.get_json()["message"]
@@ -175,22 +176,6 @@ def test_plain_gunicorn_entry_point_serves_with_guarded_threaded_workers(
     assert "Using worker: pfcon.serving.GuardedThreadWorker" in text and text.count("Booting worker") == 2
 
 
-_APPS: list = []
-
-
-def _apps_on(storebase: Path) -> list:
-    found = [app for app in _APPS if app.extensions["pfcon"].storebase.root == storebase]
-    for app in found:
-        _APPS.remove(app)
-    return found
-
-
-def _app(settings: dict):
-    app = create_app(load_settings(settings))
-    _APPS.append(app)
-    return app
-
-
 @pytest.fixture
 def tiny_storebase(tmp_path: Path):
     """A 2 MiB tmpfs storeBase (needs root to mount, as CI has)."""
@@ -202,13 +187,20 @@ def tiny_storebase(tmp_path: Path):
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (not root?)")
     yield mount_point
-    for app in _apps_on(mount_point):
-        app.extensions["pfcon"].close()  # its job store is open on the tmpfs
     subprocess.run(["umount", str(mount_point)], check=True)
 
 
-def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
-    client = _app({"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase)}).test_client()
+@pytest.fixture
+def tiny_app(tiny_storebase: Path, build_app):
+    """Apps on the tiny storeBase, closed (their job store is open there) before it is unmounted."""
+    base = {"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase)}
+    return lambda **env: build_app(load_settings({**base, **env}))
+
+
+def test_storebase_full_while_receiving_is_507_and_keeps_nothing(
+    docker_client, tiny_storebase, tiny_app, jid
+) -> None:
+    client = tiny_app().test_client()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("big.bin", os.urandom(5 * 1024 * 1024))
@@ -221,10 +213,11 @@ def test_storebase_full_while_receiving_is_507_and_keeps_nothing(docker_client, 
     assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
 
 
-def test_storebase_full_while_extracting_is_507_and_keeps_nothing(docker_client, tiny_storebase, jid) -> None:
+def test_storebase_full_while_extracting_is_507_and_keeps_nothing(
+    docker_client, tiny_storebase, tiny_app, jid
+) -> None:
     """A small upload whose files do not fit: the disk fills while extracting, not receiving."""
-    settings = {"APPLICATION_MODE": "development", "STOREBASE": str(tiny_storebase), "MAX_ZIP_RATIO": "5000"}
-    client = _app(settings).test_client()
+    client = tiny_app(MAX_ZIP_RATIO="5000").test_client()
     upload = make_zip({"zeros.bin": bytes(5 * 1024 * 1024)})
     assert len(upload) < 64 * 1024  # the upload itself fits many times over
     form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}

@@ -13,10 +13,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from pfcon.app import create_app
 from pfcon.settings import load_settings
 from pfcon.store.repository import QUEUED
 from tests.api_helpers import login, submit, wait_started, wait_terminal
+from tests.conftest import Apps
 from tests.helpers import TEST_LABEL, job_form, wait_for
 from tests.private_engines import PrivateDockerd, PrivateEngine, PrivatePodmanService
 
@@ -58,9 +58,8 @@ def _alive(engine: PrivateEngine) -> bool:
 
 
 @pytest.fixture
-def app_on(storebase: Path, monkeypatch):
-    """An app whose backend talks to the given private engine."""
-    apps = []
+def app_on(storebase: Path, monkeypatch, build_app: Apps):
+    """An app whose backend talks to the given private engine (closed at teardown)."""
 
     def build(engine: PrivateEngine, **env: str):
         monkeypatch.setenv("DOCKER_HOST", engine.url)
@@ -72,13 +71,9 @@ def app_on(storebase: Path, monkeypatch):
             "CONTAINER_ENV": container_env,
             **env,
         }
-        app = create_app(load_settings(settings))
-        apps.append(app)
-        return app
+        return build_app(load_settings(settings))
 
-    yield build
-    for app in apps:
-        app.extensions["pfcon"].close()
+    return build
 
 
 def app_store(client):

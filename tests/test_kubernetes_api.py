@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.app import create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit
 from tests.helpers import job_form, wait_for
@@ -21,8 +20,8 @@ from tests.k8s_server import FakeCluster
 
 
 @pytest.fixture
-def make_k8s_app(kubeconfig: str, storebase: Path):
-    apps = []
+def make_k8s_app(kubeconfig: str, storebase: Path, build_app):
+    """Apps on the fake cluster, closed before it stops."""
 
     def build(**env: str):
         settings = load_settings(
@@ -37,13 +36,9 @@ def make_k8s_app(kubeconfig: str, storebase: Path):
                 **env,
             }
         )
-        app = create_app(settings)
-        apps.append(app)
-        return app
+        return build_app(settings)
 
-    yield build
-    for app in apps:
-        app.extensions["pfcon"].starter.shutdown()
+    return build
 
 
 @pytest.fixture

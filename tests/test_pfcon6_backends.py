@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.app import create_app
 from pfcon.errors import JobNotFound
 from tests.helpers import TEST_LABEL, wait_for
 from tests.slurm_fixtures import cancel_all, remove_slurm_containers, slurm_cluster  # noqa: F401
@@ -32,16 +31,16 @@ BACKENDS = {  # CONTAINER_ENV -> the fixture that brings its engine up
 
 
 @pytest.fixture(params=list(BACKENDS))
-def backend_api(request, docker_client, make_settings) -> Iterator[Pfcon6]:
+def backend_api(request, docker_client, make_settings, build_app) -> Iterator[Pfcon6]:
     name = request.param
     engine = request.getfixturevalue(BACKENDS[name])
     env = {"CONTAINER_ENV": name, "PFCON_INNETWORK": "true", "STORAGE_ENV": "fslink"}
     if name == "slurm":
         env["TIMELIMIT_MINUTES"] = "10"
-    app = create_app(make_settings(**env))
+    app = build_app(make_settings(**env))
     yield Pfcon6(app)
     service = app.extensions["pfcon"]
-    service.starter.shutdown()
+    service.starter.shutdown()  # nothing more is started while the jobs are cleaned up
     if name == "slurm":
         cancel_all(service.backend)
         remove_slurm_containers(docker_client)
@@ -50,7 +49,7 @@ def backend_api(request, docker_client, make_settings) -> Iterator[Pfcon6]:
     else:
         for container in engine.containers.list(all=True, filters={"label": TEST_LABEL}):
             container.remove(force=True)
-    service.close()
+    build_app.close()
 
 
 def _run(api: Pfcon6, data: Data, jid: str, args: list[str]) -> str:

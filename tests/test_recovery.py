@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pfcon.app import build_service
+from pfcon.app import build_service, close_app
 from pfcon.compute.base import JobSpec
 from pfcon.compute.dockerapi.docker import DockerBackend
 from pfcon.store import open_store
@@ -27,7 +27,7 @@ def _accept_without_starting(make_app, jid: str) -> None:
     app.extensions["pfcon"].starter.pause()
     client = app.test_client()
     assert submit(client, login(client), job_form(jid), {"a.txt": "resumed"}).status_code == 201
-    app.extensions["pfcon"].starter.shutdown()
+    close_app(app)
 
 
 def _output(client, auth, jid: str) -> dict[str, bytes]:
@@ -72,11 +72,13 @@ def test_two_workers_resuming_start_a_job_once(make_app, make_settings, jid: str
     CountingDockerBackend.submits.clear()
     for service in services:
         service.starter.backend = CountingDockerBackend()
-    for service in services:
-        service.starter.resume()
-    assert wait_for(lambda: services[0].status(jid).info.status.terminal, timeout=30)
-    for service in services:
-        service.close()
+    try:
+        for service in services:
+            service.starter.resume()
+        assert wait_for(lambda: services[0].status(jid).info.status.terminal, timeout=30)
+    finally:
+        for service in services:
+            service.close()
     assert CountingDockerBackend.submits.count(jid) == 1
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from pfconclient.client import Client
 
-from pfcon.app import create_app
 from tests.api_helpers import login, submit, wait_started
 from tests.helpers import TEST_IMAGE, TEST_LABEL, client_descriptors, input_tree, job_form, wait_for
 from tests.live import live_pfcon
@@ -64,12 +63,13 @@ def test_pfconclient_cli_polls_a_failing_job_through_slurm(server: str, tmp_path
 
 
 @pytest.fixture
-def slurm_app(slurm_cluster, docker_client, make_settings):  # noqa: F811
-    app = create_app(make_settings(**SLURM_ENV))
+def slurm_app(slurm_cluster, docker_client, make_settings, build_app):  # noqa: F811
+    app = build_app(make_settings(**SLURM_ENV))
     yield app
     service = app.extensions["pfcon"]
-    service.starter.shutdown()
+    service.starter.shutdown()  # nothing more is submitted to slurm
     cancel_all(service.backend)
+    build_app.close()
     remove_slurm_containers(docker_client)
 
 
@@ -102,6 +102,7 @@ def test_api_answers_503_when_slurmctld_does_not(
     slurm_cluster,  # noqa: F811
     docker_client,
     make_settings,
+    build_app,
     monkeypatch,
     storebase: Path,
     tmp_path: Path,
@@ -110,7 +111,7 @@ def test_api_answers_503_when_slurmctld_does_not(
     conf = Path("/etc/slurm/slurm.conf").read_text().replace("MessageTimeout=10", "MessageTimeout=2")
     (tmp_path / "slurm.conf").write_text(conf + "\nSlurmctldPort=9\n")  # nobody listens there
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
-    app = create_app(make_settings(**SLURM_ENV))
+    app = build_app(make_settings(**SLURM_ENV))
     client = app.test_client()
     auth = login(client)
     health = client.get("/api/v1/health/", headers=auth)
@@ -119,7 +120,6 @@ def test_api_answers_503_when_slurmctld_does_not(
     assert answer.status_code == 503, answer.get_json()
     assert "slurm controller does not answer" in answer.get_json()["message"]
     assert not (storebase / f"key-{jid}").exists()
-    app.extensions["pfcon"].starter.shutdown()
 
 
 OPTION_LIKE_IMAGES = [
@@ -154,10 +154,11 @@ def test_remove_jobs_no_cancels_a_running_slurm_job_before_its_data_goes(
     slurm_cluster,  # noqa: F811
     docker_client,
     make_settings,
+    build_app,
     storebase: Path,
     jid: str,
 ) -> None:
-    app = create_app(make_settings(**SLURM_ENV, REMOVE_JOBS="no"))
+    app = build_app(make_settings(**SLURM_ENV, REMOVE_JOBS="no"))
     client = app.test_client()
     auth = login(client)
     form = job_form(jid, entrypoint=["sh"], args=["-c", "echo working; sleep 300"], type="fs")
@@ -172,5 +173,5 @@ def test_remove_jobs_no_cancels_a_running_slurm_job_before_its_data_goes(
     assert state.stdout.strip() == "CANCELLED"
     assert not docker_client.containers.list(filters={"label": f"org.chrisproject.pfcon.batch.jid={jid}"})
     assert not (storebase / f"key-{jid}").exists()
-    app.extensions["pfcon"].starter.shutdown()
+    build_app.close()
     remove_slurm_containers(docker_client)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pfcon.app import create_app
+from pfcon.app import close_app, create_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import TEST_LABEL, job_form
@@ -63,7 +63,7 @@ def test_postgresql_stopped_is_503_naming_it_and_the_same_process_recovers(
         assert submit(client, auth, job_form(jid), {"a.txt": "after"}).status_code == 201
         assert wait_terminal(client, auth, jid)["compute"]["status"] == "finishedSuccessfully"
     finally:
-        app.extensions["pfcon"].close()
+        close_app(app)
 
 
 @pytest.fixture
@@ -117,4 +117,4 @@ def test_a_full_disk_under_sqlite_is_507_and_records_nothing(
         answer = submit(client, auth, job_form(f"{jid}-after", input_dirs="data", output_dir="out-after"))
         assert answer.status_code == 201, answer.get_json()
     finally:
-        app.extensions["pfcon"].close()
+        close_app(app)

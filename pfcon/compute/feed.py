@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from pfcon.background import join
 from pfcon.compute.base import ComputeBackend, JobInfo, JobStatus
 from pfcon.errors import BackendUnavailable, JobNotFound, PfconError
 from pfcon.store import JobRow, JobStore
@@ -151,9 +152,7 @@ class StateFeed:
 
     def close(self) -> None:
         self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=WINDOW_SECONDS + 10)
+        join(self._thread, timeout=WINDOW_SECONDS + 10)
 
     # -- reading --------------------------------------------------------------------------
     def current(self, jid: str) -> JobInfo | None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from pfcon.admission.queue import QueueStats
+from pfcon.background import join
 from pfcon.compute.base import ComputeBackend, EngineCapacity
 from pfcon.errors import PfconError
 from pfcon.observability.metrics import Capacity, StoreState
@@ -30,7 +31,8 @@ class HostCapacity:
         self.host: EngineCapacity | None = None
         self._backend = backend
         self._stop = threading.Event()
-        threading.Thread(target=self._fetch, name="pfcon-capacity", daemon=True).start()
+        self._thread = threading.Thread(target=self._fetch, name="pfcon-capacity", daemon=True)
+        self._thread.start()
 
     def _fetch(self) -> None:
         while not self._stop.is_set():
@@ -43,6 +45,7 @@ class HostCapacity:
 
     def close(self) -> None:
         self._stop.set()
+        join(self._thread)
 
 
 def free_capacity(host: EngineCapacity, store: JobStore) -> Capacity:

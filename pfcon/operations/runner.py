@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 
+from pfcon.background import TrackedPool, join
 from pfcon.compute.base import JobStatus
 from pfcon.errors import PfconError
 from pfcon.observability import metrics
@@ -50,11 +51,12 @@ class OperationRunner:
         self.work = work
         self.report_seconds = report_seconds
         self.me = this_process()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfcon-op")
+        self._pool = TrackedPool(workers, "pfcon-op")
         self._running: dict[tuple[str, str, int], Progress] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        threading.Thread(target=self._report, name="pfcon-op-progress", daemon=True).start()
+        self._reporter = threading.Thread(target=self._report, name="pfcon-op-progress", daemon=True)
+        self._reporter.start()
 
     def new(self, jid: str, kind: str, params: dict, attempt: int = 1) -> Operation:
         """A fresh record owned by this process (the caller saves it under the job's lock)."""
@@ -164,8 +166,11 @@ class OperationRunner:
                 self._transition(jid, kind, attempt, JobStatus.started, _with_message(line))
 
     def shutdown(self) -> None:
+        """Run nothing queued (it is redone by the next process to boot); wait (bounded) for
+        the operations in flight and the progress reporter."""
         self._closing.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close(cancel_queued=True)
+        join(self._reporter)
 
 
 def _with_message(message: str) -> Callable[[Operation], Operation]:

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from pfcon.background import join
 from pfcon.safetree import remove_tree
 
 log = logging.getLogger(__name__)
@@ -96,3 +97,4 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
+        join(self._thread)
