@@ -17,7 +17,7 @@ from typing import Any
 
 from pfcon.admission.queue import AdmissionQueue, QueueStats
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
-from pfcon.compute.feed import LogTails, StateFeed, build_feed
+from pfcon.compute.feed import LogTails, StateFeed, build_feed, same_run
 from pfcon.compute.volumes import HostPaths
 from pfcon.errors import InvalidInput, JobExists, JobNotFound, PfconError
 from pfcon.observability.observer import CLASSIC, Observer
@@ -244,6 +244,8 @@ class JobService:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         with contextlib.suppress(JobNotFound):
             self.backend.remove(jid)
+        self.feed.forget(jid)  # what it saw was the old container's: not the next one's
+        self.tails.forget(jid)
 
     def cancel(self, jid: str) -> str | None:
         """Stop a plugin job that has not ended; returns how far it had come (None: it had ended).
@@ -335,7 +337,7 @@ class JobService:
         if row.state != STARTED:
             return JobState(_info_of(row), row.logs or "")
         try:
-            info, logs = self._running(jid)
+            info, logs = self._running(row)
         except JobNotFound:
             return JobState(self._vanished(row))
         if info.status in RECORDED:
@@ -374,9 +376,10 @@ class JobService:
             ended += 1
         return ended
 
-    def _running(self, jid: str) -> tuple[JobInfo, str]:
+    def _running(self, row: JobRow) -> tuple[JobInfo, str]:
+        jid = row.jid
         info = self.feed.current(jid)
-        if info is None:
+        if info is None or not same_run(info, row):
             return self.backend.snapshot(jid, self.settings.job_logs_tail)
         if info.status in RECORDED:  # the final tail, not one read a second ago
             return info, self.backend.logs(jid, self.settings.job_logs_tail)

@@ -224,6 +224,8 @@ class StateFeed:
             row = self.store.live(info.jid)
             if row is None or row.state != STARTED:
                 continue  # not yet recorded as started: its first status poll records it
+            if not same_run(info, row):
+                continue  # the end of an earlier run's container (a failed job run again)
             try:
                 logs = self.backend.logs(info.jid, self.log_tail)
             except JobNotFound:
@@ -290,6 +292,12 @@ class PollFeed(StateFeed):
             self._replace(self.backend.poll_all(self._live_jids()))
             self._confirm(started)
             self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+
+
+def same_run(info: JobInfo, row: JobRow) -> bool:
+    """Whether what the engine said is of this run of the job: a failed plugin job run again
+    under its jid gets a new container, and the old one's state must not answer for it."""
+    return info.engine_id is None or row.engine_id is None or info.engine_id == row.engine_id
 
 
 def _vouched(info: JobInfo) -> bool:

@@ -354,6 +354,7 @@ class DockerBackend(DockerApiBackend):
             timestamp=_timestamp(state, attrs.get("Created", "")),
             exit_code=state.get("ExitCode") if status.terminal else None,
             passing=message == ENDING,
+            engine_id=attrs.get("Id"),
         )
 
 
