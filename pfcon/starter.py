@@ -198,7 +198,7 @@ class JobStarter:
             if not self._created_before(jid):
                 self._fail(row, "failed to start: a container of that name is not pfcon's")
                 return
-            engine_id = None  # started by an earlier attempt, which recorded it
+            engine_id = None  # started by an earlier attempt: its recorded id, if any, stays
         except PfconError as exc:
             log.warning("[%s] failed to start: %s", jid, exc.message)
             self._fail(row, f"failed to start: {exc.message}")
@@ -207,9 +207,7 @@ class JobStarter:
             log.exception("[%s] unexpected error while starting", jid)
             self._fail(row, "failed to start: unexpected error, see pfcon's log")
             return
-        if engine_id:
-            self.store.set_engine_id(row.id, engine_id)
-        if self.store.mark_started(row.id, owner=self.owner):
+        if self.store.mark_started(row.id, owner=self.owner, engine_id=engine_id):
             self.observer.started(row)
             log.info("[%s] started", jid)
             return

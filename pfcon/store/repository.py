@@ -213,12 +213,11 @@ class JobStore:
                 sa.update(jobs).where(jobs.c.id == job_id).values(message=message, updated_at=utc_now())
             )
 
-    def set_engine_id(self, job_id: int, engine_id: str) -> None:
-        with self._write() as conn:
-            conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(engine_id=engine_id))
-
-    def mark_started(self, job_id: int, message: str = "", owner: str | None = None) -> bool:
-        """Handed to the engine (or an operation began). False if deleted meanwhile."""
+    def mark_started(
+        self, job_id: int, message: str = "", owner: str | None = None, engine_id: str | None = None
+    ) -> bool:
+        """Handed to the engine (or an operation began), with the engine's own id of the job
+        where it gave one (recorded in the same write). False if deleted meanwhile."""
         return self._change(
             job_id,
             (QUEUED, ACCEPTED),
@@ -228,6 +227,7 @@ class JobStore:
             owner=owner,
             started_at=utc_now(),
             claimed_at=None,
+            **({"engine_id": engine_id} if engine_id else {}),
         )
 
     def mark_finished(
