@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from isal.isal_zlib import crc32
+
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.safetree import remove_tree
 from pfcon.settings import ZipLimits
@@ -326,7 +328,7 @@ class StreamingUnzip:
         view = memoryview(buf)
         crc, hashed, start, length = entry.crc_so_far, 0, 0, None
         while (pos := buf.find(DESCRIPTOR, start)) != -1:
-            crc = zlib.crc32(view[hashed:pos], crc)
+            crc = crc32(view[hashed:pos], crc)
             hashed = pos
             size = entry.written + pos
             length = match_descriptor(buf, pos, crc, size, size, entry.zip64, signed_only=True)
@@ -335,7 +337,7 @@ class StreamingUnzip:
             start = pos + 1
         else:  # no candidate: keep what could be the start of a signature
             pos = max(0, len(buf) - 3)
-            crc = zlib.crc32(view[hashed:pos], crc)
+            crc = crc32(view[hashed:pos], crc)
         entry.consumed += pos
         self._emit(entry, view[:pos], crc)
         view.release()
@@ -458,7 +460,7 @@ class StreamingUnzip:
             return
         entry.written += len(data)
         self._total_out += len(data)
-        entry.crc_so_far = zlib.crc32(data, entry.crc_so_far) if crc is None else crc
+        entry.crc_so_far = crc32(data, entry.crc_so_far) if crc is None else crc
         limits = self.limits
         if self._total_out > limits.max_unzipped_bytes:
             raise PayloadTooLarge(
