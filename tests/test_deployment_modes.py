@@ -227,3 +227,18 @@ def test_storebase_full_while_extracting_is_507_and_keeps_nothing(
     assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
     assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
     assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
+
+
+def test_storebase_full_while_making_small_files_is_507_and_keeps_nothing(
+    docker_client, tiny_storebase, tiny_app, jid
+) -> None:
+    """Small files are created on the extractor's threads: their full disk is a 507 all the same."""
+    client = tiny_app().test_client()
+    upload = make_zip({f"d{i % 20}/f{i}.bin": os.urandom(3000) for i in range(1500)})  # ~6 MiB on tmpfs
+    form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}
+    answer = client.post(
+        "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"
+    )
+    assert answer.status_code == 507 and "no space left" in answer.get_json()["message"]
+    assert sorted(p.name for p in tiny_storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
+    assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
