@@ -325,6 +325,7 @@ def test_small_files_made_on_threads_are_all_there_and_whole(tmp_path: Path, com
         (["a", "a/b"], "clashes"),  # a folder where a small file is (maybe not yet created)
         (["x/a", "x/a/b/c"], "clashes"),
         (["a/", "a"], "twice"),
+        (["a/b/c", "a"], "twice"),  # found by a file maker's thread: its folder was made on the way
         (["a", "b", "a"], "twice"),
     ],
 )
