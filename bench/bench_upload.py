@@ -56,14 +56,15 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def children_cpu() -> float:
-    """CPU seconds (user + system) of this process's finished children (unzip, cp)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def own_cpu(who: int) -> float:
+    """CPU seconds (user + system) of this process (the client) or its finished children (unzip, cp)."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
 class CpuMeter:
-    """CPU seconds used meanwhile by the service (its process tree) and by our children.
+    """CPU seconds used meanwhile by the service (its process tree), by our children and by
+    this process, the HTTP client, which shares the machine's cores with the service.
 
     On a shared machine wall time follows the load; CPU time much less, so both are shown.
     """
@@ -72,12 +73,14 @@ class CpuMeter:
         self.pid = pid
 
     def __enter__(self) -> CpuMeter:
-        self.service, self.children = tree_cpu(self.pid), children_cpu()
+        self.service, self.children = tree_cpu(self.pid), own_cpu(resource.RUSAGE_CHILDREN)
+        self.client = own_cpu(resource.RUSAGE_SELF)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.service = tree_cpu(self.pid) - self.service
-        self.children = children_cpu() - self.children
+        self.children = own_cpu(resource.RUSAGE_CHILDREN) - self.children
+        self.client = own_cpu(resource.RUSAGE_SELF) - self.client
 
 
 def zip_tree(tree: Path, target: Path) -> int:
@@ -118,13 +121,14 @@ def _seconds(values: list[float]) -> str:
     return ", ".join(f"{value:.2f}" for value in values)
 
 
-def compare_cpu(ours: list[float], reference: list[float], ref_name: str) -> None:
+def compare_cpu(ours: list[float], reference: list[float], ref_name: str, client: list[float]) -> None:
     mine, ref = statistics.median(ours), statistics.median(reference)
     print(
         f"   CPU seconds: pfcon service {mine:.2f}, {ref_name} {ref:.2f} (ratio {mine / ref:.2f}x)"
         f"   [pfcon {_seconds(ours)}; reference {_seconds(reference)}]",
         flush=True,
     )
+    print(f"   CPU seconds of the sending client (this process, same cores): {statistics.median(client):.2f}")
     print(f"   load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
@@ -148,13 +152,14 @@ def many_files(up: Uploader, pid: int, work: Path, files: int, rounds: int) -> N
         f"tree: {count} files, {size / MiB:.0f} MiB; zip {archive.stat().st_size / MiB:.0f} MiB (deflate)",
         flush=True,
     )
-    ours, reference, our_cpu, ref_cpu = [], [], [], []
+    ours, reference, our_cpu, ref_cpu, client_cpu = [], [], [], [], []
     dest = work / "unzipped"
     unzip = ["unzip", "-q", str(archive), "-d", str(dest)]
     for _ in range(rounds):
         with CpuMeter(pid) as cpu:
             seconds, answer = timed(lambda: up.upload(archive))
         our_cpu.append(cpu.service)
+        client_cpu.append(cpu.client)
         assert answer["data"]["nfiles"] == count, answer
         ours.append(seconds)
         up.delete_last()
@@ -163,27 +168,28 @@ def many_files(up: Uploader, pid: int, work: Path, files: int, rounds: int) -> N
         ref_cpu.append(cpu.children)
         shutil.rmtree(dest)
     compare(f"1. upload + extract, {count} files", ours, reference, "unzip -q", 0.8)
-    compare_cpu(our_cpu, ref_cpu, "unzip -q")
+    compare_cpu(our_cpu, ref_cpu, "unzip -q", client_cpu)
     archive.unlink()
 
 
 def big_upload(up: Uploader, pid: int, work: Path, rounds: int) -> None:
     archive = work / "big.zip"
     build_big_zip(archive)
-    ours, reference, growth, our_cpu, ref_cpu = [], [], [], [], []
+    ours, reference, growth, our_cpu, ref_cpu, client_cpu = [], [], [], [], [], []
     copy = work / "copy.zip"
     for _ in range(rounds):
         with RssSampler(pid) as rss, CpuMeter(pid) as cpu:
             ours.append(timed(lambda: up.upload(archive))[0])
         growth.append(rss.growth)
         our_cpu.append(cpu.service)
+        client_cpu.append(cpu.client)
         up.delete_last()
         with CpuMeter(pid) as cpu:
             reference.append(timed(lambda: subprocess.run(["cp", str(archive), str(copy)], check=True))[0])
         ref_cpu.append(cpu.children)
         copy.unlink()
     compare("2. upload 512 MiB (stored)", ours, reference, "cp      ", 1.5)
-    compare_cpu(our_cpu, ref_cpu, "cp")
+    compare_cpu(our_cpu, ref_cpu, "cp", client_cpu)
     worst = max(growth)
     verdict = "PASS" if worst < 64 * MiB else "MISS"
     print(f"   service RSS growth: {worst / MiB:+.1f} MiB at most (flat: < 64 MiB) {verdict}")

@@ -213,13 +213,23 @@ def test_storebase_full_while_receiving_is_507_and_keeps_nothing(
     assert not any((tiny_storebase / ".pfcon-uploads").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("env", "files"),
+    [
+        # a small upload whose one file does not fit: written by the request's thread
+        ({"MAX_ZIP_RATIO": "5000"}, lambda: {"zeros.bin": bytes(5 * 1024 * 1024)}),
+        # many small files (~6 MiB on tmpfs): created by the extractor's threads
+        ({}, lambda: {f"d{i % 20}/f{i}.bin": b"pfcon" * 600 for i in range(1500)}),
+    ],
+    ids=["one-large-file", "small-files-on-threads"],
+)
 def test_storebase_full_while_extracting_is_507_and_keeps_nothing(
-    docker_client, tiny_storebase, tiny_app, jid
+    docker_client, tiny_storebase, tiny_app, jid, env, files
 ) -> None:
-    """A small upload whose files do not fit: the disk fills while extracting, not receiving."""
-    client = tiny_app(MAX_ZIP_RATIO="5000").test_client()
-    upload = make_zip({"zeros.bin": bytes(5 * 1024 * 1024)})
-    assert len(upload) < 64 * 1024  # the upload itself fits many times over
+    """The disk fills while extracting, not receiving: the upload itself fits."""
+    client = tiny_app(**env).test_client()
+    upload = make_zip(files())
+    assert len(upload) < 512 * 1024  # the upload itself would fit
     form = {**job_form(jid), "data_file": (io.BytesIO(upload), "in.zip")}
     answer = client.post(
         "/api/v1/jobs/", data=form, headers=login(client), content_type="multipart/form-data"

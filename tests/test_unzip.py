@@ -6,7 +6,9 @@ import io
 import os
 import stat
 import struct
+import threading
 import time
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from pfcon.errors import InvalidInput, PayloadTooLarge
 from pfcon.settings import ZipLimits
-from pfcon.storage.unzip import StreamingUnzip
+from pfcon.storage.unzip import SMALL_FILE, StreamingUnzip
 from pfcon.storage.zipstream import stream_zip
 from tests.helpers import make_zip
 
@@ -298,3 +300,53 @@ def test_junk_after_the_central_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="central directory"):
         _extract(make_zip({"a": "1"})[:-22] + b"garbage!" * 10, tmp_path)
     assert _tree(tmp_path) == []
+
+
+def _maker_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "pfcon-unzip"]
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_small_files_made_on_threads_are_all_there_and_whole(tmp_path: Path, compression: int) -> None:
+    """Small files (created by the file maker's threads) and large ones (by the request's
+    thread) of many folders, and files just under, at and over the size that decides."""
+    files: dict[str, bytes] = {f"d{i % 37}/s{i % 5}/f{i}.bin": os.urandom(i % 5000) for i in range(2000)}
+    files |= {f"edge/{size}": os.urandom(size) for size in (0, SMALL_FILE - 1, SMALL_FILE, SMALL_FILE + 1)}
+    files["d1/big.bin"] = os.urandom(3 * SMALL_FILE)
+    assert _extract(make_zip(files, compression), tmp_path, chunk=65_521) == len(files)
+    for name, content in files.items():
+        assert (tmp_path / "in" / name).read_bytes() == content, name
+    assert not _maker_threads()
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a", "a/b"], "clashes"),  # a folder where a small file is (maybe not yet created)
+        (["x/a", "x/a/b/c"], "clashes"),
+        (["a/", "a"], "twice"),
+        (["a/b/c", "a"], "twice"),  # found by a file maker's thread: its folder was made on the way
+        (["a", "b", "a"], "twice"),
+    ],
+)
+def test_name_clashes_are_refused(tmp_path: Path, names: list[str], message: str) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        for name in names:
+            archive.writestr(name, "" if name.endswith("/") else "data")
+    with pytest.raises(InvalidInput, match=message):
+        _extract(buffer.getvalue(), tmp_path)
+    assert _tree(tmp_path) == []
+    assert not _maker_threads()
+
+
+def test_a_refusal_after_many_small_files_stops_the_threads_and_keeps_nothing(tmp_path: Path) -> None:
+    """The last entry is corrupt: files already handed to the threads are removed with the rest."""
+    files = {f"d{i % 50}/f{i}": os.urandom(2000) for i in range(3000)}
+    data = bytearray(make_zip({**files, "last": b"z" * 1000}, zipfile.ZIP_STORED))
+    data[data.rindex(b"z" * 1000)] ^= 1  # the CRC no longer matches
+    with pytest.raises(InvalidInput, match="CRC"):
+        _extract(bytes(data), tmp_path)
+    assert _tree(tmp_path) == []
+    assert not _maker_threads()

@@ -9,8 +9,10 @@ read record by record as it streams past and must list exactly the entries extra
 their offsets, with no symlinks (so ambiguous archives are refused) and is capped by the
 entry count. Every byte is looked at a bounded number of times: stored entries of unknown
 size are scanned for their data descriptor with one running CRC, never re-hashed per
-candidate. Errors are kept and raised by :meth:`finish`, when the upload is used;
-:meth:`close` removes whatever was not taken.
+candidate. Small files are kept whole until checked and then created by two threads
+(:mod:`pfcon.storage.filemaker`), so the kernel's work of creating files uses both cores.
+Errors are kept and raised by :meth:`finish`, when the upload is used; :meth:`close` stops
+those threads and removes whatever was not taken.
 
 Why our own parser and not a library such as ``stream-unzip`` (PyPI, well kept; it reads
 zip64 and data descriptors, including Java's 8-byte ones): it cannot stream a *stored*
@@ -33,13 +35,16 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from isal.isal_zlib import crc32
 
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.safetree import remove_tree
 from pfcon.settings import ZipLimits
+from pfcon.storage.filemaker import FileMaker, create_file, write_all
 from pfcon.storage.staging import hold_staging
 from pfcon.storebase import safe_relative_text
 
@@ -59,6 +64,7 @@ DESCRIPTOR_WINDOW = 4 + DESCRIPTOR64.size + 4  # longest descriptor and the sign
 INFLATE_CHUNK = 1024 * 1024  # output of one inflate step
 INFLATE_FEED = 256 * 1024  # input of one inflate step
 RATIO_FLOOR = 1024 * 1024  # small members may compress well without being bombs
+SMALL_FILE = 256 * 1024  # files up to this size are kept whole and created on other threads
 MAX_NAME_BYTES = 4096  # PATH_MAX
 MAX_NAME_DEPTH = 128  # folders in an entry name; real input trees are a few dozen deep at most
 MAX_RECORD_EXTRAS = 4096  # extra field + comment of one central record
@@ -139,6 +145,10 @@ class StreamingUnzip:
         self._lock = hold_staging(staging)  # tells the sweeper this upload is alive
         self._root = str(staging)
         self._dirs: set[str] = {self._root}
+        self._files: set[str] = set()  # every file's path: a folder of the same name clashes
+        self._maker = FileMaker()
+        self._target = ""  # path of the current entry's file
+        self._pending: list[bytes] | None = None  # its data while it is small: not yet created
         self._buf = bytearray()
         self._received = 0  # bytes of the archive seen so far (== offset of _buf[0])
         self._state: Callable[[], bool] = self._local_header
@@ -155,21 +165,28 @@ class StreamingUnzip:
     # -- the file interface werkzeug uses ------------------------------------------------
     def write(self, data: bytes) -> int:
         if self._error is None:
-            try:
+            with self._guarded():
+                self._maker.raise_error()
                 self._buf += self._stored_in_place(data)
                 while self._state():
                     pass
-            except PfconError as error:
-                self._fail(error)
-            except zlib.error:
-                name = self._entry.name if self._entry else "?"
-                self._fail(InvalidInput(f"data_file: entry {name!r} has corrupt compressed data"))
-            except OSError as error:
-                if error.errno in NO_SPACE_ERRNOS:  # let the API answer 507
-                    self._close_output()
-                    raise
-                self._fail(InvalidInput(f"data_file: cannot be extracted ({error.strerror})"))
         return len(data)
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Keep the first error for :meth:`finish`; a full disk is raised at once (the API's 507)."""
+        try:
+            yield
+        except PfconError as error:
+            self._fail(error)
+        except zlib.error:
+            name = self._entry.name if self._entry else "?"
+            self._fail(InvalidInput(f"data_file: entry {name!r} has corrupt compressed data"))
+        except OSError as error:
+            if error.errno in NO_SPACE_ERRNOS:
+                self._close_output()
+                raise
+            self._fail(InvalidInput(f"data_file: cannot be extracted ({error.strerror})"))
 
     def _stored_in_place(self, data: bytes | memoryview) -> bytes | memoryview:
         """Write what ``data`` holds of a stored entry of known size from ``data`` itself, not
@@ -197,6 +214,7 @@ class StreamingUnzip:
     def close(self) -> None:
         """Remove whatever was extracted unless :meth:`move_to` took it."""
         self._close_output()
+        self._maker.abort()
         with contextlib.suppress(OSError):  # gone already; or left to the sweeper (staging.py)
             remove_tree(self.staging)
         if self._lock is not None:
@@ -207,12 +225,11 @@ class StreamingUnzip:
     def finish(self) -> int:
         """Check the end of the archive; returns the number of files, or raises the first error."""
         if self._error is None:
-            try:
+            with self._guarded():
+                self._maker.finish()
                 complete = self._state == self._end_records and self._listed == len(self._entries)
                 if not complete:
                     raise InvalidInput("data_file: not a complete zip file (truncated, or not a zip)")
-            except PfconError as error:
-                self._fail(error)
         if self._error is not None:
             raise self._error
         return sum(1 for entry in self._entries if not entry.name.endswith("/"))
@@ -266,7 +283,7 @@ class StreamingUnzip:
         if name.endswith("/"):
             self._make_dirs(target, name)
         else:
-            self._open_output(target, name)
+            self._start_file(target, name)
         self._inflater = zlib.decompressobj(-15) if method == DEFLATED else None
         self._state = self._entry_data
 
@@ -282,20 +299,25 @@ class StreamingUnzip:
     def _make_dirs(self, path: str, name: str) -> None:
         if path in self._dirs:
             return
+        folder = path
+        while folder not in self._dirs:  # a file of that name may not be created yet: ask our list
+            if folder in self._files:
+                raise InvalidInput(f"data_file: entry {name!r} clashes with another entry")
+            folder = folder.rpartition("/")[0]
         try:
             os.makedirs(path, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise InvalidInput(f"data_file: entry {name!r} clashes with another entry") from None
         self._dirs.add(path)
 
-    def _open_output(self, target: str, name: str) -> None:
+    def _start_file(self, target: str, name: str) -> None:
+        """Its folders now; the file itself when its data outgrows :data:`SMALL_FILE`, or by
+        the file maker's threads once it is complete and checked."""
         self._make_dirs(target.rpartition("/")[0], name)
-        try:
-            self._out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        except FileExistsError:
-            raise InvalidInput(f"data_file: entry {name!r} appears twice") from None
-        except (NotADirectoryError, IsADirectoryError):
-            raise InvalidInput(f"data_file: entry {name!r} clashes with another entry") from None
+        if target in self._files or target in self._dirs:
+            raise InvalidInput(f"data_file: entry {name!r} appears twice")
+        self._files.add(target)
+        self._target, self._pending = target, []
 
     def _entry_data(self) -> bool:
         entry = self._entry
@@ -326,7 +348,7 @@ class StreamingUnzip:
         view = memoryview(buf)
         crc, hashed, start, length = entry.crc_so_far, 0, 0, None
         while (pos := buf.find(DESCRIPTOR, start)) != -1:
-            crc = zlib.crc32(view[hashed:pos], crc)
+            crc = crc32(view[hashed:pos], crc)
             hashed = pos
             size = entry.written + pos
             length = match_descriptor(buf, pos, crc, size, size, entry.zip64, signed_only=True)
@@ -335,7 +357,7 @@ class StreamingUnzip:
             start = pos + 1
         else:  # no candidate: keep what could be the start of a signature
             pos = max(0, len(buf) - 3)
-            crc = zlib.crc32(view[hashed:pos], crc)
+            crc = crc32(view[hashed:pos], crc)
         entry.consumed += pos
         self._emit(entry, view[:pos], crc)
         view.release()
@@ -396,9 +418,12 @@ class StreamingUnzip:
         self._finish_entry(entry)
 
     def _finish_entry(self, entry: _Entry) -> None:
+        pending, self._pending = self._pending, None
         self._close_output()
         if (entry.crc_so_far, entry.written, entry.consumed) != (entry.crc, entry.size, entry.compressed):
             raise InvalidInput(f"data_file: entry {entry.name!r} is corrupt (size or CRC mismatch)")
+        if pending is not None:  # a small file, checked: created by the file maker
+            self._maker.add(self._target, entry.name, pending, entry.written)
         self._entry = None
         self._state = self._local_header
 
@@ -458,7 +483,7 @@ class StreamingUnzip:
             return
         entry.written += len(data)
         self._total_out += len(data)
-        entry.crc_so_far = zlib.crc32(data, entry.crc_so_far) if crc is None else crc
+        entry.crc_so_far = crc32(data, entry.crc_so_far) if crc is None else crc
         limits = self.limits
         if self._total_out > limits.max_unzipped_bytes:
             raise PayloadTooLarge(
@@ -468,10 +493,21 @@ class StreamingUnzip:
             raise InvalidInput(f"data_file: entry {entry.name!r} expands too much, looks like a zip bomb")
         if self._total_out > RATIO_FLOOR and self._total_out > limits.max_ratio * max(self._received, 1):
             raise InvalidInput("data_file: expands too much, looks like a zip bomb")
+        self._store(entry, data)
+
+    def _store(self, entry: _Entry, data: bytes | memoryview) -> None:
+        """Keep a small file's data (copied: a view is only valid until the next write), or
+        write it into the file, created by this thread once it is no longer small."""
+        if self._pending is not None:
+            if entry.written <= SMALL_FILE:
+                self._pending.append(bytes(data))
+                return
+            self._out = create_file(self._target, entry.name)
+            for chunk in self._pending:
+                write_all(self._out, chunk)
+            self._pending = None
         if self._out is not None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._out, view) :]
+            write_all(self._out, data)
 
     def _consume(self, count: int) -> None:
         del self._buf[:count]
