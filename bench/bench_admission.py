@@ -58,6 +58,7 @@ CAPACITY_MEMORY_MIB = 3072  # below the host: room for the engine's and perl's o
 OVERHEAD_MIB = 24  # what perl and the container take besides the allocation
 ALLOCATE = '$x = ""; $x .= "a" x 1048576 for 1..$ARGV[0]; sleep $ARGV[1]'
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+ESTIMATE_MARGIN = 1.1  # the store's estimate: the longest earlier run of the job, plus 10 %
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 
 
@@ -261,21 +262,31 @@ def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
     return max(cpu_area, memory_area, max(seconds.values()))
 
 
-def simulated_makespan(specs: list[Spec], seconds: dict[str, float], fair_share: bool = False) -> float:
-    """The same policy with instant starts and ends: what the rule itself costs."""
+def simulated_makespan(
+    specs: list[Spec],
+    seconds: dict[str, float],
+    fair_share: bool = False,
+    estimates: dict[str, float] | None = None,
+) -> float:
+    """The same policy with instant starts and ends: what the rule itself costs. With
+    ``estimates`` (run-time estimates by jid, as the store's history gives them), the policy
+    uses them for the jobs that have one (rule 4 of docs/admission.md)."""
     policy = AdmissionPolicy(Amount(CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB, 0), fair_share)
+    known = estimates or {}
     queued = [
-        Job(n, spec.auid, Amount(spec.cpu_millicores, spec.memory_mib, 0)) for n, spec in enumerate(specs)
+        Job(n, spec.auid, Amount(spec.cpu_millicores, spec.memory_mib, 0), runs_for=known.get(spec.jid))
+        for n, spec in enumerate(specs)
     ]
     running: dict[int, Job] = {}
     ends: list[tuple[float, int]] = []
     now = 0.0
     while queued or running:
-        decision = policy.decide(list(running.values()), queued)
+        decision = policy.decide(list(running.values()), queued, now=now if estimates else None)
         for job_id in decision.start:
             job = next(j for j in queued if j.id == job_id)
             queued.remove(job)
-            running[job_id] = job
+            ends_at = None if job.runs_for is None else now + job.runs_for
+            running[job_id] = Job(job.id, job.auid, job.amount, ends_at=ends_at)
             heapq.heappush(ends, (now + seconds[specs[job_id].jid], job_id))
         now, ended = heapq.heappop(ends)
         del running[ended]
@@ -298,6 +309,18 @@ def clairvoyant_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
         now, cpu, memory = heapq.heappop(ends)
         free = free + Amount(cpu, memory, 0)
     return max([now, *(end for end, _, _ in ends)])
+
+
+def handover_gaps(run: Run) -> list[float]:
+    """For each job started after some job ended, the time from the last end before its start
+    to its start: the feed's notice, the decision and the engine's start, end to end."""
+    ends = sorted(end for _, end, _, _ in run.ends.values())
+    gaps = []
+    for began, _, _, _ in run.ends.values():
+        before = [end for end in ends if end <= began]
+        if before:
+            gaps.append(began - before[-1])
+    return gaps or [0.0]
 
 
 def engine_start_seconds(client: docker.DockerClient, rounds: int = 5) -> float:
@@ -348,6 +371,10 @@ def main() -> None:
     ideal = ideal_makespan(specs, seconds)
     simulated = simulated_makespan(specs, seconds)
     clairvoyant = clairvoyant_makespan(specs, seconds)
+    estimated = {jid: took * ESTIMATE_MARGIN for jid, took in seconds.items()}
+    with_estimates = simulated_makespan(specs, seconds, estimates=estimated)
+    half = dict(list(estimated.items())[::2])
+    with_half = simulated_makespan(specs, seconds, estimates=half)
     for run in runs:
         print(
             f"{run.name:9}: {run.succeeded}/{len(run.ends)} succeeded; "
@@ -361,6 +388,17 @@ def main() -> None:
         f"({ideal:.1f} s); the policy alone, without engine overhead: {simulated:.1f} s "
         f"({simulated / ideal:.2f}x); a packer knowing every run time: {clairvoyant:.1f} s "
         f"({clairvoyant / ideal:.2f}x)"
+    )
+    print(
+        f"the policy with run-time estimates (each job's run time x {ESTIMATE_MARGIN}), simulated: "
+        f"{with_estimates:.1f} s ({with_estimates / ideal:.2f}x); with estimates for every "
+        f"other job only: {with_half:.1f} s ({with_half / ideal:.2f}x)"
+    )
+    gaps = handover_gaps(on)
+    print(
+        f"queue on: hand-over (a job's start after the last end before it), median "
+        f"{statistics.median(gaps):.2f} s, max {max(gaps):.2f} s over {len(gaps)} starts; "
+        f"engine's own start {start:.2f} s"
     )
     over = on.peak_cpus > CAPACITY_CPUS + 1e-9 or on.peak_memory_mib > CAPACITY_MEMORY_MIB + 1e-9
     print(
