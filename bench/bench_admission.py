@@ -18,7 +18,11 @@ run) is the physical reference for the overhead between a job's end and the next
 Needs root (the cgroup), dockerd with the cgroupfs driver and ``debian:bookworm-slim`` (perl
 allocates the memory). About 4 minutes. Run from the repository root::
 
-    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7]
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates]
+
+``--estimates`` runs the queue with ``PFCON_RUNTIME_ESTIMATES=yes`` after an unmeasured run of
+the same workload (same commands, other jids), so every job has an estimate from the
+history (about 3 minutes more).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -192,7 +196,12 @@ def _when(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) -> Run:
+def run_workload(
+    name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup, estimates: bool = False
+) -> Run:
+    """One run of the workload; with ``estimates``, the queue backfills by run-time estimates
+    and the same workload (same commands, other jids) runs once before, unmeasured, so the
+    history has a run of every command."""
     label = f"pfcon.bench={uuid.uuid4().hex[:12]}"
     run = Run(name)
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pfcon-bench-admission-") as folder:
@@ -204,6 +213,7 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
             "PFCON_CAPACITY_CPUS": str(CAPACITY_CPUS),
             "PFCON_CAPACITY_MEMORY_MIB": str(CAPACITY_MEMORY_MIB),
             "PFCON_START_WORKERS": "4",
+            "PFCON_RUNTIME_ESTIMATES": "yes" if estimates else "no",
         }
         settings = load_settings(env)
         service = build_service(settings)
@@ -215,28 +225,18 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
         )
         auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
         engine = docker.from_env(version="1.41")
+        if estimates:
+            history = [replace(spec, jid=f"{spec.jid}-h") for spec in specs]
+            _run_all(client, auth, history)
+            for spec in history:
+                assert client.delete(f"/api/v1/jobs/{spec.jid}/", headers=auth).status_code == 204
         cgroup.reset_peak()
         kills_before = cgroup.oom_kills()
         stop = threading.Event()
         sampler = threading.Thread(target=sample, args=(engine, label, run, stop), daemon=True)
         sampler.start()
-        data = _zip()
         run.first_submit = time.time()
-        for spec in specs:
-            answer = client.post(
-                "/api/v1/jobs/",
-                data={**_form(spec), "data_file": (io.BytesIO(data), "in.zip")},
-                headers=auth,
-                content_type="multipart/form-data",
-            )
-            assert answer.status_code == 201, answer.get_json()
-        waiting = {spec.jid for spec in specs}
-        while waiting:
-            time.sleep(1)
-            for jid in list(waiting):
-                status = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
-                if status in TERMINAL:
-                    waiting.discard(jid)
+        _run_all(client, auth, specs)
         stop.set()
         sampler.join()
         run.cgroup_peak_mib = cgroup.peak_mib()
@@ -253,6 +253,26 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
         close_app(app)  # its feed and scheduler must not run on into the next mode's run
         engine.close()
     return run
+
+
+def _run_all(client: Any, auth: dict[str, str], specs: list[Spec]) -> None:
+    """Submit every job, then wait until each has ended."""
+    data = _zip()
+    for spec in specs:
+        answer = client.post(
+            "/api/v1/jobs/",
+            data={**_form(spec), "data_file": (io.BytesIO(data), "in.zip")},
+            headers=auth,
+            content_type="multipart/form-data",
+        )
+        assert answer.status_code == 201, answer.get_json()
+    waiting = {spec.jid for spec in specs}
+    while waiting:
+        time.sleep(1)
+        for jid in list(waiting):
+            status = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+            if status in TERMINAL:
+                waiting.discard(jid)
 
 
 def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
@@ -338,6 +358,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--estimates",
+        action="store_true",
+        help="queue on with PFCON_RUNTIME_ESTIMATES=yes, after an unmeasured run of the same workload",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or not CGROUP_ROOT.is_dir():
         sys.exit("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
@@ -358,11 +383,12 @@ def main() -> None:
     )
     start = engine_start_seconds(client)
     print(f"reference: the engine starts an empty container in {start:.2f} s (median of 5, this run)")
+    on_name = "queue on, run-time estimates" if args.estimates else "queue on"
     cgroup = HostCgroup(HOST_MEMORY_MIB)
     try:
         runs = [
-            run_workload(name, specs, queue, cgroup)
-            for name, queue in (("queue on", True), ("queue off", False))
+            run_workload(name, specs, queue, cgroup, estimates=queue and args.estimates)
+            for name, queue in ((on_name, True), ("queue off", False))
         ]
     finally:
         cgroup.remove()
