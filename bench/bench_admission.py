@@ -305,8 +305,7 @@ def simulated_makespan(
         for job_id in decision.start:
             job = next(j for j in queued if j.id == job_id)
             queued.remove(job)
-            ends_at = None if job.runs_for is None else now + job.runs_for
-            running[job_id] = Job(job.id, job.auid, job.amount, ends_at=ends_at)
+            running[job_id] = Job(job.id, job.auid, job.amount, ends_at=job.end_if_started(now))
             heapq.heappush(ends, (now + seconds[specs[job_id].jid], job_id))
         now, ended = heapq.heappop(ends)
         del running[ended]

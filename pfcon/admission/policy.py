@@ -15,7 +15,7 @@ The rule (documented in docs/admission.md):
    only one job fits at a time.
 2. **Start in order** while each job fits in what is free.
 3. **The first job that does not fit is the head**: it gets a reservation, EASY-style, worked
-   out from the running jobs' limits instead of run-time estimates (pfcon has none). The head
+   out from the running jobs' limits alone, whatever their run times. The head
    starts at the first moment some set of running jobs has ended and left enough free. A job
    behind it may *backfill* now only if it fits in what is free now *and* in the head's slack:
    for each resource, the least that can be left over at the moment the head first fits,
@@ -113,6 +113,10 @@ class Job:
     #: estimated end (same clock as ``decide``'s ``now``) of a job holding resources
     ends_at: float | None = None
 
+    def end_if_started(self, now: float | None) -> float | None:
+        """When the job is estimated to end if it starts ``now`` (None: no estimate)."""
+        return None if now is None or self.runs_for is None else now + self.runs_for
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -174,8 +178,7 @@ class AdmissionPolicy:
                 blocked[job.id] = fits
                 continue
             free = free - job.amount
-            ends_at = None if now is None or job.runs_for is None else now + job.runs_for
-            holding.append(Job(job.id, job.auid, job.amount, ends_at=ends_at))
+            holding.append(Job(job.id, job.auid, job.amount, ends_at=job.end_if_started(now)))
         reasons = self._reasons(order, set(started), blocked, free)
         return Decision(tuple(started), reasons, never, tuple(job.id for job in order))
 
@@ -217,7 +220,7 @@ class Reservation:
 
     def admits(self, job: Job, now: float | None) -> bool:
         """Whether ``job`` (which fits now) may backfill; takes its share of the slack if so."""
-        ends_at = None if now is None or job.runs_for is None else now + job.runs_for
+        ends_at = job.end_if_started(now)
         if self.shadow is not None and ends_at is not None and ends_at <= self.shadow:
             return True  # estimated to end before the head starts: leaves the slack alone
         if not job.amount.fits_in(self.slack):
