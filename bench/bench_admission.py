@@ -18,7 +18,11 @@ run) is the physical reference for the overhead between a job's end and the next
 Needs root (the cgroup), dockerd with the cgroupfs driver and ``debian:bookworm-slim`` (perl
 allocates the memory). About 4 minutes. Run from the repository root::
 
-    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7]
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates]
+
+``--estimates`` runs the queue with ``PFCON_RUNTIME_ESTIMATES=yes`` after an unmeasured run of
+the same workload (same commands, other jids), so every job has an estimate from the
+history (about 3 minutes more).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,7 @@ CAPACITY_MEMORY_MIB = 3072  # below the host: room for the engine's and perl's o
 OVERHEAD_MIB = 24  # what perl and the container take besides the allocation
 ALLOCATE = '$x = ""; $x .= "a" x 1048576 for 1..$ARGV[0]; sleep $ARGV[1]'
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+ESTIMATE_MARGIN = 1.1  # the store's estimate: the longest earlier run of the job, plus 10 %
 TERMINAL = {"finishedSuccessfully", "finishedWithError", "undefined"}
 
 
@@ -191,7 +196,12 @@ def _when(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) -> Run:
+def run_workload(
+    name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup, estimates: bool = False
+) -> Run:
+    """One run of the workload; with ``estimates``, the queue backfills by run-time estimates
+    and the same workload (same commands, other jids) runs once before, unmeasured, so the
+    history has a run of every command."""
     label = f"pfcon.bench={uuid.uuid4().hex[:12]}"
     run = Run(name)
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pfcon-bench-admission-") as folder:
@@ -203,6 +213,7 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
             "PFCON_CAPACITY_CPUS": str(CAPACITY_CPUS),
             "PFCON_CAPACITY_MEMORY_MIB": str(CAPACITY_MEMORY_MIB),
             "PFCON_START_WORKERS": "4",
+            "PFCON_RUNTIME_ESTIMATES": "yes" if estimates else "no",
         }
         settings = load_settings(env)
         service = build_service(settings)
@@ -214,28 +225,18 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
         )
         auth = {"Authorization": f"Bearer {token.get_json()['token']}"}
         engine = docker.from_env(version="1.41")
+        if estimates:
+            history = [replace(spec, jid=f"{spec.jid}-h") for spec in specs]
+            _run_all(client, auth, history)
+            for spec in history:
+                assert client.delete(f"/api/v1/jobs/{spec.jid}/", headers=auth).status_code == 204
         cgroup.reset_peak()
         kills_before = cgroup.oom_kills()
         stop = threading.Event()
         sampler = threading.Thread(target=sample, args=(engine, label, run, stop), daemon=True)
         sampler.start()
-        data = _zip()
         run.first_submit = time.time()
-        for spec in specs:
-            answer = client.post(
-                "/api/v1/jobs/",
-                data={**_form(spec), "data_file": (io.BytesIO(data), "in.zip")},
-                headers=auth,
-                content_type="multipart/form-data",
-            )
-            assert answer.status_code == 201, answer.get_json()
-        waiting = {spec.jid for spec in specs}
-        while waiting:
-            time.sleep(1)
-            for jid in list(waiting):
-                status = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
-                if status in TERMINAL:
-                    waiting.discard(jid)
+        _run_all(client, auth, specs)
         stop.set()
         sampler.join()
         run.cgroup_peak_mib = cgroup.peak_mib()
@@ -254,6 +255,26 @@ def run_workload(name: str, specs: list[Spec], queue: bool, cgroup: HostCgroup) 
     return run
 
 
+def _run_all(client: Any, auth: dict[str, str], specs: list[Spec]) -> None:
+    """Submit every job, then wait until each has ended."""
+    data = _zip()
+    for spec in specs:
+        answer = client.post(
+            "/api/v1/jobs/",
+            data={**_form(spec), "data_file": (io.BytesIO(data), "in.zip")},
+            headers=auth,
+            content_type="multipart/form-data",
+        )
+        assert answer.status_code == 201, answer.get_json()
+    waiting = {spec.jid for spec in specs}
+    while waiting:
+        time.sleep(1)
+        for jid in list(waiting):
+            status = client.get(f"/api/v1/jobs/{jid}/", headers=auth).get_json()["compute"]["status"]
+            if status in TERMINAL:
+                waiting.discard(jid)
+
+
 def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
     """No schedule on this capacity finishes sooner (area bounds and the longest job)."""
     cpu_area = sum(spec.cpu_millicores * seconds[spec.jid] for spec in specs) / (CAPACITY_CPUS * 1000)
@@ -261,21 +282,30 @@ def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
     return max(cpu_area, memory_area, max(seconds.values()))
 
 
-def simulated_makespan(specs: list[Spec], seconds: dict[str, float], fair_share: bool = False) -> float:
-    """The same policy with instant starts and ends: what the rule itself costs."""
+def simulated_makespan(
+    specs: list[Spec],
+    seconds: dict[str, float],
+    fair_share: bool = False,
+    estimates: dict[str, float] | None = None,
+) -> float:
+    """The same policy with instant starts and ends: what the rule itself costs. With
+    ``estimates`` (run-time estimates by jid, as the store's history gives them), the policy
+    uses them for the jobs that have one (rule 4 of docs/admission.md)."""
     policy = AdmissionPolicy(Amount(CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB, 0), fair_share)
+    known = estimates or {}
     queued = [
-        Job(n, spec.auid, Amount(spec.cpu_millicores, spec.memory_mib, 0)) for n, spec in enumerate(specs)
+        Job(n, spec.auid, Amount(spec.cpu_millicores, spec.memory_mib, 0), runs_for=known.get(spec.jid))
+        for n, spec in enumerate(specs)
     ]
     running: dict[int, Job] = {}
     ends: list[tuple[float, int]] = []
     now = 0.0
     while queued or running:
-        decision = policy.decide(list(running.values()), queued)
+        decision = policy.decide(list(running.values()), queued, now=now if estimates else None)
         for job_id in decision.start:
             job = next(j for j in queued if j.id == job_id)
             queued.remove(job)
-            running[job_id] = job
+            running[job_id] = Job(job.id, job.auid, job.amount, ends_at=job.end_if_started(now))
             heapq.heappush(ends, (now + seconds[specs[job_id].jid], job_id))
         now, ended = heapq.heappop(ends)
         del running[ended]
@@ -300,6 +330,18 @@ def clairvoyant_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
     return max([now, *(end for end, _, _ in ends)])
 
 
+def handover_gaps(run: Run) -> list[float]:
+    """For each job started after some job ended, the time from the last end before its start
+    to its start: the feed's notice, the decision and the engine's start, end to end."""
+    ends = sorted(end for _, end, _, _ in run.ends.values())
+    gaps = []
+    for began, _, _, _ in run.ends.values():
+        before = [end for end in ends if end <= began]
+        if before:
+            gaps.append(began - before[-1])
+    return gaps or [0.0]
+
+
 def engine_start_seconds(client: docker.DockerClient, rounds: int = 5) -> float:
     """Median ``docker run -d`` (create + start) of an empty container: the engine's own pace."""
     times = []
@@ -315,6 +357,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--estimates",
+        action="store_true",
+        help="queue on with PFCON_RUNTIME_ESTIMATES=yes, after an unmeasured run of the same workload",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or not CGROUP_ROOT.is_dir():
         sys.exit("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
@@ -335,11 +382,12 @@ def main() -> None:
     )
     start = engine_start_seconds(client)
     print(f"reference: the engine starts an empty container in {start:.2f} s (median of 5, this run)")
+    on_name = "queue on, run-time estimates" if args.estimates else "queue on"
     cgroup = HostCgroup(HOST_MEMORY_MIB)
     try:
         runs = [
-            run_workload(name, specs, queue, cgroup)
-            for name, queue in (("queue on", True), ("queue off", False))
+            run_workload(name, specs, queue, cgroup, estimates=queue and args.estimates)
+            for name, queue in ((on_name, True), ("queue off", False))
         ]
     finally:
         cgroup.remove()
@@ -348,6 +396,10 @@ def main() -> None:
     ideal = ideal_makespan(specs, seconds)
     simulated = simulated_makespan(specs, seconds)
     clairvoyant = clairvoyant_makespan(specs, seconds)
+    estimated = {jid: took * ESTIMATE_MARGIN for jid, took in seconds.items()}
+    with_estimates = simulated_makespan(specs, seconds, estimates=estimated)
+    half = dict(list(estimated.items())[::2])
+    with_half = simulated_makespan(specs, seconds, estimates=half)
     for run in runs:
         print(
             f"{run.name:9}: {run.succeeded}/{len(run.ends)} succeeded; "
@@ -361,6 +413,17 @@ def main() -> None:
         f"({ideal:.1f} s); the policy alone, without engine overhead: {simulated:.1f} s "
         f"({simulated / ideal:.2f}x); a packer knowing every run time: {clairvoyant:.1f} s "
         f"({clairvoyant / ideal:.2f}x)"
+    )
+    print(
+        f"the policy with run-time estimates (each job's run time x {ESTIMATE_MARGIN}), simulated: "
+        f"{with_estimates:.1f} s ({with_estimates / ideal:.2f}x); with estimates for every "
+        f"other job only: {with_half:.1f} s ({with_half / ideal:.2f}x)"
+    )
+    gaps = handover_gaps(on)
+    print(
+        f"queue on: hand-over (a job's start after the last end before it), median "
+        f"{statistics.median(gaps):.2f} s, max {max(gaps):.2f} s over {len(gaps)} starts; "
+        f"engine's own start {start:.2f} s"
     )
     over = on.peak_cpus > CAPACITY_CPUS + 1e-9 or on.peak_memory_mib > CAPACITY_MEMORY_MIB + 1e-9
     print(

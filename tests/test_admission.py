@@ -296,3 +296,30 @@ def test_pfcon6_plugin_jobs_wait_in_the_same_queue(make_app, storebase: Path) ->
     _inputs, output = _copied(api, data, big)
     refused = api.post("plugin", plugin_form(big, output, cpu_limit="2000"), status=400)
     assert refused["message"].startswith("cpu_limit: the job asks for 2 CPUs, more than the whole capacity")
+
+
+def test_backfill_by_run_time_estimates_from_the_history(queue_app, engine) -> None:
+    """With PFCON_RUNTIME_ESTIMATES, the history says A runs ~6 s and C ~1 s: C backfills
+    beside A ahead of B (the head, which needs A's CPU), because C is estimated to end before
+    A does; the safe rule alone would keep C behind B (no slack: B needs every CPU)."""
+    app = queue_app(PFCON_CAPACITY_CPUS=2, PFCON_CAPACITY_MEMORY_MIB=1024, PFCON_RUNTIME_ESTIMATES="yes")
+    client = app.test_client()
+    auth = login(client)
+
+    def long() -> dict[str, Any]:
+        return _job("esa", 6, 1, 128)
+
+    def short() -> dict[str, Any]:
+        return _job("esc", 1, 1, 128)
+
+    for jid in _submit_all(client, auth, [long(), short()]):  # the history of both commands
+        assert wait_terminal(client, auth, jid, timeout=60)["compute"]["status"] == "finishedSuccessfully"
+    a = _submit_all(client, auth, [long()])[0]
+    wait_started(client, auth, a)
+    b, c = _submit_all(client, auth, [_job("esb", 1, 2, 128), short()])
+    for jid in (a, b, c):
+        assert wait_terminal(client, auth, jid, timeout=120)["compute"]["status"] == "finishedSuccessfully"
+    _assert_admitted_in_order(client, auth, [a, c, b])
+    # C ran beside A and ended before B started: it did not delay the head
+    assert _history(client, auth, c)["finished"] <= _history(client, auth, b)["started"]
+    assert _history(client, auth, a)["finished"] <= _history(client, auth, b)["started"]

@@ -16,6 +16,7 @@ from pfcon.admission.policy import (
     dominant_share_order,
     head_slack,
     smallest_sum_at_least,
+    total,
 )
 from pfcon.admission.queue import Capacity
 from pfcon.compute.base import EngineCapacity
@@ -233,3 +234,75 @@ def test_gpus_are_what_the_engine_advertises() -> None:
     }
     assert advertised_gpus(info) == 3
     assert advertised_gpus({"GenericResources": None}) == 0
+
+
+def timed(
+    id_: int, cpus: float, gib: float, runs_for: float | None = None, ends_at: float | None = None
+) -> Job:
+    return Job(id_, "cube", Amount(round(cpus * 1000), round(gib * GiB), 0), runs_for, ends_at)
+
+
+def test_an_estimate_lets_a_short_job_backfill_before_the_head_starts() -> None:
+    policy = AdmissionPolicy(CAPACITY)
+    running = [timed(1, 2, 2, ends_at=100.0), timed(2, 1, 2, ends_at=130.0)]
+    queued = [timed(3, 3, 2, runs_for=50.0), timed(4, 1, 2, runs_for=20.0), timed(5, 1, 2, runs_for=40.0)]
+    # without estimates: the head (3 CPUs) needs job 1's or both jobs' CPUs; no slack for 4 or 5
+    assert policy.decide(running, queued).start == ()
+    # the head is estimated to start at 100 (job 1 ends); job 4 ends by 80, job 5 only at 100+
+    decision = policy.decide(running, queued, now=60.0)
+    assert decision.start == (4,)
+
+
+def test_estimates_fall_back_to_the_safe_rule_when_one_holder_has_none_or_overran() -> None:
+    policy = AdmissionPolicy(CAPACITY)
+    queued = [timed(3, 3, 2, runs_for=50.0), timed(4, 1, 2, runs_for=20.0)]
+    unknown = [timed(1, 2, 2, ends_at=100.0), timed(2, 1, 2)]
+    assert policy.decide(unknown, queued, now=60.0).start == ()
+    overran = [timed(1, 2, 2, ends_at=100.0), timed(2, 1, 2, ends_at=50.0)]
+    assert policy.decide(overran, queued, now=60.0).start == ()
+
+
+def test_without_its_own_estimate_a_job_backfills_only_into_the_extra() -> None:
+    policy = AdmissionPolicy(CAPACITY)
+    running = [timed(1, 3, 2, ends_at=100.0)]
+    # the head needs 3 CPUs; at 100, 4 are free: 1 CPU of extra, for any job, however long
+    queued = [timed(2, 3, 2, runs_for=50.0), timed(3, 1, 2), timed(4, 1, 2, runs_for=500.0)]
+    assert policy.decide(running, queued, now=60.0).start == (3,)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_a_backfill_by_estimate_never_delays_the_head_when_estimates_hold(data: st.DataObject) -> None:
+    """Jobs end exactly as estimated: the head starts no later than with no backfill at all."""
+    capacity = Amount(4000, 8 * GiB, 0)
+    policy = AdmissionPolicy(capacity)
+    sizes = st.tuples(st.integers(1, 4), st.integers(1, 8))
+    jobs = st.lists(st.tuples(sizes, st.integers(1, 12)), max_size=5)
+    running = [
+        timed(n, cpu, gib, ends_at=float(end)) for n, ((cpu, gib), end) in enumerate(data.draw(jobs)[:4])
+    ]
+    free = policy.free(running)
+    if not all(value >= 0 for value in free.values()):
+        return
+    queued = [
+        timed(100 + n, cpu, gib, runs_for=float(took)) for n, ((cpu, gib), took) in enumerate(data.draw(jobs))
+    ]
+    decision = policy.decide(running, queued, now=0.0)
+    started = [job for job in queued if job.id in decision.start]
+    head = next((job for job in policy.order(running, queued) if job.id not in decision.start), None)
+    if head is None:
+        return
+
+    def head_start(extra: list[Job]) -> float:
+        holders = [(job.ends_at or 0.0, job.amount) for job in running]
+        holders += [(job.runs_for or 0.0, job.amount) for job in extra]
+        room = capacity - total(amount for _, amount in holders)
+        when = 0.0
+        for end, amount in sorted(holders, key=lambda holder: holder[0]):
+            if head.amount.fits_in(room):
+                break
+            room, when = room + amount, end
+        return when
+
+    in_order = [job for job in started if job.id < head.id]
+    assert head_start(started) <= head_start(in_order)

@@ -8,11 +8,16 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
 
 from pfcon.admission.policy import Amount
-from pfcon.admission.queue import AdmissionQueue, amount_of
+from pfcon.admission.queue import AdmissionQueue, Estimates, amount_of
 from pfcon.settings import AdmissionSettings
-from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_OK, NewJob
+from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_ERROR, FINISHED_OK, NewJob
+from pfcon.store.tables import jobs
 from tests.test_store import SPEC, _open
 
 CAPACITY = AdmissionSettings(queue=True, cpus=4, memory_mib=4096, gpus=0)
@@ -76,3 +81,34 @@ def test_eight_schedulers_never_hand_out_more_than_the_capacity(database_url: st
     assert set(admitted) == ids and set(admitted.values()) == {1}
     assert peak[0].fits_in(Amount(4000, 4096, 0)), peak[0]
     assert all(messages.count(ADMITTED_MESSAGE) == 1 for messages in events.values())
+
+
+def test_run_time_estimates_come_from_the_newest_successful_runs(database_url: str) -> None:
+    """The longest of the last five successful runs of the same image and command, plus 10 %;
+    failures, other commands and other images do not count; none without such a run."""
+    store = _open(database_url)
+
+    def ran(n: int, cmd: str, seconds: float, status: str = FINISHED_OK, image: str = "img") -> None:
+        row = store.accept(NewJob(jid=f"r-{n}", image=image, cmd=cmd, cpu_millicores=100, memory_mib=64))
+        assert store.queue(row.id, {**SPEC, "jid": f"r-{n}"})
+        assert store.claim_job(row.id, "test") and store.mark_started(row.id, owner="test")
+        assert store.mark_finished(row.id, status, "ended", exit_code=0, owner="test")
+        with store.engine.begin() as conn:  # the run took ``seconds``: move its start back
+            this = jobs.c.id == row.id
+            finished = conn.execute(sa.select(jobs.c.finished_at).where(this)).scalar_one()
+            conn.execute(sa.update(jobs).where(this).values(started_at=finished - timedelta(seconds=seconds)))
+
+    for n, seconds in enumerate([100, 4, 5, 3, 6, 2]):  # the 100 s run is the sixth newest
+        ran(n, "work --fast", seconds)
+    ran(10, "work --fast", 50, status=FINISHED_ERROR)
+    ran(11, "work --slow", 30)
+    ran(12, "work --fast", 40, image="other")
+    assert sorted(store.run_times("img", "work --fast")) == pytest.approx([2, 3, 4, 5, 6])
+    queued = [
+        store.accept(NewJob(jid=f"w-{n}", image="img", cmd=cmd, cpu_millicores=100, memory_mib=64))
+        for n, cmd in enumerate(["work --fast", "work --new"])
+    ]
+    known = Estimates(store).lookup([], queued)
+    assert known[("img", "work --fast")] == pytest.approx(6 * 1.1)
+    assert known[("img", "work --new")] is None
+    store.close()

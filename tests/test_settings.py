@@ -226,9 +226,11 @@ def test_capacity_settings_are_parsed_and_checked() -> None:
             "PFCON_CAPACITY_GPUS": "0",
             "PFCON_CPU_OVERCOMMIT": "1.5",
             "PFCON_FAIR_SHARE": "yes",
+            "PFCON_RUNTIME_ESTIMATES": "yes",
         }
     ).admission
-    assert admission == AdmissionSettings(True, 6.5, 24576, 0, 1.5, True)
+    assert admission == AdmissionSettings(True, 6.5, 24576, 0, 1.5, True, estimates=True)
+    assert load_settings(PROD).admission.estimates is False
     for variable, value in (
         ("PFCON_CAPACITY_CPUS", "lots"),
         ("PFCON_CAPACITY_CPUS", "0"),
@@ -238,6 +240,7 @@ def test_capacity_settings_are_parsed_and_checked() -> None:
         ("PFCON_CPU_OVERCOMMIT", "0.5"),
         ("PFCON_CPU_OVERCOMMIT", "inf"),
         ("PFCON_FAIR_SHARE", "maybe"),
+        ("PFCON_RUNTIME_ESTIMATES", "maybe"),
     ):
         with pytest.raises(SettingsError) as error:
             load_settings({**PROD, variable: value})

@@ -15,13 +15,19 @@ The rule (documented in docs/admission.md):
    only one job fits at a time.
 2. **Start in order** while each job fits in what is free.
 3. **The first job that does not fit is the head**: it gets a reservation, EASY-style, worked
-   out from the running jobs' limits instead of run-time estimates (pfcon has none). The head
+   out from the running jobs' limits alone, whatever their run times. The head
    starts at the first moment some set of running jobs has ended and left enough free. A job
    behind it may *backfill* now only if it fits in what is free now *and* in the head's slack:
    for each resource, the least that can be left over at the moment the head first fits,
    whichever running jobs end first (so even a backfilled job that runs forever delays the
    head by nothing). Backfilled jobs share that slack.
-4. A job that cannot fit even in the whole capacity (the capacity shrank since it was
+4. **With run-time estimates** (``now`` given, and every job holding resources has an
+   estimated end still ahead), the reservation is EASY's own: the head's *shadow time* is
+   when, the running jobs ending as estimated, it first fits, and its *extra* what is left
+   over then. A job behind it may also backfill if it fits now and is estimated to end by
+   the shadow time, or fits in the extra (which the slack never exceeds). One job holding
+   resources without an estimate, or past its estimated end, and the rule of 3 applies.
+5. A job that cannot fit even in the whole capacity (the capacity shrank since it was
    queued) is named in :attr:`Decision.never` so the scheduler ends it instead of blocking the
    queue behind it forever.
 """
@@ -102,6 +108,14 @@ class Job:
     id: int
     auid: str
     amount: Amount
+    #: estimated run time (seconds) of a queued job, from its earlier runs; None: unknown
+    runs_for: float | None = None
+    #: estimated end (same clock as ``decide``'s ``now``) of a job holding resources
+    ends_at: float | None = None
+
+    def end_if_started(self, now: float | None) -> float | None:
+        """When the job is estimated to end if it starts ``now`` (None: no estimate)."""
+        return None if now is None or self.runs_for is None else now + self.runs_for
 
 
 @dataclass(frozen=True)
@@ -136,32 +150,35 @@ class AdmissionPolicy:
         return self.capacity - total(job.amount for job in running)
 
     def decide(
-        self, running: Sequence[Job], queued: Sequence[Job], served: Mapping[str, float] | None = None
+        self,
+        running: Sequence[Job],
+        queued: Sequence[Job],
+        served: Mapping[str, float] | None = None,
+        now: float | None = None,
     ) -> Decision:
         """Which of ``queued`` (in queue order) start now, given ``running``.
 
-        ``served`` is when each user last had a job admitted (fair share's tie-break).
+        ``served`` is when each user last had a job admitted (fair share's tie-break);
+        ``now`` turns on the run-time estimates (rule 4), None keeps to the limits alone.
         """
         never = {job.id: reason for job in queued if (reason := self.too_big(job.amount))}
         order = self.order(running, [job for job in queued if job.id not in never], served or {})
         free = self.free(running)
-        holding = [job.amount for job in running]
+        holding = list(running)
         started: list[int] = []
-        slack: Amount | None = None
+        reservation: Reservation | None = None
         blocked: dict[int, bool] = {}
         for job in order:
-            if slack is None and job.amount.fits_in(free):
+            fits = job.amount.fits_in(free)
+            if fits and (reservation is None or reservation.admits(job, now)):
                 started.append(job.id)
-            elif slack is not None and job.amount.fits_in(free) and job.amount.fits_in(slack):
-                started.append(job.id)
-                slack = slack - job.amount
             else:
-                if slack is None:  # the head: reserve for it
-                    slack = head_slack(free, holding, job.amount)
-                blocked[job.id] = job.amount.fits_in(free)
+                if reservation is None:  # the head: reserve for it
+                    reservation = reserve(free, holding, job.amount, now)
+                blocked[job.id] = fits
                 continue
             free = free - job.amount
-            holding.append(job.amount)
+            holding.append(Job(job.id, job.auid, job.amount, ends_at=job.end_if_started(now)))
         reasons = self._reasons(order, set(started), blocked, free)
         return Decision(tuple(started), reasons, never, tuple(job.id for job in order))
 
@@ -188,6 +205,44 @@ class AdmissionPolicy:
             )
             ahead += 1
         return reasons
+
+
+@dataclass
+class Reservation:
+    """The head's reservation: what backfill may take without delaying it.
+
+    ``slack`` is rule 3's (safe whatever ends first). With estimates, ``shadow`` is when the
+    head is estimated to start and ``slack`` is the extra left over then (rule 4).
+    """
+
+    slack: Amount
+    shadow: float | None = None
+
+    def admits(self, job: Job, now: float | None) -> bool:
+        """Whether ``job`` (which fits now) may backfill; takes its share of the slack if so."""
+        ends_at = job.end_if_started(now)
+        if self.shadow is not None and ends_at is not None and ends_at <= self.shadow:
+            return True  # estimated to end before the head starts: leaves the slack alone
+        if not job.amount.fits_in(self.slack):
+            return False
+        self.slack = self.slack - job.amount
+        return True
+
+
+def reserve(free: Amount, holding: Sequence[Job], head: Amount, now: float | None) -> Reservation:
+    """The head's reservation: EASY's shadow time and extra when every holder has an estimated
+    end ahead of ``now``, else the slack that holds whatever ends first."""
+    ends = [job.ends_at for job in holding]
+    if now is None or any(end is None or end <= now for end in ends):
+        return Reservation(head_slack(free, [job.amount for job in holding], head))
+    room, shadow = free, now
+    for job in sorted(holding, key=lambda job: job.ends_at or now):
+        if head.fits_in(room):
+            break
+        room, shadow = room + job.amount, job.ends_at or now
+    if not head.fits_in(room):  # only a head bigger than the capacity; too_big keeps it out
+        return Reservation(head_slack(free, [job.amount for job in holding], head))
+    return Reservation(room - head, shadow)
 
 
 def head_slack(free: Amount, holding: Sequence[Amount], head: Amount) -> Amount:

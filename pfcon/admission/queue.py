@@ -10,6 +10,7 @@ The queue lives in the store: a restarted service finds every queued job in its 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,18 @@ from pfcon.store import JobRow, JobStore
 #: the engine host's size (ComputeBackend.capacity of docker and podman)
 HostResources = Callable[[], EngineCapacity | None]
 MiB = 1024 * 1024
+#: a job's run-time estimate: the longest of its image and command's last runs, plus this part
+ESTIMATE_MARGIN = 0.1
+#: how many of those last runs
+ESTIMATE_RUNS = 5
+#: how long an estimate is reused before the history is read again; "no earlier run" is
+#: asked again sooner, so a command's first run counts soon after it ended
+ESTIMATE_TTL = 30.0
+UNKNOWN_TTL = 5.0
+#: jobs at the front of the queue whose estimates are looked up (the rest count as unknown)
+ESTIMATED_WAITING = 32
+#: beyond this many commands read, every estimate is read again (bounded memory)
+MAX_ESTIMATES = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,68 @@ def amount_of(row: JobRow) -> Amount:
 
 def as_jobs(rows: Sequence[JobRow]) -> list[Job]:
     return [Job(row.id, row.auid, amount_of(row)) for row in rows]
+
+
+Known = dict[tuple[str, str], float | None]
+
+
+class Estimates:
+    """Run-time estimates from the store's history, by image and command (rule 4); used by
+    the one scheduler thread of a process.
+
+    A job's estimate is the longest of the last :data:`ESTIMATE_RUNS` successful runs of the
+    same image and command, plus :data:`ESTIMATE_MARGIN`; none without such a run. Looked up
+    only for the jobs holding resources and the first :data:`ESTIMATED_WAITING` in the
+    queue, and before the admission lock is taken (the decision under it reads nothing more
+    than the store's rows). An estimate is reused for :data:`ESTIMATE_TTL`; "no run yet" until
+    a job that held resources is seen gone (its run may be the first) or :data:`UNKNOWN_TTL`.
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._read: dict[tuple[str, str], tuple[float | None, float]] = {}
+        self._holders: set[int] = set()
+
+    def lookup(self, holding: Sequence[JobRow], waiting: Sequence[JobRow]) -> Known:
+        holders = {row.id for row in holding}
+        ended = bool(self._holders - holders)
+        self._holders = holders
+        now = time.monotonic()
+        if len(self._read) > MAX_ESTIMATES:
+            self._read = {}
+        elif ended:
+            self._read = {key: read for key, read in self._read.items() if read[0] is not None}
+        known: Known = {}
+        for row in [*holding, *waiting[:ESTIMATED_WAITING]]:
+            key = (row.image, row.cmd)
+            if key not in known:
+                known[key] = self._estimate(key, now)
+        return known
+
+    def _estimate(self, key: tuple[str, str], now: float) -> float | None:
+        read = self._read.get(key)
+        if read is None or now - read[1] > (ESTIMATE_TTL if read[0] is not None else UNKNOWN_TTL):
+            runs = self.store.run_times(*key, ESTIMATE_RUNS)
+            read = self._read[key] = (max(runs) * (1 + ESTIMATE_MARGIN) if runs else None, now)
+        return read[0]
+
+
+def with_ends(rows: Sequence[JobRow], known: Known, now: float) -> list[Job]:
+    """Jobs holding resources, each with its estimated end (started + estimate) if known."""
+    jobs = []
+    for row, job in zip(rows, as_jobs(rows), strict=True):
+        took = known.get((row.image, row.cmd))
+        began = row.started_at.timestamp() if row.started_at else now
+        jobs.append(Job(job.id, job.auid, job.amount, ends_at=None if took is None else began + took))
+    return jobs
+
+
+def with_run_times(rows: Sequence[JobRow], known: Known) -> list[Job]:
+    """Queued jobs, each with its estimated run time if known."""
+    return [
+        Job(job.id, job.auid, job.amount, runs_for=known.get((row.image, row.cmd)))
+        for row, job in zip(rows, as_jobs(rows), strict=True)
+    ]
 
 
 class Capacity:
@@ -92,6 +167,7 @@ class AdmissionQueue:
         self.settings = settings
         self.store = store
         self.capacity = Capacity(settings, host)
+        self.estimates = Estimates(store) if settings.estimates else None
 
     def policy(self) -> AdmissionPolicy:
         return AdmissionPolicy(self.capacity.get(), self.settings.fair_share)
@@ -112,7 +188,8 @@ class AdmissionQueue:
         policy = self.policy()
         holding, waiting = self.store.admission_view()
         served = self._served(waiting)
-        first = policy.decide(as_jobs(holding), as_jobs(waiting), served)
+        known = self.estimates.lookup(holding, waiting) if self.estimates is not None else None
+        first = self._decide(policy, holding, waiting, served, known)
         self.store.note_many(
             {
                 row.id: first.reasons[row.id]
@@ -125,12 +202,26 @@ class AdmissionQueue:
         taken: list[Decision] = []
 
         def choose(holding: list[JobRow], waiting: list[JobRow]) -> list[int]:
-            decision = policy.decide(as_jobs(holding), as_jobs(waiting), served)
+            decision = self._decide(policy, holding, waiting, served, known)
             taken.append(decision)
             return [*decision.start, *decision.never]
 
         claimed = self.store.admit(owner, choose)
         return claimed, taken[-1].never if taken else {}
+
+    def _decide(
+        self,
+        policy: AdmissionPolicy,
+        holding: Sequence[JobRow],
+        waiting: Sequence[JobRow],
+        served: dict[str, float],
+        known: Known | None,
+    ) -> Decision:
+        """The policy's decision; with estimates (``known``, by image and command) rule 4's."""
+        if known is None:
+            return policy.decide(as_jobs(holding), as_jobs(waiting), served)
+        now = time.time()
+        return policy.decide(with_ends(holding, known, now), with_run_times(waiting, known), served, now=now)
 
     def _served(self, waiting: Sequence[JobRow]) -> dict[str, float]:
         if not self.settings.fair_share or not waiting:

@@ -27,6 +27,8 @@ class AdmissionSettings:
     gpus: int | None = None
     cpu_overcommit: float = 1.0
     fair_share: bool = False
+    #: backfill by run-time estimates from the history (docs/admission.md, rule 4)
+    estimates: bool = False
 
 
 def read_admission(env: Env, container_env: str, ignore_limits: bool) -> AdmissionSettings:
@@ -54,4 +56,5 @@ def read_admission(env: Env, container_env: str, ignore_limits: bool) -> Admissi
         gpus=env.int("PFCON_CAPACITY_GPUS", None, 0),
         cpu_overcommit=env.float("PFCON_CPU_OVERCOMMIT", 1.0, 1.0) or 1.0,
         fair_share=env.bool("PFCON_FAIR_SHARE", False),
+        estimates=env.bool("PFCON_RUNTIME_ESTIMATES", False),
     )

@@ -402,6 +402,28 @@ class JobStore:
         with self._read() as conn:
             return {auid: _aware(when) for auid, when in conn.execute(query)}
 
+    def run_times(self, image: str, cmd: str, last: int = 5, kind: str = "plugin") -> list[float]:
+        """How long the newest ``last`` successful runs of ``image`` with ``cmd`` took, seconds
+        (started to finished as recorded; the admission queue's run-time estimates)."""
+        query = (
+            sa.select(jobs.c.started_at, jobs.c.finished_at)
+            .where(
+                jobs.c.kind == kind,
+                jobs.c.image == image,
+                jobs.c.cmd == cmd,
+                jobs.c.status == FINISHED_OK,
+                jobs.c.started_at.is_not(None),
+                jobs.c.finished_at.is_not(None),
+            )
+            .order_by(jobs.c.id.desc())
+            .limit(last)
+        )
+        with self._read() as conn:
+            return [
+                max(0.0, (_aware(ended) - _aware(began)).total_seconds())
+                for began, ended in conn.execute(query)
+            ]
+
     def note_many(self, messages: Mapping[int, str]) -> None:
         """Messages of many queued jobs at once (why each waits); no events."""
         if not messages:
