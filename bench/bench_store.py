@@ -172,7 +172,7 @@ def measure_submits(subjects: list[Subject], key: str, pause: float = 0.0) -> No
     latencies: dict[str, list[float]] = {subject.name: [] for subject in subjects}
     for number in range(api.SMALL_JOBS):
         for subject in subjects:
-            jid = subject.bench.jid(f"{subject.name}-{key}", number)
+            jid = subject.bench.jid(f"{subject.name}-{key.replace(' ', '-')}", number)
             jids[subject.name].append(jid)
             form = api.job_form(jid, ["pl-copy"])
             files = {"data_file": ("data.zip", payload, "application/zip")}
