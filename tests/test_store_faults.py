@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from pfcon.app import close_app, create_app
 from pfcon.settings import load_settings
+from pfcon.store import JobStore, database
 from tests.api_helpers import login, submit, wait_terminal
 from tests.helpers import TEST_LABEL, job_form
 from tests.private_postgres import PrivatePostgres
@@ -118,3 +120,29 @@ def test_a_full_disk_under_sqlite_is_507_and_records_nothing(
         assert answer.status_code == 201, answer.get_json()
     finally:
         close_app(app)
+
+
+def test_only_a_connection_idle_for_a_while_is_pinged_and_a_dead_one_is_replaced(
+    private_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status poll on a busy service reuses a connection used a moment ago without a second
+    round trip; one idle for longer is pinged first, so a server restarted meanwhile costs no
+    request a 503."""
+    engine = database.create(private_postgres.url)
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+    monkeypatch.setattr(
+        engine.dialect, "do_ping", lambda connection: pings.append(connection) or ping(connection)
+    )
+    store = JobStore(engine, private_postgres.url)
+    try:
+        store.ping()
+        store.ping()
+        assert pings == []  # new, then used a moment ago
+        private_postgres.stop()
+        private_postgres.start()  # the pooled connection is dead now
+        time.sleep(database.PING_IDLE_SECONDS + 0.2)
+        assert store.ping().startswith("postgresql database")  # no 503: replaced after its ping failed
+        assert len(pings) == 1
+    finally:
+        store.close()

@@ -4,7 +4,7 @@ SQLite (the default, a file under storeBase) runs in WAL mode, so readers never 
 the writer; every write transaction starts with ``BEGIN IMMEDIATE``, so two processes that
 both mean to write queue on SQLite's lock (``busy_timeout``) instead of failing when one
 upgrades its read lock. PostgreSQL goes through psycopg 3 with a short connect timeout and
-pre-pinged pooled connections, so a stopped server is a quick 503 and a restarted one is
+pooled connections pinged when idle, so a stopped server is a quick 503 and a restarted one is
 used again by the same process without a restart of pfcon.
 """
 
@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ SQLITE_BUSY_MS = 15_000
 SQLITE_CONNECTIONS = 4
 LOW_SPACE_BYTES = 256 * 1024  # below this, a failed SQLite write is taken as a full disk
 PG_CONNECT_TIMEOUT_S = 5
+PING_IDLE_SECONDS = 1.0
 WRITE = "pfcon_write"  # execution option: this transaction writes
 
 
@@ -63,14 +65,41 @@ def create(url: str) -> Engine:
         )
         _sqlite_setup(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,
         pool_timeout=10,
         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for a connection idle longer than
+    :data:`PING_IDLE_SECONDS`.
+
+    A ping is a round trip, and on a busy service (a ChRIS backend polls every live job every
+    few seconds) it was a second query for every status poll of a finished job: 0.45 ms instead
+    of 0.31 ms. A connection used a moment ago is alive unless the server restarted within that
+    moment; then the query fails (a 503), SQLAlchemy sees the disconnect and replaces the whole
+    pool, and the next request is served again. A failed ping makes the pool connect anew.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at <= PING_IDLE_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise sa.exc.DisconnectionError(f"the pooled connection is dead: {error}") from error
 
 
 def _make_folder(folder: Path) -> None:

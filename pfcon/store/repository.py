@@ -183,9 +183,10 @@ class JobStore:
             **initial,
         }
         with self._write() as conn:
-            job_id = conn.execute(sa.insert(jobs).values(**values)).inserted_primary_key[0]
-            self._event(conn, job_id, values["state"], values["status"], new.message, now)
-            return self._get(conn, job_id)
+            inserted = conn.execute(sa.insert(jobs).values(**values).returning(*jobs.c)).one()
+            row = _row(inserted._mapping)
+            self._event(conn, row.id, values["state"], values["status"], new.message, now)
+            return row
 
     def queue(self, job_id: int, spec: Mapping[str, Any] | None, message: str = "") -> bool:
         """Staged: the job waits to be started. False if it was deleted meanwhile."""

@@ -39,6 +39,7 @@ from pfcon.compute.dockerapi.container_state import (
     container_status,
     parse_time,
 )
+from pfcon.compute.dockerapi.names import NameSnapshot
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class DockerBackend(DockerApiBackend):
         self.name = engine_name
         self._engine_start = ExpiringCache(ENGINE_START_TTL)
         self._images_seen: ExpiringCache[bool] = ExpiringCache(IMAGE_SEEN_TTL)
+        self._names = NameSnapshot(self._container_names)
 
     # -- interface ------------------------------------------------------------------------
     def ping(self) -> str:
@@ -131,6 +133,8 @@ class DockerBackend(DockerApiBackend):
         if memory is not None and memory < MIN_MEMORY_MIB:
             raise InvalidJob(f"memory_limit: {self.name} needs at least {MIN_MEMORY_MIB} MiB, got {memory}")
         self._require_image(spec.image)
+        if self._names.free(spec.jid):
+            return  # no engine call: see pfcon.compute.dockerapi.names
         with contextlib.suppress(JobNotFound), self._engine("look up the job", spec.jid):
             self._named(spec.jid)  # any container of that name blocks the jid
             raise JobExists(f"job {spec.jid!r} already exists on the {self.name} engine")
@@ -260,6 +264,14 @@ class DockerBackend(DockerApiBackend):
         }
 
     # -- helpers --------------------------------------------------------------------------
+    def _container_names(self) -> list[str]:
+        """The name of every container on the engine (one listing; names carry a leading /)."""
+        return [
+            name.lstrip("/")
+            for entry in self.client.api.containers(all=True)
+            for name in entry.get("Names") or ()
+        ]
+
     def _named(self, jid: str) -> Any:
         """The container named ``jid``. The engine also takes an ID prefix for a name, so a
         hex jid could find another container, or several (an engine error): neither is this job."""
