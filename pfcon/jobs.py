@@ -330,8 +330,9 @@ class JobService:
 
         A finished job answers its recorded status and log tail however often it is asked,
         even after the engine forgot it (Kubernetes deletes finished Jobs after a day). A
-        running job answers what the feed last saw and a log tail at most a second old;
-        only when the feed cannot vouch for it (not seen yet, stream down) is the engine asked.
+        running job answers what the feed last saw and a log tail at most a second old, from
+        its record read at most a second before (:meth:`_started_row`); only when the feed
+        cannot vouch for it (not seen yet, stream down) is the engine asked.
         """
         validate_jid(jid)
         row = self._started_row(jid) or self._row(jid)
