@@ -75,8 +75,8 @@ def _name(frame: str) -> str:
     return f"{function} ({where.split(':')[0]}"
 
 
-def summarize(raw: Path, top: int = 25) -> None:
-    """Inclusive share of each frame among the samples inside JobService.submit."""
+def summarize(raw: Path, top: int = 25, root: str = "JobService.submit") -> None:
+    """Inclusive share of each frame among the samples inside the function ``root``."""
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
@@ -84,13 +84,13 @@ def summarize(raw: Path, top: int = 25) -> None:
         frames = [
             frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0] for frame in stack.split(";")
         ]
-        if not count.isdigit() or not any(frame.startswith("JobService.submit ") for frame in frames):
+        if not count.isdigit() or not any(frame.startswith(f"{root} ") for frame in frames):
             continue
         total += int(count)
-        below = frames[next(i for i, frame in enumerate(frames) if frame.startswith("JobService.submit ")) :]
+        below = frames[next(i for i, frame in enumerate(frames) if frame.startswith(f"{root} ")) :]
         for frame in set(below):
             inclusive[frame] += int(count)
-    print(f"{total} samples inside JobService.submit")
+    print(f"{total} samples inside {root}")
     for frame, count in inclusive.most_common(top):
         print(f"{100 * count / total:5.1f} %  {frame}")
 

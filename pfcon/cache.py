@@ -1,9 +1,12 @@
-"""A small, thread-safe cache of finished jobs' answers with a bounded age.
+"""A small, thread-safe cache with a bounded age.
 
 A finished container does not change, so its status and logs are answered from memory for
 a few seconds instead of two engine round trips each poll; the bounded age is how late a
 job removed behind pfcon's back may be noticed. Callers guard it with the on-disk job
 record, so a job deleted through any worker process is never answered from here.
+
+The job service keeps running jobs' records here for a second
+(:meth:`pfcon.jobs.JobService._started_row`), guarded by the status feed instead.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pfcon.admission.queue import AdmissionQueue, QueueStats
+from pfcon.cache import ExpiringCache
 from pfcon.compute.base import ComputeBackend, JobInfo, JobSpec, JobStatus, Mount, Resources
 from pfcon.compute.feed import LogTails, StateFeed, build_feed, same_run
 from pfcon.compute.volumes import HostPaths
@@ -44,6 +45,8 @@ OUTPUT_TARGET = "/share/outgoing"
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 WAITING = "accepted, waiting to be started"  # what a queued job says
 RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
+#: a running job's row is read again at least this often, however often it is polled
+ROW_REUSE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +158,7 @@ class JobService:
             freed=self.starter.wake if self.admission is not None else None,
         )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
+        self.started_rows: ExpiringCache[JobRow] = ExpiringCache(ROW_REUSE_SECONDS)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -240,12 +244,13 @@ class JobService:
     def retire(self, jid: str) -> None:
         """Put a failed plugin job into the history and remove its container, to run it again."""
         row = self.store.tombstone(jid)
+        self.started_rows.discard(jid)
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         with contextlib.suppress(JobNotFound):
             self.backend.remove(jid)
         self.feed.forget(jid)  # what it saw was the old container's: not the next one's
-        self.tails.forget(jid)
+        self._forget_running(jid)
 
     def cancel(self, jid: str) -> str | None:
         """Stop a plugin job that has not ended; returns how far it had come (None: it had ended).
@@ -262,6 +267,7 @@ class JobService:
         came_to = state.info.status.value
         message = f"cancelled: stopped while {came_to} (a delete job came for it)"
         if self.store.mark_finished(row.id, JobStatus.finishedWithError.value, message, logs=state.logs):
+            self._forget_running(jid)
             with contextlib.suppress(JobNotFound):
                 self.backend.remove(jid)
             self.starter.wake()  # its share of the admission queue's capacity is free
@@ -324,16 +330,14 @@ class JobService:
 
         A finished job answers its recorded status and log tail however often it is asked,
         even after the engine forgot it (Kubernetes deletes finished Jobs after a day). A
-        running job answers what the feed last saw and a log tail at most a second old;
-        only when the feed cannot vouch for it (not seen yet, stream down) is the engine asked.
+        running job answers what the feed last saw and a log tail at most a second old, from
+        its record read at most a second before (:meth:`_started_row`); only when the feed
+        cannot vouch for it (not seen yet, stream down) is the engine asked.
         """
         validate_jid(jid)
-        row = self.store.live(jid)
+        row = self._started_row(jid) or self._row(jid)
         if row is None:
             return JobState(self._unrecorded(jid))
-        if row.state == ACCEPTED and owner_is_dead(row.owner):
-            self.store.fail_interrupted()
-            row = self.store.live(jid) or row
         if row.state != STARTED:
             return JobState(_info_of(row), row.logs or "")
         try:
@@ -341,9 +345,43 @@ class JobService:
         except JobNotFound:
             return JobState(self._vanished(row))
         if info.status in RECORDED:
-            self.tails.forget(jid)
+            self._forget_running(jid)
             self._record_end(row, info, logs)
         return JobState(info, logs)
+
+    def _row(self, jid: str) -> JobRow | None:
+        """The job's live row from the store (a started one is kept for :meth:`_started_row`)."""
+        row = self.store.live(jid)
+        if row is not None and row.state == ACCEPTED and owner_is_dead(row.owner):
+            self.store.fail_interrupted()
+            row = self.store.live(jid) or row
+        if row is not None and row.state == STARTED:
+            self.started_rows.put(jid, row)
+        return row
+
+    def _started_row(self, jid: str) -> JobRow | None:
+        """The started job's row as read less than ``ROW_REUSE_SECONDS`` ago, while the feed
+        vouches that this run is still running; else ``None`` (read the store).
+
+        A ChRIS backend polls each running job every few seconds, and the store read was the
+        largest share of such a poll's CPU although the row of a running job changes only
+        when the job ends, is cancelled or deleted. This process forgets the row at once when
+        it does any of these; another process's change shows here when the feed sees the job's
+        container stop or leave (its event), and at the latest after ``ROW_REUSE_SECONDS``.
+        """
+        row = self.started_rows.get(jid)
+        if row is None:
+            return None
+        info = self.feed.current(jid)
+        if info is None or info.status is not JobStatus.started or not same_run(info, row):
+            self.started_rows.discard(jid)
+            return None
+        return row
+
+    def _forget_running(self, jid: str) -> None:
+        """The job ended, was cancelled or deleted: its log tail and row are not reused."""
+        self.tails.forget(jid)
+        self.started_rows.discard(jid)
 
     def _record_end(self, row: JobRow, info: JobInfo, logs: str) -> None:
         if self.store.mark_finished(
@@ -419,6 +457,7 @@ class JobService:
         validate_jid(jid)
         self._stop_running(jid)
         row = self.store.tombstone(jid)
+        self.started_rows.discard(jid)  # no poll here answers from it once the record is gone
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.stop
@@ -434,7 +473,7 @@ class JobService:
                 self.store.restore(row, error.message)
             raise
         self.feed.forget(jid)
-        self.tails.forget(jid)
+        self._forget_running(jid)
         if row is None and not had_data and not in_engine:
             raise JobNotFound(f"job {jid!r} not found")
         log.info("[%s] deleted (engine: %s, data: %s)", jid, in_engine, had_data)

@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from pfcon.compute.dockerapi.docker import JOB_LABEL
-from pfcon.jobs import JobService
+from pfcon.jobs import ROW_REUSE_SECONDS, JobService
 from tests.api_helpers import login, submit, wait_started
 from tests.conftest import remove_test_containers
 from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form, wait_for
@@ -176,6 +176,57 @@ def test_log_tail_is_read_at_most_once_a_second_however_often_clients_poll(watch
     assert polls > 20
     assert len(log_reads) <= math.ceil(elapsed) + 1, (len(log_reads), elapsed, polls)
     assert all(path.endswith("/logs") for _, _, path in pollers), pollers
+
+
+def counted_store_reads(service: JobService, thread: str) -> list[str]:
+    """The jids of every ``store.live`` call ``thread`` makes from now on."""
+    reads: list[str] = []
+    live = service.store.live
+
+    def counted(jid: str, *args, **kwargs):
+        if threading.current_thread().name == thread:
+            reads.append(jid)
+        return live(jid, *args, **kwargs)
+
+    service.store.live = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_running_job_s_record_is_read_at_most_once_a_second_and_a_delete_shows_at_once(
+    watched, make_app, jid: str
+) -> None:
+    """Polls of a running job reuse its record for ROW_REUSE_SECONDS while the feed vouches
+    for the run; a delete through this service answers 404 at once, and a delete through
+    another one (a second process on the same store and engine) as soon as this service's
+    feed sees the container go (within a second, however long the record would be reused)."""
+    app, service, _calls = watched
+    client = app.test_client()
+    auth = login(client)
+    jids = [f"{jid}-here", f"{jid}-there", f"{jid}-there-unqueued"]
+    start_waiting_job(client, auth, jids[0], service)
+    reads = counted_store_reads(service, threading.current_thread().name)
+
+    began, polls = time.monotonic(), 0
+    while time.monotonic() - began < 2.2:
+        assert poll(client, auth, jids[0])["status"] == "started"
+        polls += 1
+    assert 2 <= len(reads) <= math.ceil((time.monotonic() - began) / ROW_REUSE_SECONDS) + 1, (reads, polls)
+    assert polls > 5 * len(reads)
+
+    assert client.delete(f"/api/v1/jobs/{jids[0]}/", headers=auth).status_code == 204
+    assert client.get(f"/api/v1/jobs/{jids[0]}/", headers=auth).status_code == 404
+
+    for each in jids[1:]:  # two at a time: the queue's capacity is the engine's two CPUs
+        start_waiting_job(client, auth, each, service)
+    service.started_rows.max_age = 60.0  # so only the feed can tell this service of the delete
+    # with the queue the other removes the container, then the record; without, the reverse
+    for each, env in zip(jids[1:], ({}, {"PFCON_QUEUE": "false"}), strict=True):
+        assert poll(client, auth, each)["status"] == "started"  # its record is now reused here
+        other = make_app(**env).test_client()
+        assert other.delete(f"/api/v1/jobs/{each}/", headers=auth).status_code == 204
+        deleted = time.monotonic()
+        wait_for(lambda: client.get(f"/api/v1/jobs/{each}/", headers=auth).status_code == 404, interval=0.01)  # noqa: B023
+        assert time.monotonic() - deleted < 1.0, env
 
 
 def test_a_cut_event_stream_falls_back_to_the_engine_never_to_a_stale_answer(

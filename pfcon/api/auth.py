@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import threading
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -16,6 +19,8 @@ from pfcon.errors import InvalidInput, Unauthorized
 from pfcon.settings import Settings
 
 ALGORITHM = "HS256"
+#: verified tokens remembered per process (a ChRIS backend shows one token for days)
+VERIFIED_TOKENS = 64
 
 
 class TokenAuth:
@@ -25,6 +30,8 @@ class TokenAuth:
         self._key = settings.secret_key
         self._lifetime = timedelta(seconds=settings.token_lifetime_seconds)
         self._username = settings.pfcon_user
+        self._verified: OrderedDict[str, int] = OrderedDict()  # token -> its exp, newest last
+        self._verified_lock = threading.Lock()
 
     def check_password(self, user: str, password: str) -> bool:
         """Constant-time comparison of both, whichever is wrong; text that is not valid Unicode
@@ -55,12 +62,43 @@ class TokenAuth:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():  # schemes are case-insensitive (RFC 9110)
             raise Unauthorized("Invalid authorization header.")
+        token = token.strip()
+        if not self._seen_valid(token):
+            self._remember(token, self._decode(token))
+
+    def _decode(self, token: str) -> int:
+        """The token's expiry, once its signature and claims are checked."""
         try:
-            jwt.decode(token.strip(), self._key, algorithms=[ALGORITHM], options={"require": ["exp"]})
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], options={"require": ["exp"]})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("Expired authorization token.") from None
         except jwt.InvalidTokenError:
             raise Unauthorized("Invalid authorization token.") from None
+        return int(claims["exp"])  # as PyJWT reads it
+
+    def _seen_valid(self, token: str) -> bool:
+        """Whether this exact token was verified before and has not expired since.
+
+        Decoding a JWT is a good share of a status poll's CPU, and a client polls with the
+        same token for days. Only a token that passed :meth:`_decode` is remembered, with its
+        ``exp``: a remembered token is one whose signature and claims held, and from its
+        expiry on it is decoded again (and refused as expired, as PyJWT does at ``exp``).
+        """
+        with self._verified_lock:
+            expires = self._verified.get(token)
+            if expires is None:
+                return False
+            if time.time() < expires:
+                self._verified.move_to_end(token)
+                return True
+            del self._verified[token]
+            return False
+
+    def _remember(self, token: str, expires: int) -> None:
+        with self._verified_lock:
+            self._verified[token] = expires
+            while len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
 
     def verify_scraper(self, authorization: str | None) -> None:
         """A scraper shows the API token (Bearer) or the pfcon user and password (Basic), since

@@ -12,7 +12,6 @@ from pfcon.observability.observer import CLASSIC
 
 SERVER_INFO = schemas.ServerInfoSchema()
 SUBMIT_ANSWER = schemas.SubmitAnswerSchema()
-STATUS_ANSWER = schemas.StatusAnswerSchema()
 
 
 def register(api: Blueprint, service: JobService) -> None:
@@ -33,7 +32,7 @@ def register(api: Blueprint, service: JobService) -> None:
 
     @api.get("/jobs/<jid>/")
     def status(jid: str) -> ResponseReturnValue:
-        return jsonify(STATUS_ANSWER.dump({"compute": service.status(jid)}))
+        return jsonify(schemas.status_answer(service.status(jid)))
 
     @api.delete("/jobs/<jid>/")
     def delete(jid: str) -> ResponseReturnValue:

@@ -268,7 +268,10 @@ class EventFeed(StateFeed):
         """An event of a container of ours: read its state once (this feed's, not a client's call)."""
         row = self.store.live(jid)
         if row is None or row.state not in (QUEUED, STARTED):
-            return  # another service's job on a shared engine, or one already recorded
+            # another service's job on a shared engine, or one already recorded or deleted
+            # (by another process): nothing to vouch for, so status polls read its record
+            self.forget(jid)
+            return
         try:
             self._note(self.backend.info(jid))
         except JobNotFound:
