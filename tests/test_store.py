@@ -79,6 +79,32 @@ def test_one_live_row_per_jid_and_the_jid_is_free_again_after_delete(store: JobS
     assert [row.id for row in store.history(HistoryQuery(jid="dup", kind="plugin")).items] == [second, first]
 
 
+def test_a_new_attempt_replaces_the_live_row_in_one_write(store: JobStore) -> None:
+    """An operation run again (its process died) gets a new row; a reader polling meanwhile
+    finds the old attempt or the new one, never neither (CI once saw a 404 between the two)."""
+    first = store.accept(NewJob(jid="op", kind="copy", api="pfcon6"))
+    seen: list[int | None] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            row = store.live("op", "copy")
+            seen.append(None if row is None else row.id)
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for _ in range(30):
+            latest = store.accept(NewJob(jid="op", kind="copy", api="pfcon6"), replace_live=True)
+    finally:
+        done.set()
+        reader.join()
+    assert None not in seen and len(seen) > 30
+    assert store.live("op", "copy").id == latest.id
+    assert store.latest("op", "copy").id == latest.id
+    assert [event.state for event in store.events(first.id)] == ["accepted", "deleted"]
+
+
 def test_claims_are_exactly_once_across_many_claimers(database_url: str) -> None:
     """Eight claimers, each with its own engine and pool (as separate processes would be)."""
     stores = [_open(database_url) for _ in range(8)]

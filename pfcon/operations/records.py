@@ -145,9 +145,13 @@ class StoreOperationStore:
 
     def save(self, op: Operation) -> Operation:
         row_id = op.row_id if op.row_id is not None else self._live_attempt(op)
-        if row_id is None:  # a new operation: one write
+        if row_id is None:  # a new operation or attempt: one write, the attempt before to history
             row = self.store.accept(
-                _new_row(op), state=STATE_OF[op.status], status=op.status, **self._columns(op)
+                _new_row(op),
+                replace_live=True,
+                state=STATE_OF[op.status],
+                status=op.status,
+                **self._columns(op),
             )
             return replace(op, row_id=row.id)
         self.store.record_operation(row_id, STATE_OF[op.status], op.status, op.message, **self._columns(op))
@@ -172,12 +176,11 @@ class StoreOperationStore:
         }
 
     def _live_attempt(self, op: Operation) -> int | None:
-        """The live row of this attempt; a new attempt puts the one before into the history."""
+        """The live row of this attempt (None: a new operation, or a new attempt)."""
         row = self.store.live(op.jid, _kind(op.kind))
-        if row is not None and (row.spec or {}).get("attempt") != op.attempt:
-            self.store.tombstone(op.jid, op.kind)
+        if row is None or (row.spec or {}).get("attempt") != op.attempt:
             return None
-        return None if row is None else row.id
+        return row.id
 
     def remove(self, jid: str, kind: str) -> bool:
         """Put the operation into the history; the lock folder goes with the job's last one."""

@@ -164,11 +164,15 @@ class JobStore:
         self.engine.dispose()
 
     # -- recording --------------------------------------------------------------------------
-    def accept(self, new: NewJob, owner: str | None = None, **initial: Any) -> JobRow:
+    def accept(
+        self, new: NewJob, owner: str | None = None, replace_live: bool = False, **initial: Any
+    ) -> JobRow:
         """Insert the job in state ``accepted``; JobExists if its jid has a live row of this kind.
 
         ``initial`` sets other columns at once (an operation is queued with its parameters
-        in the same write: ``state``, ``spec``, ``logs``).
+        in the same write: ``state``, ``spec``, ``logs``). ``replace_live`` puts the live row
+        of the jid and kind into the history in the same write (an operation's new attempt),
+        so no reader ever finds neither.
         """
         if new.kind not in KINDS or new.api not in APIS:
             raise ValueError(f"unknown kind {new.kind!r} or api {new.api!r}")
@@ -183,6 +187,8 @@ class JobStore:
             **initial,
         }
         with self._write() as conn:
+            if replace_live:
+                self._bury_live(conn, new.jid, new.kind, now)
             inserted = conn.execute(sa.insert(jobs).values(**values).returning(*jobs.c)).one()
             row = _row(inserted._mapping)
             self._event(conn, row.id, values["state"], values["status"], new.message, now)
@@ -489,18 +495,21 @@ class JobStore:
     # -- deleting ---------------------------------------------------------------------------
     def tombstone(self, jid: str, kind: str = "plugin") -> JobRow | None:
         """Mark the live row deleted before anything is removed; returns it as it was."""
-        now = utc_now()
         with self._write() as conn:
-            row = self._live(conn, jid, kind, lock=True)
-            if row is None:
-                return None
-            conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == row.id)
-                .values(state=DELETED, deleted_at=now, updated_at=now, logs=None)
-            )
-            self._event(conn, row.id, DELETED, row.status, "deleted", now)
-            return row
+            return self._bury_live(conn, jid, kind, utc_now())
+
+    def _bury_live(self, conn: Connection, jid: str, kind: str, now: datetime) -> JobRow | None:
+        """The live row of ``jid`` and ``kind``, if any, put into the history (deleted)."""
+        row = self._live(conn, jid, kind, lock=True)
+        if row is None:
+            return None
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == row.id)
+            .values(state=DELETED, deleted_at=now, updated_at=now, logs=None)
+        )
+        self._event(conn, row.id, DELETED, row.status, "deleted", now)
+        return row
 
     def restore(self, row: JobRow, reason: str) -> None:
         """Undo a tombstone whose removal failed, so the job still answers (unless its jid was reused)."""
