@@ -117,19 +117,16 @@ class Estimates:
 def with_ends(rows: Sequence[JobRow], known: Known, now: float) -> list[Job]:
     """Jobs holding resources, each with its estimated end (started + estimate) if known."""
     jobs = []
-    for row, job in zip(rows, as_jobs(rows), strict=True):
+    for row in rows:
         took = known.get((row.image, row.cmd))
         began = row.started_at.timestamp() if row.started_at else now
-        jobs.append(Job(job.id, job.auid, job.amount, ends_at=None if took is None else began + took))
+        jobs.append(Job(row.id, row.auid, amount_of(row), ends_at=None if took is None else began + took))
     return jobs
 
 
 def with_run_times(rows: Sequence[JobRow], known: Known) -> list[Job]:
     """Queued jobs, each with its estimated run time if known."""
-    return [
-        Job(job.id, job.auid, job.amount, runs_for=known.get((row.image, row.cmd)))
-        for row, job in zip(rows, as_jobs(rows), strict=True)
-    ]
+    return [Job(row.id, row.auid, amount_of(row), runs_for=known.get((row.image, row.cmd))) for row in rows]
 
 
 class Capacity:
