@@ -9,27 +9,35 @@ capacity below that host (``PFCON_CAPACITY_*``).
 
 Printed, for each run: jobs that succeeded, OOM kills (exit 137, the engine's ``OOMKilled``
 flag and the cgroup's own count), the peak of the limits running at once read from the engine
-every 0.25 s, the cgroup's peak memory, the makespan (first submit to last container end)
-beside the ideal packing (the larger of the CPU and memory areas over the capacity, and the
-longest job: no schedule can beat it) and the same policy simulated without engine overhead;
-the engine's own start latency (``docker run`` of an empty container, measured in the same
-run) is the physical reference for the overhead between a job's end and the next start.
+every 0.25 s, the cgroup's peak memory and the makespan (first submit to last container end).
+The queue-on makespan is then set against the ideal packing of the same jobs (their measured
+run times) on the same capacity, searched by OR-tools' CP-SAT: its optimum when it proves
+one, else the best schedule it found and the bound it proved (no schedule finishes sooner),
+which is the figure the makespan is divided by. Beside it, the area bound (CPU area / capacity,
+memory area / capacity, longest job: a bound, not a schedule), the same policy simulated
+without engine overhead, and the engine's own start latency (``docker run`` of an empty
+container, measured in the same run), the physical reference for a job's hand-over.
 
-Needs root (the cgroup), dockerd with the cgroupfs driver and ``debian:bookworm-slim`` (perl
-allocates the memory). About 4 minutes. Run from the repository root::
+Needs root (the cgroup), dockerd with the cgroupfs driver, ``debian:bookworm-slim`` (perl
+allocates the memory) and OR-tools (``.venv/bin/pip install -e '.[bench]'``). About 5 minutes,
+one of them the solver's (``--solver-seconds``). Run from the repository root::
 
-    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates]
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates] [--save-times FILE]
 
 ``--estimates`` runs the queue with ``PFCON_RUNTIME_ESTIMATES=yes`` after an unmeasured run of
 the same workload (same commands, other jids), so every job has an estimate from the
-history (about 3 minutes more).
+history (about 3 minutes more). ``--save-times FILE`` keeps the queue-on run's run times and
+makespan; ``--times FILE`` compares that saved run's packing again, without the engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import importlib.util
 import io
+import json
+import math
 import os
 import random
 import statistics
@@ -275,8 +283,9 @@ def _run_all(client: Any, auth: dict[str, str], specs: list[Spec]) -> None:
                 waiting.discard(jid)
 
 
-def ideal_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
-    """No schedule on this capacity finishes sooner (area bounds and the longest job)."""
+def area_bound(specs: list[Spec], seconds: dict[str, float]) -> float:
+    """A lower bound of the ideal packing (the areas over the capacity, the longest job): no
+    schedule finishes sooner, but jobs do not pour like water, so none may reach it."""
     cpu_area = sum(spec.cpu_millicores * seconds[spec.jid] for spec in specs) / (CAPACITY_CPUS * 1000)
     memory_area = sum(spec.memory_mib * seconds[spec.jid] for spec in specs) / CAPACITY_MEMORY_MIB
     return max(cpu_area, memory_area, max(seconds.values()))
@@ -310,6 +319,70 @@ def simulated_makespan(
         now, ended = heapq.heappop(ends)
         del running[ended]
     return now
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """What CP-SAT found for the ideal packing: no schedule of the jobs finishes before
+    ``bound`` (proven), and one that finishes by ``best`` exists (found). When ``status`` is
+    OPTIMAL they differ only by the solver's rounding to milliseconds."""
+
+    status: str
+    best: float
+    bound: float
+    solver_seconds: float
+
+
+def optimal_makespan(
+    jobs: list[tuple[float, int, int]],
+    capacity: tuple[int, int],
+    time_limit: float = 60.0,
+    workers: int = 2,
+) -> Optimum:
+    """The ideal packing itself: the shortest makespan of ``jobs`` (run time in seconds, CPU
+    millicores, MiB), each run once without interruption, on ``capacity`` (millicores, MiB),
+    searched by OR-tools' CP-SAT: one interval per job, one cumulative constraint per
+    resource, the latest end minimised, within ``time_limit``.
+
+    The solver counts in whole milliseconds, so run times are rounded *down*: any real
+    schedule, its times rounded down, is a schedule of the rounded jobs, hence the solver's
+    proven bound is a lower bound of the real optimum too. The other way, ``best`` is the
+    solver's schedule with each job's real run time and its k-th start moved k ms later, room
+    for the fractions dropped: jobs apart in the solver's schedule stay apart, so it is a
+    real schedule (at most 1 ms per job longer).
+    The energy of each resource (run time x amount, summed) is stated to the solver as a
+    redundant constraint: it then starts from the area bound rather than the longest job."""
+    from ortools.sat.python import cp_model  # optional: pip install -e '.[bench]'
+
+    durations = [max(1, math.floor(seconds * 1000)) for seconds, _, _ in jobs]
+    horizon = sum(durations)
+    model = cp_model.CpModel()
+    starts = [model.new_int_var(0, horizon - duration, f"start{n}") for n, duration in enumerate(durations)]
+    intervals = [
+        model.new_fixed_size_interval_var(start, duration, f"job{n}")
+        for n, (start, duration) in enumerate(zip(starts, durations, strict=True))
+    ]
+    makespan = model.new_int_var(max(durations), horizon, "makespan")
+    for resource, limit in enumerate(capacity):
+        amounts = [job[resource + 1] for job in jobs]
+        model.add_cumulative(intervals, amounts, limit)
+        model.add(sum(d * a for d, a in zip(durations, amounts, strict=True)) <= limit * makespan)
+    model.add_max_equality(makespan, [start + d for start, d in zip(starts, durations, strict=True)])
+    model.minimize(makespan)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.num_workers = workers
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise RuntimeError(f"CP-SAT found no schedule: {solver.status_name(status)}")
+    order = sorted(range(len(jobs)), key=lambda n: solver.value(starts[n]))
+    real_ends = [solver.value(starts[n]) / 1000 + rank / 1000 + jobs[n][0] for rank, n in enumerate(order)]
+    return Optimum(
+        solver.status_name(status),
+        max(real_ends),
+        solver.best_objective_bound / 1000,
+        solver.wall_time,
+    )
 
 
 def clairvoyant_makespan(specs: list[Spec], seconds: dict[str, float]) -> float:
@@ -353,6 +426,57 @@ def engine_start_seconds(client: docker.DockerClient, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
+def compare_packings(specs: list[Spec], seconds: dict[str, float], makespan: float, limit: float) -> None:
+    """Print the queue's makespan against the ideal packing of the same jobs (their measured
+    run times) on the same capacity, and the references that explain the gap."""
+    jobs = [(seconds[spec.jid], spec.cpu_millicores, spec.memory_mib) for spec in specs]
+    optimum = optimal_makespan(jobs, (CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB), time_limit=limit)
+    area = area_bound(specs, seconds)
+    bound = max(optimum.bound, area)  # both proven: no schedule of these jobs finishes sooner
+    found = (
+        f"optimum {bound:.2f}-{optimum.best:.2f} s (the solver's milliseconds)"
+        if optimum.status == "OPTIMAL"
+        else f"best schedule found {optimum.best:.2f} s, proven bound {bound:.2f} s"
+    )
+    print(
+        f"ideal packing (CP-SAT, {optimum.status} after {optimum.solver_seconds:.0f} s, limit "
+        f"{limit:g} s): {found}; area bound (CPU area / capacity, memory area / capacity, "
+        f"longest job: a lower bound, not a schedule) {area:.2f} s"
+    )
+    print(
+        f"queue on: makespan {makespan:.1f} s = {makespan / bound:.3f}x the proven bound of the "
+        f"ideal packing (the figure for 'within 1.1x'), {makespan / optimum.best:.3f}x "
+        f"{'the optimum' if optimum.status == 'OPTIMAL' else 'the best schedule found'}"
+    )
+    simulated = simulated_makespan(specs, seconds)
+    clairvoyant = clairvoyant_makespan(specs, seconds)
+    estimated = {jid: took * ESTIMATE_MARGIN for jid, took in seconds.items()}
+    with_estimates = simulated_makespan(specs, seconds, estimates=estimated)
+    with_half = simulated_makespan(specs, seconds, estimates=dict(list(estimated.items())[::2]))
+    print(
+        f"against the same bound, without engine overhead: the safe rule {simulated:.1f} s "
+        f"({simulated / bound:.3f}x); run-time estimates (each run time x {ESTIMATE_MARGIN}) "
+        f"{with_estimates:.1f} s ({with_estimates / bound:.3f}x), for every other job only "
+        f"{with_half:.1f} s ({with_half / bound:.3f}x); longest first, each started once it "
+        f"fits {clairvoyant:.1f} s ({clairvoyant / bound:.3f}x)"
+    )
+
+
+def save_times(path: str, specs: list[Spec], run: Run) -> None:
+    """Write the workload, each job's measured run time and the makespan, for ``--times``."""
+    jobs = [{**vars(spec), "took": run.ends[spec.jid][1] - run.ends[spec.jid][0]} for spec in specs]
+    Path(path).write_text(json.dumps({"name": run.name, "makespan": run.makespan, "jobs": jobs}, indent=1))
+
+
+def compare_saved(path: str, limit: float) -> None:
+    """The packing comparison of a saved run, without running anything on the engine."""
+    record = json.loads(Path(path).read_text())
+    specs = [Spec(**{key: value for key, value in job.items() if key != "took"}) for job in record["jobs"]]
+    seconds = {job["jid"]: job["took"] for job in record["jobs"]}
+    print(f"{path}: {record['name']}, {len(specs)} jobs, makespan {record['makespan']:.1f} s")
+    compare_packings(specs, seconds, record["makespan"], limit)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
@@ -362,7 +486,15 @@ def main() -> None:
         action="store_true",
         help="queue on with PFCON_RUNTIME_ESTIMATES=yes, after an unmeasured run of the same workload",
     )
+    parser.add_argument("--solver-seconds", type=float, default=60.0, help="CP-SAT's time limit")
+    parser.add_argument("--save-times", metavar="FILE", help="save the queue-on run's run times")
+    parser.add_argument("--times", metavar="FILE", help="compare a saved run's packing, run nothing")
     args = parser.parse_args()
+    if importlib.util.find_spec("ortools") is None:
+        sys.exit("needs OR-tools for the ideal packing: .venv/bin/pip install -e '.[bench]'")
+    if args.times:
+        compare_saved(args.times, args.solver_seconds)
+        return
     if os.geteuid() != 0 or not CGROUP_ROOT.is_dir():
         sys.exit("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
     client = docker.from_env(version="1.41")
@@ -392,14 +524,8 @@ def main() -> None:
     finally:
         cgroup.remove()
     on = runs[0]
-    seconds = {jid: end - began for jid, (began, end, _, _) in on.ends.items()}
-    ideal = ideal_makespan(specs, seconds)
-    simulated = simulated_makespan(specs, seconds)
-    clairvoyant = clairvoyant_makespan(specs, seconds)
-    estimated = {jid: took * ESTIMATE_MARGIN for jid, took in seconds.items()}
-    with_estimates = simulated_makespan(specs, seconds, estimates=estimated)
-    half = dict(list(estimated.items())[::2])
-    with_half = simulated_makespan(specs, seconds, estimates=half)
+    if args.save_times:
+        save_times(args.save_times, specs, on)
     for run in runs:
         print(
             f"{run.name:9}: {run.succeeded}/{len(run.ends)} succeeded; "
@@ -408,17 +534,8 @@ def main() -> None:
             f"peak at once {run.peak_cpus:.2f} CPUs, {run.peak_memory_mib:.0f} MiB of limits; "
             f"host peak {run.cgroup_peak_mib:.0f} MiB; makespan {run.makespan:.1f} s"
         )
-    print(
-        f"queue on: makespan {on.makespan:.1f} s = {on.makespan / ideal:.2f}x the ideal packing "
-        f"({ideal:.1f} s); the policy alone, without engine overhead: {simulated:.1f} s "
-        f"({simulated / ideal:.2f}x); a packer knowing every run time: {clairvoyant:.1f} s "
-        f"({clairvoyant / ideal:.2f}x)"
-    )
-    print(
-        f"the policy with run-time estimates (each job's run time x {ESTIMATE_MARGIN}), simulated: "
-        f"{with_estimates:.1f} s ({with_estimates / ideal:.2f}x); with estimates for every "
-        f"other job only: {with_half:.1f} s ({with_half / ideal:.2f}x)"
-    )
+    seconds = {jid: end - began for jid, (began, end, _, _) in on.ends.items()}
+    compare_packings(specs, seconds, on.makespan, args.solver_seconds)
     gaps = handover_gaps(on)
     print(
         f"queue on: hand-over (a job's start after the last end before it), median "
