@@ -349,7 +349,7 @@ def optimal_makespan(
     proven bound is a lower bound of the real optimum too. The other way, ``best`` is the
     solver's schedule with each job's real run time and its k-th start moved k ms later, room
     for the fractions dropped: jobs apart in the solver's schedule stay apart, so it is a
-    real schedule (at most 1 ms per job longer).
+    real schedule (at most 1 ms per job longer; checked against the capacity below).
     The energy of each resource (run time x amount, summed) is stated to the solver as a
     redundant constraint: it then starts from the area bound rather than the longest job."""
     from ortools.sat.python import cp_model  # optional: pip install -e '.[bench]'
@@ -376,10 +376,13 @@ def optimal_makespan(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise RuntimeError(f"CP-SAT found no schedule: {solver.status_name(status)}")
     order = sorted(range(len(jobs)), key=lambda n: solver.value(starts[n]))
-    real_ends = [solver.value(starts[n]) / 1000 + rank / 1000 + jobs[n][0] for rank, n in enumerate(order)]
+    began = {n: (solver.value(starts[n]) + rank) / 1000 for rank, n in enumerate(order)}
+    for moment in began.values():  # what a schedule holds peaks at some start: check them all
+        held = [n for n, start in began.items() if start <= moment < start + jobs[n][0]]
+        assert all(sum(jobs[n][r + 1] for n in held) <= limit for r, limit in enumerate(capacity))
     return Optimum(
         solver.status_name(status),
-        max(real_ends),
+        max(start + jobs[n][0] for n, start in began.items()),
         solver.best_objective_bound / 1000,
         solver.wall_time,
     )
