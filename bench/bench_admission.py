@@ -285,7 +285,7 @@ def _run_all(client: Any, auth: dict[str, str], specs: list[Spec]) -> None:
 
 def area_bound(specs: list[Spec], seconds: dict[str, float]) -> float:
     """A lower bound of the ideal packing (the areas over the capacity, the longest job): no
-    schedule finishes sooner, but jobs do not pour like water, so none may reach it."""
+    schedule finishes sooner, but jobs do not pour like water, so the optimum may end later."""
     cpu_area = sum(spec.cpu_millicores * seconds[spec.jid] for spec in specs) / (CAPACITY_CPUS * 1000)
     memory_area = sum(spec.memory_mib * seconds[spec.jid] for spec in specs) / CAPACITY_MEMORY_MIB
     return max(cpu_area, memory_area, max(seconds.values()))
