@@ -19,7 +19,7 @@ without engine overhead, and the engine's own start latency (``docker run`` of a
 container, measured in the same run), the physical reference for a job's hand-over.
 
 Needs root (the cgroup), dockerd with the cgroupfs driver, ``debian:bookworm-slim`` (perl
-allocates the memory) and OR-tools (``.venv/bin/pip install -e '.[bench]'``). About 5 minutes,
+allocates the memory) and OR-tools (``.venv/bin/pip install -e '.[bench]'``). About 4 minutes,
 one of them the solver's (``--solver-seconds``). Run from the repository root::
 
     .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates] [--save-times FILE]
