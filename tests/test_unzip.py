@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from pfcon.errors import InvalidInput, PayloadTooLarge
+from pfcon.safetree import remove_tree
 from pfcon.settings import ZipLimits
-from pfcon.storage.unzip import SMALL_FILE, StreamingUnzip
+from pfcon.storage.filemaker import reserve
+from pfcon.storage.unzip import RESERVE_STEP, SMALL_FILE, StreamingUnzip
 from pfcon.storage.zipstream import stream_zip
 from tests.helpers import make_zip
 
@@ -350,3 +352,66 @@ def test_a_refusal_after_many_small_files_stops_the_threads_and_keeps_nothing(tm
         _extract(bytes(data), tmp_path)
     assert _tree(tmp_path) == []
     assert not _maker_threads()
+
+
+# -- blocks of large files allocated ahead ----------------------------------------------------
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def _can_reserve(folder: Path) -> bool:
+    probe = folder / "probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        return reserve(fd, 0, 1 << 20)
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def test_a_header_that_lies_about_its_size_reserves_at_most_one_step_ahead(tmp_path: Path) -> None:
+    """A stored entry claims 1 GiB and sends 2 MiB: the disk holds the 2 MiB and at most one
+    step of blocks allocated ahead, the file's size is what was written, and the cut upload
+    leaves nothing."""
+    claimed, sent = 1 << 30, 2 << 20
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, claimed, claimed, 5, 0)
+    sink = StreamingUnzip(tmp_path / "staging", LIMITS)
+    try:
+        sink.write(local + b"a.bin")
+        for _ in range(sent // (1 << 20)):
+            sink.write(os.urandom(1 << 20))
+        target = tmp_path / "staging/a.bin"
+        assert target.stat().st_size == sent
+        assert _allocated(target) <= sent + RESERVE_STEP + (1 << 20)  # (the filesystem's rounding)
+        if _can_reserve(tmp_path):  # where the filesystem allocates ahead, it did here
+            assert _allocated(target) >= RESERVE_STEP
+        with pytest.raises(InvalidInput, match="not a complete zip"):
+            sink.finish()
+    finally:
+        sink.close()
+    assert _tree(tmp_path) == []
+
+
+def test_reserve_says_no_where_the_file_cannot_grow(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    with open(tmp_path / "f", "rb") as read_only:
+        assert not reserve(read_only.fileno(), 0, 1 << 20)  # EBADF: the writes decide, as before
+    assert (tmp_path / "f").stat().st_size == 1
+
+
+def test_large_files_are_whole_when_the_filesystem_allocates_nothing_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem without fallocate (NFS before 4.2): asked once per file, then plain writes."""
+    asked: list[int] = []
+    monkeypatch.setattr(
+        "pfcon.storage.unzip.reserve", lambda fd, offset, length: asked.append(offset) or False
+    )
+    files = {"big.bin": os.urandom(3 * SMALL_FILE), "d/other.bin": os.urandom(2 * SMALL_FILE)}
+    for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        asked.clear()
+        assert _extract(make_zip(files, compression), tmp_path, chunk=65_521) == 2
+        for name, content in files.items():
+            assert (tmp_path / "in" / name).read_bytes() == content
+        assert asked == [0, 0]
+        remove_tree(tmp_path / "in")

@@ -44,7 +44,7 @@ from isal.isal_zlib import crc32
 from pfcon.errors import NO_SPACE_ERRNOS, InvalidInput, PayloadTooLarge, PfconError
 from pfcon.safetree import remove_tree
 from pfcon.settings import ZipLimits
-from pfcon.storage.filemaker import FileMaker, create_file, write_all
+from pfcon.storage.filemaker import FileMaker, create_file, reserve, write_all
 from pfcon.storage.staging import hold_staging
 from pfcon.storebase import safe_relative_text
 
@@ -65,6 +65,7 @@ INFLATE_CHUNK = 1024 * 1024  # output of one inflate step
 INFLATE_FEED = 256 * 1024  # input of one inflate step
 RATIO_FLOOR = 1024 * 1024  # small members may compress well without being bombs
 SMALL_FILE = 256 * 1024  # files up to this size are kept whole and created on other threads
+RESERVE_STEP = 32 * 1024 * 1024  # blocks of a large file allocated ahead of its data, at most
 MAX_NAME_BYTES = 4096  # PATH_MAX
 MAX_NAME_DEPTH = 128  # folders in an entry name; real input trees are a few dozen deep at most
 MAX_RECORD_EXTRAS = 4096  # extra field + comment of one central record
@@ -154,6 +155,7 @@ class StreamingUnzip:
         self._state: Callable[[], bool] = self._local_header
         self._entry: _Entry | None = None
         self._out: int | None = None  # fd of the file being written
+        self._reserved: int | None = 0  # its bytes allocated ahead; None once the disk said no
         self._inflater: zlib._Decompress | None = None
         self._entries: list[_Entry] = []
         self._listed = 0  # central records checked so far
@@ -503,11 +505,26 @@ class StreamingUnzip:
                 self._pending.append(bytes(data))
                 return
             self._out = create_file(self._target, entry.name)
+            self._reserved = 0
             for chunk in self._pending:
                 write_all(self._out, chunk)
             self._pending = None
         if self._out is not None:
+            self._reserve_ahead(entry)
             write_all(self._out, data)
+
+    def _reserve_ahead(self, entry: _Entry) -> None:
+        """Allocate the file's blocks up to its size in the header, a step ahead of its data.
+
+        Never past the size its header claims (already within the limits' reach only as data
+        arrives) and never more than :data:`RESERVE_STEP` ahead of the bytes received, so a
+        header that lies about its size costs no disk it did not send.
+        """
+        reserved = self._reserved
+        if reserved is None or entry.written <= reserved or reserved >= entry.size:
+            return
+        end = min(entry.size, max(entry.written, reserved + RESERVE_STEP))
+        self._reserved = end if reserve(self._out, reserved, end - reserved) else None
 
     def _consume(self, count: int) -> None:
         del self._buf[:count]
