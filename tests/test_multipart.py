@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
-from pfcon.api.multipart import HEADER_LIMIT, Part, read_multipart
+from pfcon.api.multipart import HEADER_LIMIT, Part, _Buffer, read_multipart
 
 BOUNDARY = b"pfcon-test-7f3a"
 
@@ -150,3 +150,15 @@ def test_malformed_bodies_are_value_errors(body: bytes) -> None:
 
 def test_an_empty_form_is_no_part() -> None:
     assert parse(b"--" + BOUNDARY + b"--\r\n", 1) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | TRICKY, st.integers(min_value=0, max_value=220), st.data())
+def test_the_buffers_search_finds_what_bytearray_find_finds_inside_its_bounds(haystack, start, data) -> None:
+    """memmem sees only ``data[start:end]``: a marker cut by either bound is not there."""
+    buf = _Buffer(reader(b"", 1), 256)
+    haystack = haystack[:256]
+    buf.data[: len(haystack)] = haystack
+    buf.end = data.draw(st.integers(min_value=0, max_value=len(haystack)))
+    marker = data.draw(st.sampled_from([b"--" + BOUNDARY, b"--" + BOUNDARY[:3], b"\r\n", b"x"]))
+    assert buf.find(marker, start) == buf.data.find(marker, start, buf.end)

@@ -4,13 +4,14 @@ werkzeug's ``MultipartDecoder`` copies each chunk of a file part four times (int
 two slices and a ``bytes``) and finds the boundary with a regular expression after a
 ``find``; under a 512 MiB upload that was most of the service's CPU besides the CRC and the
 write. Here the body is read with ``readinto`` into one buffer, the boundary is found with
-``bytearray.find`` and file data is handed on as ``memoryview`` slices of that buffer, valid
-until the next event. It accepts what werkzeug accepts: CRLF, LF or CR line breaks around a
+the C library's ``memmem`` and file data is handed on as ``memoryview`` slices of that
+buffer, valid until the next event. It accepts what werkzeug accepts: CRLF, LF or CR line breaks around a
 boundary, blanks after it, a preamble and an epilogue.
 """
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ _AFTER_BOUNDARY = re.compile(rb"(--)|[ \t]*(\r\n|\n|\r)")
 _BLANK_LINE = re.compile(rb"\r\n\r\n|\r\r|\n\n")
 _FOLDED = re.compile(rb"(?:\r\n|\n|\r)[ \t]")  # a header continued on the next line
 _LOOKAHEAD = 64  # bytes after a boundary enough to tell a next part from the end
+
+_memmem = ctypes.CDLL(None).memmem
+_memmem.restype = ctypes.c_void_p
+_memmem.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,22 @@ class _Buffer:
         self.readinto = readinto
         self.data = bytearray(size)
         self.view = memoryview(self.data)
+        self._array = (ctypes.c_char * size).from_buffer(self.data)  # (the buffer never resizes)
+        self.address = ctypes.addressof(self._array)
         self.start = self.end = 0
         self.eof = False
+
+    def find(self, marker: bytes, start: int) -> int:
+        """Where ``marker`` first is in ``data[start:end]``, or -1.
+
+        The C library's ``memmem`` (glibc: a skip table over pairs of bytes) took 0.025 s per
+        512 MiB of random data here against ``bytearray.find``'s 0.045-0.054 s, which was a
+        fifth of the service's CPU for a large upload.
+        """
+        if self.end - start < len(marker):
+            return -1
+        found = _memmem(self.address + start, self.end - start, marker, len(marker))
+        return -1 if found is None else found - self.address
 
     def fill(self) -> bool:
         """Move what is unread to the front and read more after it; False at the end of the body."""
@@ -80,7 +99,7 @@ def read_multipart(readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> I
 
 
 def _skip_preamble(buf: _Buffer, marker: bytes) -> None:
-    while (found := buf.data.find(marker, buf.start, buf.end)) < 0:
+    while (found := buf.find(marker, buf.start)) < 0:
         buf.start = max(buf.start, buf.end - len(marker) + 1)
         if not buf.fill():
             raise ValueError("multipart: no boundary in the body")
@@ -121,7 +140,7 @@ def _data(buf: _Buffer, marker: bytes) -> Iterator[memoryview]:
     """The part's data up to the next boundary (line break + marker), which is consumed."""
     search = buf.start
     while True:
-        found = buf.data.find(marker, search, buf.end)
+        found = buf.find(marker, search)
         if found < 0:
             keep = len(marker) + 2  # a line break and a boundary may begin in the last bytes
             safe = max(buf.start, buf.end - keep)
