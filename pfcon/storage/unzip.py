@@ -516,9 +516,9 @@ class StreamingUnzip:
     def _reserve_ahead(self, entry: _Entry) -> None:
         """Allocate the file's blocks up to its size in the header, a step ahead of its data.
 
-        Never past the size its header claims (already within the limits' reach only as data
-        arrives) and never more than :data:`RESERVE_STEP` ahead of the bytes received, so a
-        header that lies about its size costs no disk it did not send.
+        Never past the size its header claims and never more than :data:`RESERVE_STEP` ahead
+        of the bytes written, so a header that lies about its size costs at most one step of
+        disk it did not send (and the size limits still count only what arrives).
         """
         reserved = self._reserved
         if reserved is None or entry.written <= reserved or reserved >= entry.size:
