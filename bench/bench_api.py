@@ -15,7 +15,9 @@ What it measures (FNNDSC pfcon 5.3 figures and our targets are printed beside ea
    service's peak RSS growth (VmRSS of the gunicorn master and all its descendants);
 5. download of a 512 MiB job output as a zip: time to first byte, total time, RSS growth.
 
-``--small`` skips 4 and 5 (and building the 512 MiB zip).
+``--small`` skips 4 and 5 (and building the 512 MiB zip); ``--jobs`` runs 2 alone, ``--jobs N``
+N times in one service, and prints beside each figure the whole machine's CPU per job for
+the engine's reference and for pfcon's jobs, split by process (:class:`CpuSplit`).
 
 It starts its own service (``pfcon serve`` on a free port, a fresh STOREBASE under /var/tmp),
 needs a running dockerd and the image ``localhost/pfcon-busybox:1``, deletes every job it made
@@ -205,6 +207,79 @@ def tree_cpu(pid: int) -> float:
     return sum(cpu_seconds(each) for each in process_tree(pid))
 
 
+def machine_busy() -> float:
+    """CPU-seconds the whole machine spent busy (not idle, not waiting for I/O), /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_with_children(pid: int, own: bool = True) -> float:
+    """User + system CPU of a process (unless not ``own``) and of the children it reaped."""
+    with suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(value) for value in fields[11 if own else 13 : 15]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+class CpuSplit:
+    """Whole-machine CPU over a stretch of work, split by process: dockerd, its containerd,
+    the containers' shims (with the runc calls and job processes they reaped; a shim exits
+    when its container's task is deleted and is reaped by PID 1, so PID 1's reaped children
+    count here too), the pfcon service (gunicorn master and workers), this client, and the
+    rest of the machine."""
+
+    GROUPS = ("dockerd", "containerd", "shims+runc+jobs", "pfcon", "client", "rest")
+
+    def __init__(self, service_pid: int | None = None) -> None:
+        self.service_pid = service_pid
+
+    def _group(self, pid: int, comm: str, service: set[int]) -> str | None:
+        if pid in service:
+            return "pfcon"
+        if pid == os.getpid():
+            return "client"
+        if comm == "dockerd":
+            return "dockerd"
+        with suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if comm == "containerd" and b"/var/run/docker/" in cmdline:
+                return "containerd"
+            if comm.startswith("containerd-shim") and b"moby" in cmdline:
+                return "shims+runc+jobs"
+        return None
+
+    def sample(self) -> tuple[float, dict[str, float]]:
+        service = set(process_tree(self.service_pid)) if self.service_pid else set()
+        groups = dict.fromkeys(self.GROUPS[:-1], 0.0)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with suppress(OSError):
+                pid = int(entry.name)
+                if pid == 1:
+                    groups["shims+runc+jobs"] += cpu_with_children(pid, own=False)
+                    continue
+                group = self._group(pid, (entry / "comm").read_text().strip(), service)
+                if group:
+                    groups[group] += cpu_with_children(pid)
+        return machine_busy(), groups
+
+    def __enter__(self) -> CpuSplit:
+        self.before = self.sample()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.after = self.sample()
+
+    def per_job(self, jobs: int) -> str:
+        """Milliseconds of CPU per job for each group (new processes count from zero)."""
+        (busy0, before), (busy1, after) = self.before, self.after
+        spent = {name: max(0.0, after[name] - before[name]) for name in after}
+        spent["rest"] = max(0.0, busy1 - busy0 - sum(spent.values()))
+        parts = ", ".join(f"{name} {spent[name] / jobs * 1000:.0f}" for name in self.GROUPS)
+        return f"machine {(busy1 - busy0) / jobs * 1000:.0f} ms CPU per job ({parts})"
+
+
 class RssSampler:
     """Samples the summed RSS of a process tree every ~10 ms in a thread; reports peak - baseline."""
 
@@ -371,7 +446,7 @@ class MultipartFile:
 
 
 # -- 1 and 2: small jobs -----------------------------------------------------------------------
-def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS) -> float:
+def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS, cpu: CpuSplit | None = None) -> float:
     """The physical reference: docker-py create+start of ``count`` containers from ``threads``."""
     import docker
 
@@ -381,21 +456,23 @@ def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS) -> float:
     def create_start(name: str) -> None:
         client.containers.create(IMAGE, ["true"], name=name, labels={"pfcon.bench": "yes"}).start()
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(create_start, names))
-    elapsed = time.perf_counter() - start
+    with cpu or CpuSplit():
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(create_start, names))
+        elapsed = time.perf_counter() - start
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda name: client.containers.get(name).remove(force=True), names))
     client.close()
     return count / elapsed
 
 
-def bench_small_jobs(bench: Bench) -> list[str]:
+def bench_small_jobs(bench: Bench, round_number: int = 0, cpu_split: bool = False) -> list[str]:
     """40 small jobs POSTed from 8 threads, until all are seen finished; beside the engine's rate."""
     payload = small_zip()
-    jids = [bench.jid("small", number) for number in range(SMALL_JOBS)]
-    reference = engine_start_rate()
+    jids = [bench.jid(f"small{round_number}", number) for number in range(SMALL_JOBS)]
+    engine_cpu, jobs_cpu = CpuSplit(), CpuSplit(bench.pid)
+    reference = engine_start_rate(cpu=engine_cpu)
     load = os.getloadavg()[0]
     local = threading.local()
 
@@ -413,11 +490,13 @@ def bench_small_jobs(bench: Bench) -> list[str]:
             raise RuntimeError(f"POST {jid}: {reply.status_code} {reply.text[:300]}")
         return time.perf_counter() - start
 
-    first = time.perf_counter()
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        latencies = list(pool.map(post, jids))
-    states = wait_finished(bench, jids)
-    elapsed = time.perf_counter() - first
+    with jobs_cpu:
+        first = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            latencies = list(pool.map(post, jids))
+        posted = time.perf_counter() - first
+        states = wait_finished(bench, jids)
+        elapsed = time.perf_counter() - first
     failures = sum(state != "finishedSuccessfully" for state in states.values())
     median, p95 = statistics.median(latencies) * 1000, percentile(latencies, 0.95) * 1000
     bench.report(
@@ -430,8 +509,12 @@ def bench_small_jobs(bench: Bench) -> list[str]:
     bench.report(Row("2. jobs/s, submit to finished", value, "2.2/s", ">= 0.9x engine", ok))
     print(
         f"   [engine's own create+start from {CLIENTS} threads: {reference:.2f}/s; "
-        f"{SMALL_JOBS} jobs in {elapsed:.1f} s; load average {load:.1f} on {os.cpu_count()} CPUs]"
+        f"{SMALL_JOBS} jobs in {elapsed:.1f} s, the last POST answered at {posted:.1f} s; "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs]"
     )
+    if cpu_split:
+        print(f"   [engine's reference: {engine_cpu.per_job(SMALL_JOBS)}]")
+        print(f"   [pfcon's jobs:       {jobs_cpu.per_job(SMALL_JOBS)}]")
     if failures:
         print(f"   note: {failures} of {SMALL_JOBS} jobs did not finish successfully")
     return jids
@@ -598,7 +681,13 @@ def bench_idle_rss(bench: Bench) -> None:
     print(f"   [{count} processes: gunicorn master and its workers]")
 
 
-def run(bench: Bench, big_zip: Path | None) -> None:
+def run(bench: Bench, big_zip: Path | None, jobs_rounds: int = 0) -> None:
+    if jobs_rounds:
+        for round_number in range(jobs_rounds):
+            bench_small_jobs(bench, round_number, cpu_split=True)
+            delete_jobs(bench)  # each round starts on an engine without the last one's containers
+            bench.jids.clear()
+        return
     bench_idle_rss(bench)
     jids = bench_small_jobs(bench)
     bench_status_gets(bench, jids)
@@ -616,6 +705,14 @@ def print_table(rows: list[Row]) -> None:
         print(row.show())
 
 
+def jobs_only(options: list[str]) -> int:
+    """``--jobs [N]``: how many rounds of the small jobs alone (0 without the option)."""
+    if "--jobs" not in options:
+        return 0
+    after = options[options.index("--jobs") + 1 :]
+    return int(after[0]) if after and after[0].isdigit() else 1
+
+
 def main() -> int:
     if not PFCON.exists():
         print(f"missing {PFCON}: create the venv first", file=sys.stderr)
@@ -625,7 +722,9 @@ def main() -> int:
     storebase.mkdir()
     bench: Bench | None = None
     try:
-        small_only = "--small" in sys.argv[1:]
+        options = sys.argv[1:]
+        jobs_rounds = jobs_only(options)
+        small_only = "--small" in options or jobs_rounds > 0
         if not small_only:
             print(f"building {BIG_SIZE // MiB} MiB zip in {work} ...", flush=True)
             build_big_zip(big_zip)
@@ -635,7 +734,7 @@ def main() -> int:
             print(f"service pid {proc.pid} at {base}: {json.dumps(info)}")
             print(f"gunicorn processes: {process_tree(proc.pid)}\n", flush=True)
             try:
-                run(bench, None if small_only else big_zip)
+                run(bench, None if small_only else big_zip, jobs_rounds)
             finally:
                 delete_jobs(bench)
         print_table(bench.rows)
