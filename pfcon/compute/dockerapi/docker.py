@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+from docker.models.containers import _create_container_args
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
@@ -159,19 +160,27 @@ class DockerBackend(DockerApiBackend):
         self._images_seen.put(image, True)
 
     def submit(self, spec: JobSpec) -> JobInfo:
+        """Two engine calls: create and start.
+
+        docker-py's ``containers.create`` inspects the container it just created (to return
+        a model object); the create answer's id is all a start needs, so the request body is
+        built as docker-py builds it and sent without that inspect. Nor is the container
+        inspected after its start (one Podman may fail for a job that already ended): the
+        feed reads the state.
+        """
+        api = self.client.api
+        request = create_container_args(self._create_args(spec), api._version)
         with self._engine("create the job container", spec.jid, creates=True):
-            container = self.client.containers.create(**self._create_args(spec))
+            engine_id = api.create_container(**request)["Id"]
         try:
             with self._engine("start the job container", spec.jid, job_fault=True):
-                container.start()
+                api.start(engine_id)
         except (InvalidJob, BackendUnavailable):
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                api.remove_container(engine_id, force=True)
             raise
-        # no inspect after the start (a third engine call per start, and one Podman may fail
-        # for a job that already ended): the feed reads the state
         return JobInfo(
-            spec.jid, spec.image, spec.cmd, JobStatus.started, "started", utc_now(), engine_id=container.id
+            spec.jid, spec.image, spec.cmd, JobStatus.started, "started", utc_now(), engine_id=engine_id
         )
 
     def info(self, jid: str) -> JobInfo:
@@ -368,6 +377,12 @@ class DockerBackend(DockerApiBackend):
             passing=message == ENDING,
             engine_id=attrs.get("Id"),
         )
+
+
+def create_container_args(args: dict[str, Any], version: str) -> dict[str, Any]:
+    """``containers.create``'s keywords as ``APIClient.create_container``'s: docker-py's own
+    translation (host config, mounts, limits), so the create request is the one it sends."""
+    return _create_container_args({**args, "version": version})
 
 
 def demultiplex(data: bytes) -> bytes:
