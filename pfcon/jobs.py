@@ -155,7 +155,7 @@ class JobService:
             store,
             settings.job_logs_tail,
             self.observer.finished,
-            freed=self.starter.wake if self.admission is not None else None,
+            freed=self.starter.freed if self.admission is not None else None,
         )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
         self.started_rows: ExpiringCache[JobRow] = ExpiringCache(ROW_REUSE_SECONDS)

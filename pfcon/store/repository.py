@@ -310,17 +310,7 @@ class JobStore:
         if limit <= 0:
             return []
         now = utc_now()
-        due = (
-            sa.select(jobs.c.id)
-            .where(
-                jobs.c.state == QUEUED,
-                jobs.c.kind == kind,
-                jobs.c.claimed_at.is_(None),
-                sa.or_(jobs.c.retry_at.is_(None), jobs.c.retry_at <= now),
-            )
-            .order_by(jobs.c.id)
-            .limit(limit)
-        )
+        due = self._due(kind, now).limit(limit)
         with self._read() as conn:  # most polls find nothing: no write lock for them
             if conn.scalars(due).first() is None:
                 return []
@@ -371,6 +361,11 @@ class JobStore:
                 self._event(conn, row.id, QUEUED, NOT_STARTED, ADMITTED_MESSAGE, now)
             return claimed
 
+    def has_waiting(self, kind: str = "plugin") -> bool:
+        """Whether a due queued job of ``kind`` waits for a claim (one indexed read, no rows)."""
+        with self._read() as conn:
+            return conn.scalars(self._due(kind, utc_now()).limit(1)).first() is not None
+
     def admission_view(self, kind: str = "plugin") -> tuple[list[JobRow], list[JobRow]]:
         """``(holding, waiting)`` as :meth:`admit` sees them, read without a lock."""
         with self._read() as conn:
@@ -381,20 +376,24 @@ class JobStore:
     ) -> tuple[list[JobRow], list[JobRow]]:
         claimed = sa.and_(jobs.c.state == QUEUED, jobs.c.claimed_at.is_not(None))
         holding = sa.select(jobs).where(jobs.c.kind == kind, sa.or_(jobs.c.state == STARTED, claimed))
-        waiting = (
-            sa.select(jobs)
-            .where(
-                jobs.c.kind == kind,
-                jobs.c.state == QUEUED,
-                jobs.c.claimed_at.is_(None),
-                sa.or_(jobs.c.retry_at.is_(None), jobs.c.retry_at <= now),
-            )
-            .order_by(jobs.c.id)
-        )
+        waiting = sa.select(jobs).where(*self._due_where(kind, now)).order_by(jobs.c.id)
         return (
             [_row(r._mapping) for r in conn.execute(holding.order_by(jobs.c.id))],
             [_row(r._mapping) for r in conn.execute(waiting)],
         )
+
+    @staticmethod
+    def _due_where(kind: str, now: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+        """A queued job of ``kind`` that no process claimed and that is due (not pausing)."""
+        return (
+            jobs.c.kind == kind,
+            jobs.c.state == QUEUED,
+            jobs.c.claimed_at.is_(None),
+            sa.or_(jobs.c.retry_at.is_(None), jobs.c.retry_at <= now),
+        )
+
+    def _due(self, kind: str, now: datetime) -> sa.Select[Any]:
+        return sa.select(jobs.c.id).where(*self._due_where(kind, now)).order_by(jobs.c.id)
 
     def last_admitted(self, auids: Iterable[str], kind: str = "plugin") -> dict[str, datetime]:
         """When each of ``auids`` last had a job started (fair share's tie-break)."""
