@@ -36,6 +36,7 @@ from pfcon.background import join
 from pfcon.compute.base import ComputeBackend, JobInfo, JobStatus
 from pfcon.errors import BackendUnavailable, JobNotFound, PfconError
 from pfcon.store import JobRow, JobStore
+from pfcon.store.model import owner_is_dead, process_owner
 from pfcon.store.repository import QUEUED, STARTED
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ LOG_REFRESH_SECONDS = 1.0
 RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
 #: told of each job the feed records as ended: its row as it was, and the status recorded
 Finished = Callable[[JobRow, str], None]
-#: told when a job the store holds as started ended or left the engine (its share is free)
-Freed = Callable[[], None]
+#: told when a job the store holds as started ended or left the engine (its share is free):
+#: True when the feed recorded its end, False when it could not (the job left the engine)
+Freed = Callable[[bool], None]
 NEVER = float("-inf")
 
 
@@ -134,7 +136,7 @@ class StateFeed:
         self.store = store
         self.log_tail = log_tail
         self.on_finished = on_finished or (lambda row, status: None)
-        self.freed = freed or (lambda: None)
+        self.freed = freed or (lambda recorded: None)
         self.fresh_seconds = fresh_seconds
         self.retry_seconds = retry_seconds
         self._seen: dict[str, JobInfo] = {}
@@ -226,6 +228,8 @@ class StateFeed:
                 continue  # not yet recorded as started: its first status poll records it
             if not same_run(info, row):
                 continue  # the end of an earlier run's container (a failed job run again)
+            if not records_end_of(row):
+                continue  # another live process started it: its feed records the end
             try:
                 logs = self.backend.logs(info.jid, self.log_tail)
             except JobNotFound:
@@ -234,7 +238,7 @@ class StateFeed:
                 row.id, info.status.value, info.message, info.exit_code, logs, info.timestamp or None
             ):
                 self.on_finished(row, info.status.value)
-                self.freed()
+                self.freed(True)
 
 
 class EventFeed(StateFeed):
@@ -277,7 +281,7 @@ class EventFeed(StateFeed):
         except JobNotFound:
             self.forget(jid)  # removed behind pfcon's back: a status poll asks the engine
             if row.state == STARTED:
-                self.freed()  # the admission queue records it vanished and hands its share on
+                self.freed(False)  # the admission queue records it vanished and hands its share on
 
 
 class PollFeed(StateFeed):
@@ -295,6 +299,19 @@ class PollFeed(StateFeed):
             self._replace(self.backend.poll_all(self._live_jids()))
             self._confirm(started)
             self._stop.wait(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+
+
+def records_end_of(row: JobRow) -> bool:
+    """Whether this process's feed records the end of ``row``: it started the job, or the
+    process that did is gone (or unknown).
+
+    Every process's feed sees every end; when each of them read the final log tail and tried
+    the write, the engine served one logs call and the store one refused write per process
+    for nothing. Should the starting process miss the end (its feed down, or a replica on
+    another host that stopped), the scheduler's ``settle`` or the first status poll records
+    it, as for an end no feed saw.
+    """
+    return row.owner is None or row.owner == process_owner() or owner_is_dead(row.owner)
 
 
 def same_run(info: JobInfo, row: JobRow) -> bool:
