@@ -4,6 +4,8 @@ sharing one store never hand out more than the capacity, and each job is admitte
 from __future__ import annotations
 
 import random
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,8 +17,10 @@ import sqlalchemy as sa
 
 from pfcon.admission.policy import Amount
 from pfcon.admission.queue import AdmissionQueue, Estimates, amount_of
+from pfcon.compute.feed import records_end_of
 from pfcon.settings import AdmissionSettings
-from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_ERROR, FINISHED_OK, NewJob
+from pfcon.store.model import process_owner
+from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_ERROR, FINISHED_OK, NewJob, utc_now
 from pfcon.store.tables import jobs
 from tests.test_store import SPEC, _open
 
@@ -112,3 +116,44 @@ def test_run_time_estimates_come_from_the_newest_successful_runs(database_url: s
     assert known[("img", "work --fast")] == pytest.approx(6 * 1.1)
     assert known[("img", "work --new")] is None
     store.close()
+
+
+def test_has_waiting_sees_only_due_unclaimed_queued_jobs(database_url: str) -> None:
+    """The scheduler's cheap look before a pass: accepted, claimed, pausing and started jobs
+    do not count; a queued one does, and a pausing one again once its retry time came."""
+    store = _open(database_url)
+    assert not store.has_waiting()
+    staged = store.accept(NewJob(jid="w-staging"))
+    assert not store.has_waiting()  # accepted, its input still being staged
+    assert store.queue(staged.id, {**SPEC, "jid": "w-staging"})
+    assert store.has_waiting()
+    assert store.has_waiting(kind="copy") is False
+    assert store.claim_job(staged.id, "scheduler:a") is not None
+    assert not store.has_waiting()  # claimed: being started
+    now = utc_now()
+    assert store.wait_for_engine(staged.id, "engine silent", now + timedelta(hours=1), now)
+    assert not store.has_waiting()  # pausing until its retry time
+    with store.engine.begin() as conn:
+        due = now - timedelta(seconds=1)
+        conn.execute(sa.update(jobs).where(jobs.c.id == staged.id).values(retry_at=due))
+    assert store.has_waiting()
+    assert store.claim_job(staged.id, "scheduler:a") is not None
+    assert store.mark_started(staged.id, owner="scheduler:a")
+    assert not store.has_waiting()
+
+
+def test_the_end_of_a_job_is_recorded_by_the_feed_of_the_process_that_started_it(database_url: str) -> None:
+    """Every process's feed sees every end; only the starter's (or any, once it is gone)
+    reads the final log tail and writes it."""
+    store = _open(database_url)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone, alive = f"{socket.gethostname()}:{dead.pid}", f"{socket.gethostname()}:1"
+    owners = [process_owner(), gone, "another-host:1", alive]
+    rows = {owner: store.accept(NewJob(jid=f"end-{n}"), owner=owner) for n, owner in enumerate(owners)}
+    assert {owner: records_end_of(row) for owner, row in rows.items()} == {
+        process_owner(): True,
+        gone: True,  # any process records it
+        "another-host:1": False,  # a replica elsewhere: its own feed, settle or a poll records it
+        alive: False,
+    }
