@@ -19,10 +19,9 @@ moment, so a finished or failed job's capacity is handed on at once: one event s
 process serves both the status polls and the queue. The ends the feed cannot record (a job
 that left the engine behind pfcon's back, one that ended while its start was being
 recorded, any end while the stream is down) are read from the engine by ``settle``: at once
-when the feed says a job left the engine, else at most every :data:`SETTLE_SECONDS`, before
-the queue decides. A pass that finds nothing waiting costs one short store read: 40 jobs
-submitted at once made 150 passes, each of which listed the engine's containers and read
-every running job's row twice.
+when the feed says a job left the engine, else at most every :data:`SETTLE_SECONDS`. A pass
+that finds nothing waiting costs one short store read: 40 jobs submitted at once made 150
+passes, each of which listed the engine's containers and read every running job's row twice.
 """
 
 from __future__ import annotations
