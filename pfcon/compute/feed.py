@@ -210,20 +210,24 @@ class StateFeed:
             self._seen = {jid: info for jid, info in infos.items() if _vouched(info)}
         self._record_ended(infos.values())
 
-    def _note(self, info: JobInfo) -> None:
+    def _note(self, info: JobInfo, row: JobRow) -> None:
+        """What an event's inspect said of the job whose live ``row`` was just read."""
         if not _vouched(info):
             self.forget(info.jid)
             return
         with self._lock:
             self._seen[info.jid] = info
-        self._record_ended((info,))
+        self._record_ended((info,), {info.jid: row})
 
-    def _record_ended(self, infos: Iterable[JobInfo]) -> None:
-        """Record a job that ended in the store, with its final log tail, once."""
+    def _record_ended(self, infos: Iterable[JobInfo], rows: Mapping[str, JobRow] | None = None) -> None:
+        """Record a job that ended in the store, with its final log tail, once (``rows``: the
+        jobs' live rows if just read; one read before its start was recorded is read again)."""
         for info in infos:
             if info.status not in RECORDED:
                 continue
-            row = self.store.live(info.jid)
+            row = (rows or {}).get(info.jid)
+            if row is None or row.state != STARTED:
+                row = self.store.live(info.jid)
             if row is None or row.state != STARTED:
                 continue  # not yet recorded as started: its first status poll records it
             if not same_run(info, row):
@@ -277,7 +281,7 @@ class EventFeed(StateFeed):
             self.forget(jid)
             return
         try:
-            self._note(self.backend.info(jid))
+            self._note(self.backend.info(jid), row)
         except JobNotFound:
             self.forget(jid)  # removed behind pfcon's back: a status poll asks the engine
             if row.state == STARTED:
