@@ -223,28 +223,29 @@ class JobStore:
             "updated_at": now,
             **initial,
         }
-        event = _event_values(values["state"], values["status"], new.message, now)
         if not initial and not replace_live:
-            return self._accept_bound({f"v_{name}": value for name, value in values.items()}, event)
+            return self._accept_bound(values, new.message)
         with self._write() as conn:
             if replace_live:
                 self._bury_live(conn, new.jid, new.kind, now)
             inserted = conn.execute(sa.insert(jobs).values(**values).returning(*jobs.c)).one()
             row = _row(inserted._mapping)
-            conn.execute(_INSERT_EVENT, {"e_job_id": row.id, **event})
+            self._event(conn, row.id, values["state"], values["status"], new.message, now)
             return row
 
-    def _accept_bound(self, values: dict[str, Any], event: dict[str, Any]) -> JobRow:
+    def _accept_bound(self, values: dict[str, Any], message: str) -> JobRow:
         """A plain accept through statements built once (building them cost more than running
         them). On PostgreSQL the row and its event are one statement, its own transaction: one
         round trip instead of BEGIN, two INSERTs and COMMIT, each of which costs the database's
         process a wake-up that on a busy host waits for a core."""
+        bound = {f"v_{name}": value for name, value in values.items()}
         if not self.sqlite:
+            event = _event_values(values["state"], values["status"], message, values["accepted_at"])
             with self._read() as conn:
-                return _row(conn.execute(_ACCEPT_IN_ONE, {**values, **event}).one()._mapping)
+                return _row(conn.execute(_ACCEPT_IN_ONE, {**bound, **event}).one()._mapping)
         with self._write() as conn:
-            row = _row(conn.execute(_INSERT_JOB, values).one()._mapping)
-            conn.execute(_INSERT_EVENT, {"e_job_id": row.id, **event})
+            row = _row(conn.execute(_INSERT_JOB, bound).one()._mapping)
+            self._event(conn, row.id, row.state, row.status, message, values["accepted_at"])
             return row
 
     def queue(self, job_id: int, spec: Mapping[str, Any] | None, message: str = "") -> bool:
@@ -726,14 +727,14 @@ class JobStore:
         values.update(state=state, status=status, message=message, updated_at=now)
         update, in_one = _change_statements(from_states, owner is not None, tuple(sorted(values)))
         bound = {"w_id": job_id, "w_owner": owner, **{f"v_{name}": value for name, value in values.items()}}
-        event = _event_values(state, status, message, now)
         if not self.sqlite:  # one statement, its own transaction: see _accept_bound
+            event = _event_values(state, status, message, now)
             with self._read() as conn:
                 return conn.execute(in_one, {**bound, **event}).first() is not None
         with self._write() as conn:
             done = conn.execute(update, bound).rowcount
             if done:
-                conn.execute(_INSERT_EVENT, {"e_job_id": job_id, **event})
+                self._event(conn, job_id, state, status, message, now)
         return bool(done)
 
     @staticmethod
