@@ -15,6 +15,8 @@ alike (a figure of one service alone means little when the load average is high)
    page (50 items) and a filtered page (``status`` + ``auid``), 200 requests each, p50/p95;
    reference: the same query through the repository in this process (no HTTP).
 
+``PFCON_BENCH_CODE=<commit>`` serves the SQLite and PostgreSQL services from that commit
+instead of the working tree, to alternate runs of two versions in one period.
 PostgreSQL is the server scripts/setup.d/45-postgresql.sh runs (override with
 ``PFCON_BENCH_DATABASE_URL``, a role that may create databases); the benchmark creates a
 database of its own and drops it at the end. Run from the repository root::
@@ -58,6 +60,9 @@ HISTORY_ROWS = 10_000
 SAMPLES = 200
 #: the last commit before the store, measured in the same run for comparison
 BASELINE = os.environ.get("PFCON_BENCH_BASELINE", "963df8f")
+#: serve the store's services from this commit instead of the working tree (e.g. ``main``, to
+#: alternate runs of two versions in one period)
+CODE = os.environ.get("PFCON_BENCH_CODE")
 #: pause after each paced submit: its job's container has started before the next submit
 PACE_SECONDS = 1.0
 
@@ -144,8 +149,8 @@ def serving(name: str, url: str | None, work: Path, baseline: bool = False) -> I
     if url and "sqlite" not in url:
         os.environ["PFCON_DATABASE_URL"] = url
     with contextlib.ExitStack() as stack:
-        if baseline:
-            stack.enter_context(code_of(BASELINE, work))
+        if baseline or CODE:
+            stack.enter_context(code_of(BASELINE if baseline else CODE, work / name))
         base, proc = stack.enter_context(api.service(storebase, work / f"pfcon-{name}.log"))
         os.environ.pop("PFCON_DATABASE_URL", None)
         os.environ.pop("PYTHONPATH", None)
@@ -235,7 +240,7 @@ def measure_history(subject: Subject) -> None:
 def code_of(commit: str, work: Path) -> Iterator[None]:
     """Serve pfcon as it was at ``commit`` (the same venv; its package first on the path)."""
     folder = work / f"pfcon-{commit}"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(api.REPO), "archive", commit, "pfcon"], capture_output=True, check=True
     )
@@ -264,6 +269,8 @@ def main() -> int:
                 measure_history(subject)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if CODE:
+        print(f"\nthe store's services ran the code of {CODE}")
     print(f"\nload average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     columns = (f"before the store ({BASELINE})", "SQLite", "PostgreSQL")
     print(f"{'measure':<42} {columns[0]:<36} {columns[1]:<36} {columns[2]:<36} target")

@@ -45,7 +45,7 @@ OUTPUT_TARGET = "/share/outgoing"
 JOB_TYPE_LABEL = "org.chrisproject.job_type"
 WAITING = "accepted, waiting to be started"  # what a queued job says
 RECORDED = frozenset({JobStatus.finishedSuccessfully, JobStatus.finishedWithError})
-#: a running job's row is read again at least this often, however often it is polled
+#: a running or finished job's row is read again at least this often, however often it is polled
 ROW_REUSE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,23 @@ class JobState:
 
     info: JobInfo
     logs: str = ""
+
+
+@dataclass(frozen=True)
+class FinishedGuard:
+    """A finished job's data folder (inode, change time) and the feed's view of it."""
+
+    inode: int
+    changed_ns: int
+    seen: JobInfo | None
+
+
+@dataclass(frozen=True)
+class FinishedRow:
+    """A finished job's row, reused while its guard holds (:meth:`JobService._finished_row`)."""
+
+    row: JobRow
+    guard: FinishedGuard
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,7 @@ class JobService:
         )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
         self.started_rows: ExpiringCache[JobRow] = ExpiringCache(ROW_REUSE_SECONDS)
+        self.finished_rows: ExpiringCache[FinishedRow] = ExpiringCache(ROW_REUSE_SECONDS)
 
     # -- info -----------------------------------------------------------------------------
     def server_info(self) -> dict[str, Any]:
@@ -244,7 +262,7 @@ class JobService:
     def retire(self, jid: str) -> None:
         """Put a failed plugin job into the history and remove its container, to run it again."""
         row = self.store.tombstone(jid)
-        self.started_rows.discard(jid)
+        self._forget_rows(jid)
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         with contextlib.suppress(JobNotFound):
@@ -335,7 +353,7 @@ class JobService:
         cannot vouch for it (not seen yet, stream down) is the engine asked.
         """
         validate_jid(jid)
-        row = self._started_row(jid) or self._row(jid)
+        row = self._started_row(jid) or self._finished_row(jid) or self._row(jid)
         if row is None:
             return JobState(self._unrecorded(jid))
         if row.state != STARTED:
@@ -351,13 +369,46 @@ class JobService:
 
     def _row(self, jid: str) -> JobRow | None:
         """The job's live row from the store (a started one is kept for :meth:`_started_row`)."""
+        guard = self._finished_guard(jid)  # before the read: a later change can only differ
         row = self.store.live(jid)
         if row is not None and row.state == ACCEPTED and owner_is_dead(row.owner):
             self.store.fail_interrupted()
             row = self.store.live(jid) or row
         if row is not None and row.state == STARTED:
             self.started_rows.put(jid, row)
+        if row is not None and row.state == FINISHED and guard is not None:
+            self.finished_rows.put(jid, FinishedRow(row, guard))
         return row
+
+    def _finished_row(self, jid: str) -> JobRow | None:
+        """The finished job's row as read less than ``ROW_REUSE_SECONDS`` ago, while its data
+        folder is the one it had then and the feed says what it said then; else ``None``.
+
+        A finished job's record changes only when the job is deleted or (pfcon 6) retired to
+        run again: a status poll on PostgreSQL was one round trip for an answer that cannot
+        change. This process forgets the row at once when it deletes or retires the job. A
+        DELETE through another process removes the data folder (the poll after it reads the
+        store and answers 404); a retire through another process removes the job's container,
+        which the feed sees; only a retire of a job whose container was already gone shows
+        here as late as ``ROW_REUSE_SECONDS`` (the same bound as a running job's row).
+        """
+        reused = self.finished_rows.get(jid)
+        if reused is None:
+            return None
+        if self._finished_guard(jid) != reused.guard:
+            self.finished_rows.discard(jid)
+            return None
+        return reused.row
+
+    def _finished_guard(self, jid: str) -> FinishedGuard | None:
+        """What tells a reused finished row from a stale one: the identity of the job's data
+        folder (a deleted one is gone, a new one of a reused jid differs) and the feed's view
+        of its container. ``None``: no folder, nothing to vouch for a reuse."""
+        try:
+            folder = os.stat(self.storebase.job_dir(jid))
+        except OSError:
+            return None
+        return FinishedGuard(folder.st_ino, folder.st_ctime_ns, self.feed.current(jid))
 
     def _started_row(self, jid: str) -> JobRow | None:
         """The started job's row as read less than ``ROW_REUSE_SECONDS`` ago, while the feed
@@ -381,7 +432,12 @@ class JobService:
     def _forget_running(self, jid: str) -> None:
         """The job ended, was cancelled or deleted: its log tail and row are not reused."""
         self.tails.forget(jid)
+        self._forget_rows(jid)
+
+    def _forget_rows(self, jid: str) -> None:
+        """No poll here answers from the job's record as last read: it is gone or changing."""
         self.started_rows.discard(jid)
+        self.finished_rows.discard(jid)
 
     def _record_end(self, row: JobRow, info: JobInfo, logs: str) -> None:
         if self.store.mark_finished(
@@ -457,7 +513,7 @@ class JobService:
         validate_jid(jid)
         self._stop_running(jid)
         row = self.store.tombstone(jid)
-        self.started_rows.discard(jid)  # no poll here answers from it once the record is gone
+        self._forget_rows(jid)  # no poll here answers from it once the record is gone
         if row is not None and row.claimed:
             wait_until(lambda: not self._claimed(row.id), CLAIM_LEASE.total_seconds())
         engine_step = self.backend.remove if self.settings.remove_jobs else self.backend.stop

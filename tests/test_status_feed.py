@@ -229,6 +229,46 @@ def test_a_running_job_s_record_is_read_at_most_once_a_second_and_a_delete_shows
         assert time.monotonic() - deleted < 1.0, env
 
 
+def test_a_finished_job_s_record_is_reused_until_another_process_deletes_it_or_reuses_its_jid(
+    watched, make_app, storebase: Path, jid: str
+) -> None:
+    """Polls of a finished job read its record at most once a ROW_REUSE_SECONDS; a delete
+    through another process answers 404 here at once, and a job submitted again under the
+    jid there answers as itself, however long the record would be reused."""
+    app, service, _calls = watched
+    client = app.test_client()
+    auth = login(client)
+    start_waiting_job(client, auth, jid, service)
+    stop_job(storebase, jid)
+    wait_for(lambda: poll(client, auth, jid)["status"] == "finishedSuccessfully", interval=0.05, timeout=30)
+    reads = counted_store_reads(service, threading.current_thread().name)
+
+    began, polls = time.monotonic(), 0
+    while time.monotonic() - began < 2.2:
+        answer = poll(client, auth, jid)
+        assert answer["status"] == "finishedSuccessfully" and "bye" in answer["logs"]
+        polls += 1
+    assert 2 <= len(reads) <= math.ceil((time.monotonic() - began) / ROW_REUSE_SECONDS) + 1, (reads, polls)
+    assert polls > 5 * len(reads)
+
+    service.finished_rows.max_age = 60.0  # so only the guard can tell this service of a change
+    other = make_app().test_client()
+    assert poll(client, auth, jid)["status"] == "finishedSuccessfully"  # reused from here on
+    assert other.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    assert client.get(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 404
+
+    start_waiting_job(client, auth, jid, service)
+    stop_job(storebase, jid)
+    wait_for(lambda: poll(client, auth, jid)["status"] == "finishedSuccessfully", interval=0.05, timeout=30)
+    assert poll(client, auth, jid)["status"] == "finishedSuccessfully"  # reused again
+    assert other.delete(f"/api/v1/jobs/{jid}/", headers=auth).status_code == 204
+    form = job_form(jid, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
+    assert submit(other, auth, form, {"a": "1"}).status_code == 201
+    assert poll(client, auth, jid)["status"] in ("notstarted", "started")  # the new job, not the old
+    stop_job(storebase, jid)
+    wait_for(lambda: poll(client, auth, jid)["status"] == "finishedSuccessfully", interval=0.05, timeout=30)
+
+
 def test_a_cut_event_stream_falls_back_to_the_engine_never_to_a_stale_answer(
     watched, docker_client: docker.DockerClient, storebase: Path, jid: str
 ) -> None:
