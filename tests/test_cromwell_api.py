@@ -51,7 +51,7 @@ def test_health_and_server_info(api, cromwell: FakeCromwell) -> None:
 
 def test_submit_poll_download_delete(api, cromwell: FakeCromwell, storebase: Path, jid: str) -> None:
     client, auth = api
-    cromwell.planner = lambda w: Plan(queued=0.3, running=0.5, stdout="copied ./a.txt\npl-copy: done\n")
+    cromwell.planner = lambda w: Plan(queued=0.3, running=1.5, stdout="copied ./a.txt\npl-copy: done\n")
     answer = submit(client, auth, job_form(jid, env=["GREETING=it's ~{me}"]), {"a.txt": "alpha"})
     assert answer.status_code == 201, answer.get_json()
     assert answer.get_json()["compute"]["status"] == "notstarted"
