@@ -173,7 +173,6 @@ class JobService:
             settings.job_logs_tail,
             self.observer.finished,
             freed=self.starter.freed if self.admission is not None else None,
-            stopped=self.starter.stopped if self.admission is not None else None,
         )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
         self.started_rows: ExpiringCache[JobRow] = ExpiringCache(ROW_REUSE_SECONDS)

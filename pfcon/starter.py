@@ -113,13 +113,6 @@ class JobStarter:
                 self._next_settle = 0.0
         self.wake()
 
-    def stopped(self, jid: str, engine_id: str) -> None:
-        """The engine said the job's container stopped (its process and cgroup are gone):
-        its share is handed on now, before the feed has inspected it and recorded its end."""
-        if self.admission is not None:
-            self.admission.stopped(jid, engine_id)
-            self.wake()
-
     def attempt(self, jid: str) -> bool:
         """Claim and start ``jid`` now, in this thread; False if it was not queued or is taken."""
         row = self.store.live(jid)
@@ -172,8 +165,6 @@ class JobStarter:
                     self._pool.submit(self._run, row)
                     continue
             self.store.unclaim(row.id)  # shutting down: another process (or the next boot) starts it
-        if self.admission is not None and self._settle():
-            self.wake()  # ends the feed had not recorded: decide again with their shares free
 
     def _claim(self) -> list[JobRow]:
         """The jobs this pass starts: the oldest queued, or the admission queue's pick."""
@@ -181,6 +172,7 @@ class JobStarter:
             with self._lock:
                 free = self.workers - self._in_flight
             return self.store.claim(self.owner, free)
+        self._settle()
         if not self.store.has_waiting():
             return []
         rows, never = self.admission.pick(self.owner)
@@ -190,28 +182,22 @@ class JobStarter:
                 self._fail(row, f"failed to start: {never[row.id]}")
         return [row for row in rows if row.id not in never]
 
-    def _settle(self) -> bool:
+    def _settle(self) -> None:
         """Read the ends the feed did not record: at once when asked (``freed``), else at
-        most every ``SETTLE_SECONDS``; True if it recorded any.
-
-        Called after the pass's starts are handed to the pool, not before its decision: the
-        engine listing it costs would otherwise delay every hand-over the feed woke the pass
-        for, and an end it finds only frees more, for the pass it wakes.
-        """
+        most every ``SETTLE_SECONDS``."""
         if self.settle is None:
-            return False
+            return
         now = time.monotonic()
         with self._lock:
             due = now >= self._next_settle
             if due:
                 self._next_settle = now + SETTLE_SECONDS
         if not due:
-            return False
+            return
         try:
-            return bool(self.settle())
+            self.settle()
         except PfconError as error:  # the engine does not answer: decide on what the store knows
             log.warning("scheduler: could not read the jobs' ends: %s", error.message)
-            return False
 
     def _prune(self) -> None:
         pruned = self.store.prune(utc_now() - self.history)

@@ -157,28 +157,3 @@ def test_the_end_of_a_job_is_recorded_by_the_feed_of_the_process_that_started_it
         "another-host:1": False,  # a replica elsewhere: its own feed, settle or a poll records it
         alive: False,
     }
-
-
-def test_a_job_whose_container_stopped_frees_its_share_before_its_end_is_recorded(database_url: str) -> None:
-    """The engine said the container stopped (Docker's ``die``): this process's queue hands
-    its share on at once; not for another run's container, not in another process's queue,
-    and the note is dropped once the end is recorded."""
-    store = _open(database_url)
-    queue = AdmissionQueue(CAPACITY, store, _no_engine)
-    other = AdmissionQueue(CAPACITY, store, _no_engine)  # another process's
-    rows = [store.accept(NewJob(jid=f"s-{n}", cpu_millicores=4000, memory_mib=1024)) for n in range(3)]
-    for row in rows:
-        assert store.queue(row.id, {**SPEC, "jid": row.jid})
-    [first], _ = queue.pick("test")
-    assert first.jid == "s-0" and store.mark_started(first.id, owner="test", engine_id="run-2")
-    queue.stopped("s-0", "run-1")  # an earlier run's container: its share is still held
-    assert queue.pick("test") == ([], {})
-    queue.stopped("s-0", "run-2")
-    assert other.pick("test") == ([], {})  # it does not know: it waits for the record
-    [second], _ = queue.pick("test")
-    assert second.jid == "s-1"
-    assert store.mark_finished(first.id, FINISHED_OK, "exited", exit_code=0)
-    assert store.mark_started(second.id, owner="test", engine_id="run-3")
-    assert queue.pick("test") == ([], {})  # s-1 holds every CPU
-    assert queue._stopped == {}  # s-0's end is recorded: its note is gone
-    store.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pfcon.admission.policy import AdmissionPolicy, Amount, Decision, Job, total
@@ -64,12 +64,6 @@ class QueueStats:
 def amount_of(row: JobRow) -> Amount:
     """What a job holds or asks for; a job recorded without limits holds none."""
     return Amount(row.cpu_millicores or 0, row.memory_mib or 0, row.gpus or 0)
-
-
-def still_holding(rows: Sequence[JobRow], stopped: Mapping[str, str]) -> list[JobRow]:
-    """The jobs that hold resources, less those whose container the engine said stopped
-    (matched by engine id: a job run again under its jid gets a new container)."""
-    return [row for row in rows if row.engine_id is None or stopped.get(row.jid) != row.engine_id]
 
 
 def as_jobs(rows: Sequence[JobRow]) -> list[Job]:
@@ -171,8 +165,6 @@ class AdmissionQueue:
         self.store = store
         self.capacity = Capacity(settings, host)
         self.estimates = Estimates(store) if settings.estimates else None
-        self._stopped: dict[str, str] = {}  # jid -> engine id of its container said stopped
-        self._stopped_lock = threading.Lock()
 
     def policy(self) -> AdmissionPolicy:
         return AdmissionPolicy(self.capacity.get(), self.settings.fair_share)
@@ -184,30 +176,14 @@ class AdmissionQueue:
         if reason:
             raise InvalidJob(reason)
 
-    def stopped(self, jid: str, engine_id: str) -> None:
-        """The engine said this run of the job stopped (its process and cgroup are gone): its
-        share is free for this process's decisions before its end is recorded.
-
-        Only this process knows it: every other process's scheduler counts the job until its
-        end is in the store, which can only leave capacity unused a moment, never hand it out
-        twice. Kept until the job no longer holds resources in the store.
-        """
-        with self._stopped_lock:
-            self._stopped[jid] = engine_id
-
     def pick(self, owner: str) -> tuple[list[JobRow], dict[int, str]]:
         """Claim the jobs to start now; also the claimed jobs that can never fit, with why.
 
         A first, lock-free look decides whether anything can start and tells the waiting
         jobs why they wait; only then is the decision taken again under the admission lock.
-        Jobs whose container stopped (:meth:`stopped`) no longer hold resources.
         """
         policy = self.policy()
-        with self._stopped_lock:
-            stopped = dict(self._stopped)  # before the store is read: see _forget_recorded
         holding, waiting = self.store.admission_view()
-        self._forget_recorded(stopped, holding)
-        holding = still_holding(holding, stopped)
         served = self._served(waiting)
         known = self.estimates.lookup(holding, waiting) if self.estimates is not None else None
         first = self._decide(policy, holding, waiting, served, known)
@@ -223,22 +199,12 @@ class AdmissionQueue:
         taken: list[Decision] = []
 
         def choose(holding: list[JobRow], waiting: list[JobRow]) -> list[int]:
-            decision = self._decide(policy, still_holding(holding, stopped), waiting, served, known)
+            decision = self._decide(policy, holding, waiting, served, known)
             taken.append(decision)
             return [*decision.start, *decision.never]
 
         claimed = self.store.admit(owner, choose)
         return claimed, taken[-1].never if taken else {}
-
-    def _forget_recorded(self, stopped: Mapping[str, str], holding: Sequence[JobRow]) -> None:
-        """Forget the stopped jobs that no longer hold resources in the store (their end is
-        recorded). ``stopped`` was copied before ``holding`` was read, so a job said stopped
-        meanwhile is not among them."""
-        held = {row.jid for row in holding}
-        with self._stopped_lock:
-            for jid in stopped.keys() - held:
-                if self._stopped.get(jid) == stopped[jid]:
-                    del self._stopped[jid]
 
     def _decide(
         self,

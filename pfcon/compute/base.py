@@ -120,19 +120,6 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
-class EngineEvent:
-    """An engine event of one of pfcon's jobs: the feed reads the job's state again.
-
-    ``stopped`` is the engine id of the job's container when the event itself says that its
-    process has exited and its cgroup is gone (Docker's ``die``), so its share of the host is
-    free before the engine has finished its bookkeeping and answers an inspect.
-    """
-
-    jid: str
-    stopped: str | None = None
-
-
-@dataclass(frozen=True)
 class EngineCapacity:
     """What a local engine's host has to give jobs (CPUs, memory, GPUs)."""
 
@@ -205,9 +192,9 @@ class ComputeBackend(ABC):
                 continue
         return found
 
-    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
-        """The events of pfcon's jobs the engine reports between ``since`` and ``until``
-        (Unix times), as they happen; returns at ``until``. Only where
+    def events(self, since: float, until: float) -> Iterator[str]:
+        """The jids of pfcon's jobs the engine reports a change of between ``since`` and
+        ``until`` (Unix times), as they happen; returns at ``until``. Only where
         :attr:`event_stream` is set; raises BackendUnavailable when the stream fails."""
         raise NotImplementedError(f"{self.name} has no event stream")
 

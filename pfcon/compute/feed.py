@@ -15,10 +15,7 @@ per process follows the engine and keeps what it last said of each live job:
 A job the feed sees end is recorded in the store at once (status, exit code, final log
 tail), so every process answers it from there; the feed then calls ``freed`` (the admission
 queue's scheduler wakes and hands the job's share on), as it does when a job leaves the
-engine behind pfcon's back. An event that itself says a job's container stopped (Docker's
-``die``) is passed to ``stopped`` first, before the inspect, log tail and record that follow
-it: the share is handed on while the engine finishes its bookkeeping. The feed is the
-process's only engine event stream.
+engine behind pfcon's back. The feed is the process's only engine event stream.
 
 The feed is trusted only while it has confirmed recently (:data:`FRESH_SECONDS`): a dropped
 stream or a failed poll makes :meth:`StateFeed.current` answer ``None`` and the request asks
@@ -63,9 +60,6 @@ Finished = Callable[[JobRow, str], None]
 #: told when a job the store holds as started ended or left the engine (its share is free):
 #: True when the feed recorded its end, False when it could not (the job left the engine)
 Freed = Callable[[bool], None]
-#: told of a job whose container the engine says stopped, before its end is recorded: its jid
-#: and the container's engine id (so it counts for this run of the job only)
-Stopped = Callable[[str, str], None]
 NEVER = float("-inf")
 
 
@@ -137,14 +131,12 @@ class StateFeed:
         fresh_seconds: float = FRESH_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         freed: Freed | None = None,
-        stopped: Stopped | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.log_tail = log_tail
         self.on_finished = on_finished or (lambda row, status: None)
         self.freed = freed or (lambda recorded: None)
-        self.stopped = stopped or (lambda jid, engine_id: None)
         self.fresh_seconds = fresh_seconds
         self.retry_seconds = retry_seconds
         self._seen: dict[str, JobInfo] = {}
@@ -273,10 +265,8 @@ class EventFeed(StateFeed):
                 self._replace(self.backend.poll_all(self._live_jids()))
             until = time.time() + self.window_seconds
             opened = time.monotonic()
-            for event in self.backend.events(since, until):
-                if event.stopped:
-                    self.stopped(event.jid, event.stopped)
-                self._changed(event.jid)
+            for jid in self.backend.events(since, until):
+                self._changed(jid)
             if time.time() < until - 0.05:
                 raise StreamEnded(f"the {self.backend.name} engine's event stream ended early")
             self._confirm(opened)
@@ -350,10 +340,8 @@ def build_feed(
     log_tail: int,
     on_finished: Finished | None = None,
     freed: Freed | None = None,
-    stopped: Stopped | None = None,
 ) -> StateFeed:
     """The feed for this engine, chosen once at start-up; ``on_finished`` hears of each job
-    it records as ended (the metrics), ``freed`` of each share a job gave back and
-    ``stopped`` of each container the engine said stopped (the queue)."""
+    it records as ended (the metrics), ``freed`` of each share a job gave back (the queue)."""
     feed = EventFeed if backend.event_stream else PollFeed
-    return feed(backend, store, log_tail, on_finished, freed=freed, stopped=stopped)
+    return feed(backend, store, log_tail, on_finished, freed=freed)

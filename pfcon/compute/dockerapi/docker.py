@@ -28,7 +28,6 @@ from pfcon.compute.base import (
     Capabilities,
     ComputeBackend,
     EngineCapacity,
-    EngineEvent,
     JobInfo,
     JobSpec,
     JobStatus,
@@ -209,20 +208,12 @@ class DockerBackend(DockerApiBackend):
             raw = container.logs(stdout=True, stderr=True, tail=tail) if tail > 0 else b""
         return self._job_info(container.attrs, jid), raw.decode("utf-8", errors="replace")
 
-    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
-        """Our containers' events in one window of the engine's stream.
-
-        dockerd sends ``die`` once it has deleted the container's task: the process has
-        exited and its cgroup is gone (its memory is free), while its state still says
-        running, and an inspect waits, until dockerd has unmounted and released it (0.04-0.2 s
-        more, measured). So a ``die`` tells the feed at once that the job's share is free.
-        """
+    def events(self, since: float, until: float) -> Iterator[str]:
+        """Our containers' events in one window of the engine's stream."""
         for event in self._events(since, until):
             jid = event_jid(event)
             if jid:
-                died = (event.get("Action") or event.get("status")) == "die"
-                engine_id = event.get("id")
-                yield EngineEvent(jid, engine_id if died and isinstance(engine_id, str) else None)
+                yield jid
 
     def _events(self, since: float, until: float) -> Iterator[Mapping[str, Any]]:
         """Every container event the engine reports between ``since`` and ``until``.

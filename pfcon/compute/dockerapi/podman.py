@@ -16,7 +16,7 @@ from typing import Any
 
 import docker
 
-from pfcon.compute.base import Capabilities, EngineCapacity, EngineEvent
+from pfcon.compute.base import Capabilities, EngineCapacity
 from pfcon.compute.dockerapi.container_state import PODMAN_STATES, Judgement
 from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend, event_jid
 
@@ -59,7 +59,7 @@ class PodmanBackend(DockerBackend):
         super().__init__(client, engine_name="podman")
         self._passed: dict[tuple[Any, ...], float] = {}  # events already passed on, by their time
 
-    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
+    def events(self, since: float, until: float) -> Iterator[str]:
         """Our containers' events in one window, re-reading the end of the window before.
 
         Podman 4 serves events from its event log (a file by default): a request replays what
@@ -68,8 +68,7 @@ class PodmanBackend(DockerBackend):
         container's cleanup process; read back to back, windows lost a job's ``start`` or
         ``died`` under load (its state then stayed "started" for good). Each window therefore
         replays the last :data:`EVENT_OVERLAP_SECONDS` too, and what was already passed on is
-        skipped, so the feed still inspects each change once. No event says a job's share is
-        free: Podman's exit is final only once cleaned up, and its state then says so.
+        skipped, so the feed still inspects each change once.
         """
         horizon = since - EVENT_OVERLAP_SECONDS
         self._passed = {key: at for key, at in self._passed.items() if at >= horizon}
@@ -82,7 +81,7 @@ class PodmanBackend(DockerBackend):
             if key in self._passed:
                 continue
             self._passed[key] = at
-            yield EngineEvent(jid)
+            yield jid
 
     def capacity(self) -> EngineCapacity:
         """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
