@@ -146,6 +146,48 @@ def test_running_status_costs_no_engine_call_and_a_change_shows_within_a_second(
     assert row is not None and row.status == "finishedSuccessfully" and "bye" in (row.logs or "")
 
 
+def job_calls(calls: EngineCalls, thread: str, jid: str) -> list[tuple[str, str]]:
+    """The calls ``thread`` made about the job's container (inspects, log reads)."""
+    return [call for call in calls.by(thread) if f"/containers/{jid}/" in call[1]]
+
+
+def test_a_start_costs_the_feed_no_engine_call(watched_engine, jid: str) -> None:
+    """The start event says what an inspect would (started, this run's container, when): the
+    feed vouches for the job from it, without asking the engine."""
+    app, service, calls, engine_client = watched_engine
+    client = app.test_client()
+    start_waiting_job(client, login(client), jid, service)
+    assert job_calls(calls, service.feed._thread.name, jid) == []
+    seen, state = service.feed.current(jid), engine_client.api.inspect_container(jid)
+    assert seen is not None and seen.status.value == "started" and seen.message == "running"
+    assert seen.engine_id == state["Id"] == service.store.live(jid).engine_id
+    started = datetime.fromisoformat(state["State"]["StartedAt"]).timestamp()
+    assert 0 <= datetime.fromisoformat(seen.timestamp).timestamp() - started < 1.0, (seen.timestamp, state)
+
+
+def test_a_feed_that_does_not_record_an_end_leaves_it_to_the_record_never_to_a_stale_answer(
+    watched_engine, storebase: Path, jid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker's feed sees every end; only the one of the process that started the job
+    inspects it and reads its final tail. The others stop vouching for the job at once, and
+    their status polls answer from the record or, until it is written, from the engine."""
+    app, service, calls, _engine_client = watched_engine
+    client = app.test_client()
+    auth = login(client)
+    start_waiting_job(client, auth, jid, service)
+    monkeypatch.setattr("pfcon.compute.feed.process_owner", lambda: "another-worker:1")
+    assert poll(client, auth, jid)["status"] == "started"
+
+    stop_job(storebase, jid)
+    wait_for(lambda: service.feed.current(jid) is None, interval=0.02, timeout=30)
+    assert job_calls(calls, service.feed._thread.name, jid) == []
+    assert service.store.live(jid).state == "started"  # the recording process did not run here
+    answer = poll(client, auth, jid)  # this poll asks the engine and records the end
+    assert answer["status"] == "finishedSuccessfully" and "bye" in answer["logs"], answer
+    row = service.store.live(jid)
+    assert row is not None and row.status == "finishedSuccessfully" and "bye" in (row.logs or "")
+
+
 def test_log_tail_is_read_at_most_once_a_second_however_often_clients_poll(watched, jid: str) -> None:
     app, service, calls = watched
     client = app.test_client()
@@ -333,9 +375,9 @@ def test_back_to_back_windows_pass_on_every_event_of_a_job_once(engine, jid: str
     try:
         while runner.is_alive():
             until = time.time() + 0.5  # short windows: many seams
-            seen += backend.events(since, until)
+            seen += [event.jid for event in backend.events(since, until)]
             since = until
-        seen += backend.events(since, time.time() + 2)  # the last exits, logged after the fact
+        seen += [event.jid for event in backend.events(since, time.time() + 2)]  # the last exits
     finally:
         runner.join()
         backend.close()

@@ -120,6 +120,20 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class EngineEvent:
+    """One change the engine reported of a job, as its event stream said it: enough for the
+    status feed to tell a start (which the event itself vouches for) from a change it must
+    inspect."""
+
+    jid: str
+    action: str
+    #: the container's id, so a start is matched to its run as an inspect's would be
+    engine_id: str | None = None
+    #: when the engine reported it (RFC 3339), the start time a start's event gives the job
+    at: str = ""
+
+
+@dataclass(frozen=True)
 class EngineCapacity:
     """What a local engine's host has to give jobs (CPUs, memory, GPUs)."""
 
@@ -192,8 +206,8 @@ class ComputeBackend(ABC):
                 continue
         return found
 
-    def events(self, since: float, until: float) -> Iterator[str]:
-        """The jids of pfcon's jobs the engine reports a change of between ``since`` and
+    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
+        """The changes of pfcon's jobs the engine reports between ``since`` and
         ``until`` (Unix times), as they happen; returns at ``until``. Only where
         :attr:`event_stream` is set; raises BackendUnavailable when the stream fails."""
         raise NotImplementedError(f"{self.name} has no event stream")

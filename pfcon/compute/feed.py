@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pfcon.background import join
-from pfcon.compute.base import ComputeBackend, JobInfo, JobStatus
+from pfcon.compute.base import ComputeBackend, EngineEvent, JobInfo, JobStatus
 from pfcon.errors import BackendUnavailable, JobNotFound, PfconError
 from pfcon.store import JobRow, JobStore
 from pfcon.store.model import owner_is_dead, process_owner
@@ -61,6 +61,10 @@ Finished = Callable[[JobRow, str], None]
 #: True when the feed recorded its end, False when it could not (the job left the engine)
 Freed = Callable[[bool], None]
 NEVER = float("-inf")
+#: the event of a container's start: it says all a running job's status needs (no inspect)
+START = "start"
+#: the events of a container's end: only the feed that records the end inspects the job
+ENDS = frozenset({"die", "cleanup"})
 
 
 @dataclass
@@ -265,19 +269,34 @@ class EventFeed(StateFeed):
                 self._replace(self.backend.poll_all(self._live_jids()))
             until = time.time() + self.window_seconds
             opened = time.monotonic()
-            for jid in self.backend.events(since, until):
-                self._changed(jid)
+            for event in self.backend.events(since, until):
+                self._changed(event)
             if time.time() < until - 0.05:
                 raise StreamEnded(f"the {self.backend.name} engine's event stream ended early")
             self._confirm(opened)
             since = until
 
-    def _changed(self, jid: str) -> None:
-        """An event of a container of ours: read its state once (this feed's, not a client's call)."""
+    def _changed(self, event: EngineEvent) -> None:
+        """An event of a container of ours: what the event says, or its state read once
+        (this feed's call, not a client's).
+
+        Every worker's feed sees every event. A start is taken from the event itself (its
+        time is the event's, not the engine's ``StartedAt``, a moment earlier); an end is
+        inspected only by the feed that records it (:func:`records_end_of`): the others stop
+        vouching for the job at once, and their status polls read its record, or, until the
+        recording feed has written it, ask the engine themselves.
+        """
+        jid = event.jid
         row = self.store.live(jid)
         if row is None or row.state not in (QUEUED, STARTED):
             # another service's job on a shared engine, or one already recorded or deleted
             # (by another process): nothing to vouch for, so status polls read its record
+            self.forget(jid)
+            return
+        if event.action == START:
+            self._note(started_info(event, row), row)
+            return
+        if event.action in ENDS and row.state == STARTED and not records_end_of(row):
             self.forget(jid)
             return
         try:
@@ -316,6 +335,13 @@ def records_end_of(row: JobRow) -> bool:
     it, as for an end no feed saw.
     """
     return row.owner is None or row.owner == process_owner() or owner_is_dead(row.owner)
+
+
+def started_info(event: EngineEvent, row: JobRow) -> JobInfo:
+    """What an inspect of a container just started says of its job, from its start event."""
+    return JobInfo(
+        row.jid, row.image, row.cmd, JobStatus.started, "running", event.at, engine_id=event.engine_id
+    )
 
 
 def same_run(info: JobInfo, row: JobRow) -> bool:

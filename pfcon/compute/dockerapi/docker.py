@@ -13,7 +13,7 @@ import logging
 import re
 import shlex
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -28,6 +28,7 @@ from pfcon.compute.base import (
     Capabilities,
     ComputeBackend,
     EngineCapacity,
+    EngineEvent,
     JobInfo,
     JobSpec,
     JobStatus,
@@ -208,12 +209,12 @@ class DockerBackend(DockerApiBackend):
             raw = container.logs(stdout=True, stderr=True, tail=tail) if tail > 0 else b""
         return self._job_info(container.attrs, jid), raw.decode("utf-8", errors="replace")
 
-    def events(self, since: float, until: float) -> Iterator[str]:
+    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
         """Our containers' events in one window of the engine's stream."""
         for event in self._events(since, until):
-            jid = event_jid(event)
-            if jid:
-                yield jid
+            found = engine_event(event)
+            if found is not None:
+                yield found
 
     def _events(self, since: float, until: float) -> Iterator[Mapping[str, Any]]:
         """Every container event the engine reports between ``since`` and ``until``.
@@ -413,6 +414,32 @@ def event_jid(event: Mapping[str, Any]) -> str | None:
     attributes = (event.get("Actor") or {}).get("Attributes") or {}
     jid = attributes.get(JOB_LABEL)
     return jid if isinstance(jid, str) and jid else None
+
+
+def engine_event(event: Mapping[str, Any]) -> EngineEvent | None:
+    """What an event of one of our jobs says (None for other events or other containers)."""
+    jid = event_jid(event)
+    if jid is None:
+        return None
+    engine_id = event.get("id") or (event.get("Actor") or {}).get("ID")
+    return EngineEvent(
+        jid,
+        str(event.get("Action") or event.get("status")),
+        engine_id if isinstance(engine_id, str) and engine_id else None,
+        event_time(event),
+    )
+
+
+def event_time(event: Mapping[str, Any]) -> str:
+    """The event's time as RFC 3339 with nanoseconds, as the engine writes ``StartedAt``."""
+    nanos = event.get("timeNano")
+    if not isinstance(nanos, int) or nanos <= 0:
+        seconds = event.get("time")
+        if not isinstance(seconds, int | float) or seconds <= 0:
+            return ""
+        nanos = int(seconds * 1_000_000_000)
+    whole, fraction = divmod(nanos, 1_000_000_000)
+    return f"{datetime.fromtimestamp(whole, UTC):%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
 def advertised_gpus(info: Mapping[str, Any]) -> int:

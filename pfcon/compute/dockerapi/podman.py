@@ -16,9 +16,9 @@ from typing import Any
 
 import docker
 
-from pfcon.compute.base import Capabilities, EngineCapacity
+from pfcon.compute.base import Capabilities, EngineCapacity, EngineEvent
 from pfcon.compute.dockerapi.container_state import PODMAN_STATES, Judgement
-from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend, event_jid
+from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend, engine_event
 
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
 #: each window of Podman's event stream re-reads this much of the one before (see ``events``)
@@ -59,7 +59,7 @@ class PodmanBackend(DockerBackend):
         super().__init__(client, engine_name="podman")
         self._passed: dict[tuple[Any, ...], float] = {}  # events already passed on, by their time
 
-    def events(self, since: float, until: float) -> Iterator[str]:
+    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
         """Our containers' events in one window, re-reading the end of the window before.
 
         Podman 4 serves events from its event log (a file by default): a request replays what
@@ -73,15 +73,15 @@ class PodmanBackend(DockerBackend):
         horizon = since - EVENT_OVERLAP_SECONDS
         self._passed = {key: at for key, at in self._passed.items() if at >= horizon}
         for event in self._events(horizon, until):
-            jid = event_jid(event)
-            if not jid:
+            found = engine_event(event)
+            if found is None:
                 continue
             at = float(event.get("timeNano") or 0) / 1e9 or float(event.get("time") or 0)
             key = (event.get("timeNano"), event.get("time"), event.get("id"), event.get("Action"))
             if key in self._passed:
                 continue
             self._passed[key] = at
-            yield jid
+            yield found
 
     def capacity(self) -> EngineCapacity:
         """No GPUs: jobs cannot ask Podman's Docker API for one (see the class docstring)."""
