@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from pfcon.api import dashboard, errors
+from pfcon.api.afterreply import after_reply
 from pfcon.api.auth import TokenAuth
 from pfcon.api.metrics import metrics_blueprint
 from pfcon.api.reference import reference_blueprint
@@ -74,6 +75,7 @@ def _build_app(settings: Settings, service: JobService, closer: Closer) -> Flask
     closer.add("operations", operations.close)
     app.request_class = RuledRequest  # each view declares its body (pfcon.api.uploads.accepts)
     app.extensions["pfcon"] = service
+    service.after_reply = after_reply  # a submit's answer goes out before its job's start begins
     auth = TokenAuth(settings)
     app.extensions["pfcon-operations"] = operations
     app.register_blueprint(blueprint(operations, auth))

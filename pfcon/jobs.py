@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +175,9 @@ class JobService:
             freed=self.starter.freed if self.admission is not None else None,
         )
         self.tails = LogTails(backend.logs, settings.job_logs_tail)
+        #: runs a wake-up of the scheduler; the app defers it until the answer is sent
+        #: (:mod:`pfcon.api.afterreply`), so the scheduler's pass does not slow the submit
+        self.after_reply: Callable[[Callable[[], None]], None] = _at_once
         self.started_rows: ExpiringCache[JobRow] = ExpiringCache(ROW_REUSE_SECONDS)
         self.finished_rows: ExpiringCache[FinishedRow] = ExpiringCache(ROW_REUSE_SECONDS)
 
@@ -237,7 +240,7 @@ class JobService:
             raise
         log.info("[%s] accepted: %d files staged, starting %s", jid, staged.nfiles, spec.image)
         self.observer.accepted(sub.api, staging_seconds)
-        self.starter.wake()
+        self.after_reply(self.starter.wake)
         timestamp = rfc3339(row.accepted_at)
         data = StagedData(jid, staged.nfiles, timestamp, staged.path)
         return Accepted(data, JobState(_queued_info(spec, timestamp)))
@@ -253,7 +256,7 @@ class JobService:
         if not self.store.queue(row.id, spec.to_dict(), "accepted, waiting to be started"):
             raise JobNotFound(f"job {jid!r} was deleted while it was being accepted")
         log.info("[%s] accepted on staged input, starting %s", jid, spec.image)
-        self.starter.wake()
+        self.after_reply(self.starter.wake)
         return Accepted(None, JobState(_queued_info(spec, rfc3339(row.accepted_at))))
 
     def has_record(self, jid: str) -> bool:
@@ -566,6 +569,10 @@ class JobService:
         self.starter.shutdown()
         self.backend.close()
         self.store.close()
+
+
+def _at_once(work: Callable[[], None]) -> None:
+    work()
 
 
 def _queued_info(spec: JobSpec, timestamp: str) -> JobInfo:
