@@ -344,11 +344,14 @@ def optimal_makespan(
     capacity: tuple[int, int],
     time_limit: float = 60.0,
     workers: int = 2,
+    overhead: float = 0.0,
 ) -> Optimum:
     """The ideal packing itself: the shortest makespan of ``jobs`` (run time in seconds, CPU
     millicores, MiB), each run once without interruption, on ``capacity`` (millicores, MiB),
     searched by OR-tools' CP-SAT: one interval per job, one cumulative constraint per
-    resource, the latest end minimised, within ``time_limit``.
+    resource, the latest end minimised, within ``time_limit``. ``overhead`` seconds are added
+    to every job's run time, holding its resources: with the engine's own start time, the
+    packing a perfect scheduler could reach when each start costs what the engine needs.
 
     The solver counts in whole milliseconds, so run times are rounded *down*: any real
     schedule, its times rounded down, is a schedule of the rounded jobs, hence the solver's
@@ -360,6 +363,7 @@ def optimal_makespan(
     redundant constraint: it then starts from the area bound rather than the longest job."""
     from ortools.sat.python import cp_model  # optional: pip install -e '.[bench]'
 
+    jobs = [(seconds + overhead, cpu, memory) for seconds, cpu, memory in jobs]
     durations = [max(1, math.floor(seconds * 1000)) for seconds, _, _ in jobs]
     horizon = sum(durations)
     model = cp_model.CpModel()
@@ -435,13 +439,31 @@ def engine_start_seconds(client: docker.DockerClient, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
-def compare_packings(specs: list[Spec], seconds: dict[str, float], makespan: float, limit: float) -> None:
-    """Print the queue's makespan against the ideal packing of the same jobs (their measured
-    run times) on the same capacity, and the references that explain the gap."""
+def ideal_packing(
+    specs: list[Spec], seconds: dict[str, float], limit: float, overhead: float = 0.0
+) -> tuple[Optimum, float, float]:
+    """CP-SAT's packing of the jobs, each holding its resources for its run time plus
+    ``overhead``, with the area bound of the same durations and the larger of the two proven
+    bounds (no schedule of these jobs finishes sooner)."""
     jobs = [(seconds[spec.jid], spec.cpu_millicores, spec.memory_mib) for spec in specs]
-    optimum = optimal_makespan(jobs, (CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB), time_limit=limit)
-    area = area_bound(specs, seconds)
-    bound = max(optimum.bound, area)  # both proven: no schedule of these jobs finishes sooner
+    capacity = (CAPACITY_CPUS * 1000, CAPACITY_MEMORY_MIB)
+    optimum = optimal_makespan(jobs, capacity, time_limit=limit, overhead=overhead)
+    area = area_bound(specs, {jid: took + overhead for jid, took in seconds.items()})
+    return optimum, area, max(optimum.bound, area)
+
+
+def compare_packings(
+    specs: list[Spec],
+    seconds: dict[str, float],
+    makespan: float,
+    limit: float,
+    engine_start: float | None,
+) -> None:
+    """Print the queue's makespan against the ideal packing of the same jobs (their measured
+    run times) on the same capacity, and the references that explain the gap; with
+    ``engine_start`` (the engine's own start time, measured in the same run), also against
+    the ideal packing on this engine, where each job costs its run time plus that start."""
+    optimum, area, bound = ideal_packing(specs, seconds, limit)
     found = (
         f"optimum {bound:.2f}-{optimum.best:.2f} s (the solver's milliseconds)"
         if optimum.status == "OPTIMAL"
@@ -469,21 +491,44 @@ def compare_packings(specs: list[Spec], seconds: dict[str, float], makespan: flo
         f"{with_half:.1f} s ({with_half / bound:.3f}x); longest first, each started once it "
         f"fits {clairvoyant:.1f} s ({clairvoyant / bound:.3f}x)"
     )
+    if engine_start is None:
+        print("ideal packing on this engine: not computed (no engine start time; --engine-start)")
+        return
+    on_engine, _, engine_bound = ideal_packing(specs, seconds, limit, overhead=engine_start)
+    print(
+        f"ideal packing on this engine (a second reference, not the 1.1x figure: each job's run "
+        f"time + the engine's own start {engine_start:.3f} s; CP-SAT {on_engine.status} after "
+        f"{on_engine.solver_seconds:.0f} s): proven bound {engine_bound:.2f} s, best schedule "
+        f"found {on_engine.best:.2f} s; queue on: makespan {makespan:.1f} s = "
+        f"{makespan / engine_bound:.3f}x that bound, {makespan / on_engine.best:.3f}x that schedule"
+    )
 
 
-def save_times(path: str, specs: list[Spec], run: Run) -> None:
-    """Write the workload, each job's measured run time and the makespan, for ``--times``."""
+def save_times(path: str, specs: list[Spec], run: Run, engine_start: float) -> None:
+    """Write the workload, each job's measured run time, the makespan and the engine's own
+    start time of the same run, for ``--times``."""
     jobs = [{**vars(spec), "took": run.ends[spec.jid][1] - run.ends[spec.jid][0]} for spec in specs]
-    Path(path).write_text(json.dumps({"name": run.name, "makespan": run.makespan, "jobs": jobs}, indent=1))
+    record = {"name": run.name, "makespan": run.makespan, "engine_start": engine_start, "jobs": jobs}
+    Path(path).write_text(json.dumps(record, indent=1))
 
 
-def compare_saved(path: str, limit: float) -> None:
-    """The packing comparison of a saved run, without running anything on the engine."""
+def compare_saved(path: str, limit: float, engine_start: float | None) -> None:
+    """The packing comparison of a saved run, without running anything on the engine. Files
+    saved before the engine's start time was kept lack it: ``engine_start`` (the figure that
+    run printed) stands in; given both, the file's own measurement wins."""
     record = json.loads(Path(path).read_text())
     specs = [Spec(**{key: value for key, value in job.items() if key != "took"}) for job in record["jobs"]]
     seconds = {job["jid"]: job["took"] for job in record["jobs"]}
-    print(f"{path}: {record['name']}, {len(specs)} jobs, makespan {record['makespan']:.1f} s")
-    compare_packings(specs, seconds, record["makespan"], limit)
+    saved_start = record.get("engine_start")
+    if saved_start is not None and engine_start is not None and abs(saved_start - engine_start) > 0.005:
+        print(f"--engine-start {engine_start:g} s ignored: the file holds its run's {saved_start:.3f} s")
+    start = saved_start if saved_start is not None else engine_start
+    origin = "saved" if saved_start is not None else "given" if start is not None else "none"
+    print(
+        f"{path}: {record['name']}, {len(specs)} jobs, makespan {record['makespan']:.1f} s; "
+        f"engine start ({origin}) {'-' if start is None else f'{start:.3f} s'}"
+    )
+    compare_packings(specs, seconds, record["makespan"], limit, start)
 
 
 def main() -> None:
@@ -498,11 +543,17 @@ def main() -> None:
     parser.add_argument("--solver-seconds", type=float, default=60.0, help="CP-SAT's time limit")
     parser.add_argument("--save-times", metavar="FILE", help="save the queue-on run's run times")
     parser.add_argument("--times", metavar="FILE", help="compare a saved run's packing, run nothing")
+    parser.add_argument(
+        "--engine-start",
+        type=float,
+        metavar="SECONDS",
+        help="with --times, for files saved without it: the engine's start time that run printed",
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("ortools") is None:
         sys.exit("needs OR-tools for the ideal packing: .venv/bin/pip install -e '.[bench]'")
     if args.times:
-        compare_saved(args.times, args.solver_seconds)
+        compare_saved(args.times, args.solver_seconds, args.engine_start)
         return
     if os.geteuid() != 0 or not CGROUP_ROOT.is_dir():
         sys.exit("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
@@ -528,7 +579,7 @@ def main() -> None:
     try:
         on = run_workload(on_name, specs, True, cgroup, estimates=args.estimates)
         if args.save_times:  # before the queue-off run, which an overloaded engine may break
-            save_times(args.save_times, specs, on)
+            save_times(args.save_times, specs, on, start)
         runs = [on, run_workload("queue off", specs, False, cgroup)]
     finally:
         cgroup.remove()
@@ -541,7 +592,7 @@ def main() -> None:
             f"host peak {run.cgroup_peak_mib:.0f} MiB; makespan {run.makespan:.1f} s"
         )
     seconds = {jid: end - began for jid, (began, end, _, _) in on.ends.items()}
-    compare_packings(specs, seconds, on.makespan, args.solver_seconds)
+    compare_packings(specs, seconds, on.makespan, args.solver_seconds, start)
     gaps = handover_gaps(on)
     print(
         f"queue on: hand-over (a job's start after the last end before it), median "
