@@ -131,7 +131,7 @@ def test_a_burst_of_jobs_leaks_nothing(docker_client, storebase: Path, tmp_path)
         _round(url, sessions, prefix, BURST)
         after = wait_for(lambda: (now := _resources(url)) and _settled(before, now) and now, timeout=60)
         for pid, (fds, threads) in after.items():
-            assert fds <= before[pid][0] + 8, (pid, before[pid], after[pid])
+            assert fds <= _warm_fds(before) + 8, (pid, before, after)
             assert threads <= max(before[pid][1], MAX_THREADS), (pid, before[pid], after[pid])
     assert not docker_client.containers.list(all=True, filters={"label": TEST_LABEL})
     assert sorted(p.name for p in storebase.iterdir()) == [".pfcon", ".pfcon-uploads"]
@@ -140,6 +140,16 @@ def test_a_burst_of_jobs_leaks_nothing(docker_client, storebase: Path, tmp_path)
     assert "Traceback" not in log and "ERROR" not in log
 
 
+def _warm_fds(before: dict[int, tuple[int, int]]) -> int:
+    """The descriptors of a warm worker: the most any worker held after the warm-up round.
+
+    The workers are alike, but the warm-up's requests need not reach both: one that served
+    none of them opens its pools' connections (engine, database) during the burst, up to
+    what the other already holds. A leak grows with the burst's 200 jobs, far past this.
+    """
+    return max(fds for fds, _ in before.values())
+
+
 def _settled(before: dict[int, tuple[int, int]], now: dict[int, tuple[int, int]]) -> bool:
     """Same workers (none crashed and was replaced), idle connections given time to close."""
-    return set(now) == set(before) and all(now[p][0] <= before[p][0] + 8 for p in now)
+    return set(now) == set(before) and all(now[p][0] <= _warm_fds(before) + 8 for p in now)
