@@ -84,6 +84,8 @@ class JobStarter:
         self._next_stale_check = 0.0
         self._next_prune = 0.0
         self._next_settle = 0.0
+        #: held for the whole of one scheduler pass (see ``pause``)
+        self._passing = threading.Lock()
 
     # -- control --------------------------------------------------------------------------
     def resume(self) -> None:
@@ -96,9 +98,14 @@ class JobStarter:
         self.wake()
 
     def pause(self) -> None:
-        """Stop claiming jobs (starts in progress finish); ``resume`` goes on."""
+        """Stop claiming jobs (starts in progress finish); ``resume`` goes on.
+
+        Returns once a pass already under way has ended, so that nothing the scheduler
+        reads or records (claims, the ends ``settle`` records) happens after it."""
         with self._lock:
             self._paused = True
+        with self._passing:
+            pass
 
     def wake(self) -> None:
         """A job was queued, a start ended or a job's share was freed (the feed saw it end):
@@ -144,7 +151,9 @@ class JobStarter:
                 if self._paused:
                     continue
             try:
-                self._dispatch()
+                with self._passing:
+                    if not self._paused:
+                        self._dispatch()
             except PfconError as error:  # the store does not answer: try again at the next poll
                 log.warning("scheduler: %s", error.message)
             except Exception:
