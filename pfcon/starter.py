@@ -148,8 +148,6 @@ class JobStarter:
             with self._lock:
                 if self._closed:
                     return
-                if self._paused:
-                    continue
             try:
                 with self._passing:
                     if not self._paused:
