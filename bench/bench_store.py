@@ -142,15 +142,18 @@ class Subject:
 
 
 @contextmanager
-def serving(name: str, url: str | None, work: Path, baseline: bool = False) -> Iterator[Subject]:
-    """``pfcon serve`` on a storeBase of its own: the baseline's code, or this one with ``url``."""
+def serving(
+    name: str, url: str | None, work: Path, baseline: bool = False, code: str | None = CODE
+) -> Iterator[Subject]:
+    """``pfcon serve`` on a storeBase of its own: the baseline's code, or ``code`` (a commit;
+    None: this working tree) with ``url``."""
     storebase = work / f"storebase-{name}"
     storebase.mkdir()
     if url and "sqlite" not in url:
         os.environ["PFCON_DATABASE_URL"] = url
     with contextlib.ExitStack() as stack:
-        if baseline or CODE:
-            stack.enter_context(code_of(BASELINE if baseline else CODE, work / name))
+        if baseline or code:
+            stack.enter_context(code_of(BASELINE if baseline else code, work / name))
         base, proc = stack.enter_context(api.service(storebase, work / f"pfcon-{name}.log"))
         os.environ.pop("PFCON_DATABASE_URL", None)
         os.environ.pop("PYTHONPATH", None)

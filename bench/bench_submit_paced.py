@@ -37,10 +37,8 @@ def main() -> int:
             subjects = []
             for database in ("sqlite", url):
                 for code in (OTHER, None):
-                    store_bench.CODE = code  # serving() reads it: None is this working tree
                     name = f"{'sqlite' if database == 'sqlite' else 'postgresql'}-{code or 'this'}"
-                    subjects.append(stack.enter_context(store_bench.serving(name, database, work)))
-            store_bench.CODE = None
+                    subjects.append(stack.enter_context(store_bench.serving(name, database, work, code=code)))
             store_bench.measure_submits(subjects, "paced", pause=store_bench.PACE_SECONDS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
