@@ -523,13 +523,18 @@ def save_times(path: str, specs: list[Spec], run: Run, engine_start: float) -> N
     Path(path).write_text(json.dumps(record, indent=1))
 
 
+def saved_workload(record: dict[str, Any]) -> tuple[list[Spec], dict[str, float]]:
+    """The jobs of a record written by :func:`save_times` and each one's measured run time."""
+    specs = [Spec(**{key: value for key, value in job.items() if key != "took"}) for job in record["jobs"]]
+    return specs, {job["jid"]: job["took"] for job in record["jobs"]}
+
+
 def compare_saved(path: str, limit: float, engine_start: float | None) -> None:
     """The packing comparison of a saved run, without running anything on the engine. Files
     saved before the engine's start time was kept lack it: ``engine_start`` (the figure that
     run printed) stands in; given both, the file's own measurement wins."""
     record = json.loads(Path(path).read_text())
-    specs = [Spec(**{key: value for key, value in job.items() if key != "took"}) for job in record["jobs"]]
-    seconds = {job["jid"]: job["took"] for job in record["jobs"]}
+    specs, seconds = saved_workload(record)
     saved_start = record.get("engine_start")
     if saved_start is not None and engine_start is not None:
         print(f"--engine-start ignored: the file holds its run's own, {saved_start:.3f} s")

@@ -32,6 +32,7 @@ from bench_admission import (
     ESTIMATE_MARGIN,
     Spec,
     area_bound,
+    saved_workload,
     simulated_makespan,
     workload,
 )
@@ -41,12 +42,6 @@ def seeded(seed: int, jobs: int) -> tuple[list[Spec], dict[str, float]]:
     specs = workload(jobs, seed)
     rng = random.Random(1000 + seed)
     return specs, {spec.jid: spec.seconds + rng.uniform(0.05, 1.2) for spec in specs}
-
-
-def saved(path: str) -> tuple[list[Spec], dict[str, float]]:
-    record = json.loads(Path(path).read_text())
-    specs = [Spec(**{key: value for key, value in job.items() if key != "took"}) for job in record["jobs"]]
-    return specs, {job["jid"]: job["took"] for job in record["jobs"]}
 
 
 def replay(specs: list[Spec], seconds: dict[str, float], noise: float, seed: int) -> tuple[float, ...]:
@@ -68,7 +63,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--noise", type=float, default=0.0, help="estimates' error, seconds (normal)")
     args = parser.parse_args()
-    cases = [(Path(path).name, *saved(path)) for path in args.files]
+    cases = [(Path(path).name, *saved_workload(json.loads(Path(path).read_text()))) for path in args.files]
     cases += [(f"seed {seed}", *seeded(seed, args.jobs)) for seed in range(1, args.seeds + 1)]
     began = time.perf_counter()
     print("workload: safe rule / rule 4 in queue order / rule 4 with lookahead (x the area bound)")
