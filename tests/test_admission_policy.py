@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from pfcon.admission.policy import (
     AdmissionPolicy,
     Amount,
+    Decision,
     Job,
     dominant_share_order,
     head_slack,
+    reserve,
     smallest_sum_at_least,
     total,
 )
@@ -245,12 +247,43 @@ def timed(
 def test_an_estimate_lets_a_short_job_backfill_before_the_head_starts() -> None:
     policy = AdmissionPolicy(CAPACITY)
     running = [timed(1, 2, 2, ends_at=100.0), timed(2, 1, 2, ends_at=130.0)]
-    queued = [timed(3, 3, 2, runs_for=50.0), timed(4, 1, 2, runs_for=20.0), timed(5, 1, 2, runs_for=40.0)]
+    queued = [timed(3, 3, 2, runs_for=50.0), timed(4, 1, 2, runs_for=20.0), timed(5, 1, 2, runs_for=60.0)]
     # without estimates: the head (3 CPUs) needs job 1's or both jobs' CPUs; no slack for 4 or 5
     assert policy.decide(running, queued).start == ()
-    # the head is estimated to start at 100 (job 1 ends); job 4 ends by 80, job 5 only at 100+
+    # the head is estimated to start at 100 (job 1 ends); job 4 ends by 80, job 5 only at 120
     decision = policy.decide(running, queued, now=60.0)
     assert decision.start == (4,)
+
+
+# The head (3 CPUs) is estimated to start at 100, when job 1 ends; 1 CPU is free until then.
+# Job 4 (20 s) and job 5 (40 s) would each end by 100, but only one fits now.
+RUNNING = [timed(1, 2, 2, ends_at=100.0), timed(2, 1, 2, ends_at=130.0)]
+QUEUED = [timed(3, 3, 2, runs_for=50.0), timed(4, 1, 2, runs_for=20.0), timed(5, 1, 2, runs_for=40.0)]
+
+
+def test_the_lookahead_backfills_the_job_after_which_the_queue_ends_first() -> None:
+    """Job 4 first: the head runs 100-150, and job 5 waits for job 2's CPU (130-170). Job 5
+    first: it ends at 100 with job 1, the head runs 100-150 and job 4 130-150."""
+    policy = AdmissionPolicy(CAPACITY)
+    head, four, five = QUEUED
+    assert policy.estimated_end([*RUNNING, four.holding(60.0)], [head, five], 60.0) == 170.0
+    assert policy.estimated_end([*RUNNING, five.holding(60.0)], [head, four], 60.0) == 150.0
+    assert policy.decide(RUNNING, QUEUED, now=60.0).start == (5,)
+    # queue order without the lookahead, or when a job in the queue has no estimate
+    assert AdmissionPolicy(CAPACITY, lookahead=0).decide(RUNNING, QUEUED, now=60.0).start == (4,)
+    assert policy.decide(RUNNING, [*QUEUED, timed(6, 1, 2)], now=60.0).start == (4,)
+
+
+def test_the_lookahead_only_looks_at_a_queue_it_can_simulate() -> None:
+    """From the head on the queue is 3 jobs: a lookahead of 2 does not simulate it."""
+    assert AdmissionPolicy(CAPACITY, lookahead=2).decide(RUNNING, QUEUED, now=60.0).start == (4,)
+    assert AdmissionPolicy(CAPACITY, lookahead=3).decide(RUNNING, QUEUED, now=60.0).start == (5,)
+
+
+def test_between_backfills_estimated_to_end_the_queue_alike_queue_order_wins() -> None:
+    policy = AdmissionPolicy(CAPACITY)
+    twins = [QUEUED[0], timed(4, 1, 2, runs_for=40.0), timed(5, 1, 2, runs_for=40.0)]
+    assert policy.decide(RUNNING, twins, now=60.0).start == (4,)
 
 
 def test_estimates_fall_back_to_the_safe_rule_when_one_holder_has_none_or_overran() -> None:
@@ -306,3 +339,63 @@ def test_a_backfill_by_estimate_never_delays_the_head_when_estimates_hold(data: 
 
     in_order = [job for job in started if job.id < head.id]
     assert head_start(started) <= head_start(in_order)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_lookahead_never_delays_the_head_nor_ends_the_queue_later(data: st.DataObject) -> None:
+    """Every backfill the lookahead may pick (the candidates in any order, each admitted by the
+    reservation) leaves the head's estimated start where the jobs ahead of it alone put it,
+    and the one it picks is estimated to end the queue no later than queue order's."""
+    capacity = Amount(4000, 8 * GiB, 0)
+    policy, in_order = AdmissionPolicy(capacity), AdmissionPolicy(capacity, lookahead=0)
+    running = [
+        timed(n, cpu, gib, ends_at=float(end))
+        for n, (cpu, gib, end) in enumerate(
+            data.draw(
+                st.lists(st.tuples(st.integers(1, 4), st.integers(1, 8), st.integers(1, 12)), max_size=4)
+            )
+        )
+    ]
+    free = policy.free(running)
+    if not all(value >= 0 for value in free.values()):
+        return
+    queued = [
+        timed(100 + n, cpu, gib, runs_for=float(took))
+        for n, (cpu, gib, took) in enumerate(
+            data.draw(
+                st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 12)), max_size=8)
+            )
+        )
+    ]
+    plain = in_order.decide(running, queued, now=0.0)
+    waiting = [job for job in queued if job.id not in plain.start]
+    if not waiting:
+        return
+    head, behind = waiting[0], waiting[1:]
+    ahead = [job for job in queued if job.id < head.id]  # started in order
+    holding = [*running, *(job.holding(0.0) for job in ahead)]
+    room = free - total(job.amount for job in ahead)
+
+    def head_start(holders: list[Job]) -> float:
+        left, when = capacity - total(job.amount for job in holders), 0.0
+        for job in sorted(holders, key=lambda job: job.ends_at or 0.0):
+            if head.amount.fits_in(left):
+                break
+            left, when = left + job.amount, job.ends_at or 0.0
+        return when
+
+    reservation = reserve(room, holding, head.amount, 0.0)
+    shuffled = data.draw(st.permutations(behind))
+    backfill = reservation.backfill(room, shuffled, 0.0)
+    assert head_start([*holding, *(job.holding(0.0) for job in backfill)]) <= head_start(holding)
+
+    def queue_end(decision: Decision) -> float:
+        started = [job.holding(0.0) for job in queued if job.id in decision.start]
+        return policy.estimated_end(
+            [*running, *started], [job for job in queued if job.id not in decision.start], 0.0
+        )
+
+    chosen = policy.decide(running, queued, now=0.0)
+    assert next(job for job in queued if job.id not in chosen.start) == head
+    assert queue_end(chosen) <= queue_end(plain)

@@ -27,6 +27,12 @@ The rule (documented in docs/admission.md):
    over then. A job behind it may also backfill if it fits now and is estimated to end by
    the shadow time, or fits in the extra (which the slack never exceeds). One job holding
    resources without an estimate, or past its estimated end, and the rule of 3 applies.
+   Which jobs backfill: those behind the head in queue order, each that is still allowed;
+   but when the whole queue from the head on (at most :data:`LOOKAHEAD_JOBS` jobs) has
+   estimates, the *lookahead* tries each allowed job first (the others following in queue
+   order) and keeps the backfill after which the queue, run on by this rule in queue order
+   with every job lasting as estimated, ends first (queue order between equals). Every
+   option is allowed by the same reservation, so the head's start does not move.
 5. A job that cannot fit even in the whole capacity (the capacity shrank since it was
    queued) is named in :attr:`Decision.never` so the scheduler ends it instead of blocking the
    queue behind it forever.
@@ -36,6 +42,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+#: rule 4 chooses between backfills by simulating the queue only when it is at most this long
+#: from the head on (each option costs one simulation; the estimates cover the first 32 anyway)
+LOOKAHEAD_JOBS = 32
 
 RESOURCES = ("cpu_millicores", "memory_mib", "gpus")
 #: the submit form's field and the setting that sets each resource's capacity
@@ -54,17 +64,30 @@ class Amount:
     memory_mib: int = 0
     gpus: int = 0
 
+    # spelled out, not zipped: rule 4's lookahead calls these some 10^5 times a decision
     def __add__(self, other: Amount) -> Amount:
-        return Amount(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Amount(
+            self.cpu_millicores + other.cpu_millicores,
+            self.memory_mib + other.memory_mib,
+            self.gpus + other.gpus,
+        )
 
     def __sub__(self, other: Amount) -> Amount:
-        return Amount(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Amount(
+            self.cpu_millicores - other.cpu_millicores,
+            self.memory_mib - other.memory_mib,
+            self.gpus - other.gpus,
+        )
 
     def values(self) -> tuple[int, int, int]:
         return (self.cpu_millicores, self.memory_mib, self.gpus)
 
     def fits_in(self, room: Amount) -> bool:
-        return all(need <= free for need, free in zip(self.values(), room.values(), strict=True))
+        return (
+            self.cpu_millicores <= room.cpu_millicores
+            and self.memory_mib <= room.memory_mib
+            and self.gpus <= room.gpus
+        )
 
     def describe(self, gpus: bool = False) -> str:
         """``2 CPUs, 8 GiB`` (``, 1 GPU`` when the job asks for GPUs or ``gpus``)."""
@@ -117,6 +140,10 @@ class Job:
         """When the job is estimated to end if it starts ``now`` (None: no estimate)."""
         return None if now is None or self.runs_for is None else now + self.runs_for
 
+    def holding(self, now: float | None) -> Job:
+        """This queued job once started ``now``: holding its resources until its estimated end."""
+        return Job(self.id, self.auid, self.amount, ends_at=self.end_if_started(now))
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -134,6 +161,8 @@ class AdmissionPolicy:
 
     capacity: Amount
     fair_share: bool = False
+    #: rule 4's lookahead: the longest queue (from the head on) it simulates; 0 turns it off
+    lookahead: int = LOOKAHEAD_JOBS
 
     def too_big(self, amount: Amount) -> str | None:
         """Why a job can never run here (naming the form field), or None."""
@@ -163,24 +192,95 @@ class AdmissionPolicy:
         """
         never = {job.id: reason for job in queued if (reason := self.too_big(job.amount))}
         order = self.order(running, [job for job in queued if job.id not in never], served or {})
+        started, free, blocked = self._pass(running, order, now, choose=True)
+        reasons = self._reasons(order, {job.id for job in started}, blocked, free)
+        return Decision(tuple(job.id for job in started), reasons, never, tuple(job.id for job in order))
+
+    def _pass(
+        self, running: Sequence[Job], order: Sequence[Job], now: float | None, choose: bool
+    ) -> tuple[list[Job], Amount, set[int]]:
+        """Rules 2-4 over ``order``: the jobs to start, what is free after them, and the jobs
+        left waiting that fit in it (kept for the head). ``choose``: with the lookahead."""
         free = self.free(running)
         holding = list(running)
-        started: list[int] = []
-        reservation: Reservation | None = None
-        blocked: dict[int, bool] = {}
-        for job in order:
-            fits = job.amount.fits_in(free)
-            if fits and (reservation is None or reservation.admits(job, now)):
-                started.append(job.id)
-            else:
-                if reservation is None:  # the head: reserve for it
-                    reservation = reserve(free, holding, job.amount, now)
-                blocked[job.id] = fits
-                continue
+        started: list[Job] = []
+        for job in order:  # rule 2: in order while each fits
+            if not job.amount.fits_in(free):
+                break
+            started.append(job)
             free = free - job.amount
-            holding.append(Job(job.id, job.auid, job.amount, ends_at=job.end_if_started(now)))
-        reasons = self._reasons(order, set(started), blocked, free)
-        return Decision(tuple(started), reasons, never, tuple(job.id for job in order))
+            holding.append(job.holding(now))
+        if len(started) == len(order):
+            return started, free, set()
+        head, behind = order[len(started)], order[len(started) + 1 :]
+        reservation = reserve(free, holding, head.amount, now)
+        backfill = reservation.backfill(free, behind, now)
+        if choose and reservation.shadow is not None:
+            backfill = self._best_backfill(reservation, free, holding, order[len(started) :], backfill, now)
+        for job in backfill:
+            free = free - job.amount
+        if not choose:  # a step of the lookahead's simulation: no one reads why jobs wait
+            return started + backfill, free, set()
+        chosen = {job.id for job in backfill}
+        blocked = {job.id for job in behind if job.id not in chosen and job.amount.fits_in(free)}
+        return started + backfill, free, blocked
+
+    def _best_backfill(
+        self,
+        reservation: Reservation,
+        free: Amount,
+        holding: Sequence[Job],
+        waiting: Sequence[Job],
+        in_order: list[Job],
+        now: float | None,
+    ) -> list[Job]:
+        """Rule 4's choice between backfills that all leave the head's shadow time alone: when
+        the whole queue from the head on (at most :attr:`lookahead` jobs) has estimates, the
+        one after which the queue, run on by the rule in queue order, is estimated to end
+        first; between equals, and otherwise, queue order.
+
+        Each candidate is tried first, the others following in queue order, so the options
+        are at most the queue's length, each costing one simulation of the queue."""
+        if now is None or len(waiting) > self.lookahead or any(job.runs_for is None for job in waiting):
+            return in_order
+        behind = waiting[1:]
+        options = {tuple(job.id for job in in_order): in_order}
+        for first in behind:
+            option = reservation.backfill(free, [first, *(job for job in behind if job is not first)], now)
+            if option and option[0] is first:
+                options.setdefault(tuple(job.id for job in option), option)
+        if len(options) == 1:
+            return in_order
+
+        def estimated_end(option: list[Job]) -> float:
+            chosen = {job.id for job in option}
+            return self.estimated_end(
+                [*holding, *(job.holding(now) for job in option)],
+                [job for job in waiting if job.id not in chosen],
+                now,
+            )
+
+        return min(options.values(), key=estimated_end)  # the first of equals: queue order
+
+    def estimated_end(self, holding: Sequence[Job], waiting: Sequence[Job], now: float) -> float:
+        """When the last of ``holding`` and ``waiting`` ends if every job lasts as estimated
+        and the queue runs on by rules 2-4 in this order (without the lookahead)."""
+        running = list(holding)
+        queue = list(waiting)
+
+        def end(job: Job) -> float:  # every job has one here (rule 4 holds): None is moot
+            return now if job.ends_at is None else job.ends_at
+
+        while queue:
+            started, _, _ = self._pass(running, queue, now, choose=False)
+            chosen = {job.id for job in started}
+            queue = [job for job in queue if job.id not in chosen]
+            running += [job.holding(now) for job in started]
+            if not queue:
+                break
+            now = min(end(job) for job in running)
+            running = [job for job in running if end(job) > now]
+        return max((end(job) for job in running), default=now)
 
     def order(
         self, running: Sequence[Job], queued: Sequence[Job], served: Mapping[str, float] | None = None
@@ -191,7 +291,7 @@ class AdmissionPolicy:
         return dominant_share_order(self.capacity, running, queued, served)
 
     def _reasons(
-        self, order: list[Job], started: set[int], blocked: dict[int, bool], free: Amount
+        self, order: list[Job], started: set[int], blocked: set[int], free: Amount
     ) -> dict[int, str]:
         gpus = self.capacity.gpus > 0
         reasons: dict[int, str] = {}
@@ -199,7 +299,7 @@ class AdmissionPolicy:
         for job in order:
             if job.id in started:
                 continue
-            why = " (kept for the job ahead)" if blocked.get(job.id) else ""
+            why = " (kept for the job ahead)" if job.id in blocked else ""
             reasons[job.id] = (
                 f"queued: {ahead} ahead; needs {job.amount.describe(gpus)}; free {free.describe(gpus)}{why}"
             )
@@ -207,7 +307,7 @@ class AdmissionPolicy:
         return reasons
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reservation:
     """The head's reservation: what backfill may take without delaying it.
 
@@ -218,15 +318,21 @@ class Reservation:
     slack: Amount
     shadow: float | None = None
 
-    def admits(self, job: Job, now: float | None) -> bool:
-        """Whether ``job`` (which fits now) may backfill; takes its share of the slack if so."""
-        ends_at = job.end_if_started(now)
-        if self.shadow is not None and ends_at is not None and ends_at <= self.shadow:
-            return True  # estimated to end before the head starts: leaves the slack alone
-        if not job.amount.fits_in(self.slack):
-            return False
-        self.slack = self.slack - job.amount
-        return True
+    def backfill(self, free: Amount, candidates: Iterable[Job], now: float | None) -> list[Job]:
+        """The candidates, in this order, that fit in what is free and may backfill: each
+        estimated to end by the shadow time, or fitting in the slack, which it then takes."""
+        slack, chosen = self.slack, []
+        for job in candidates:
+            if not job.amount.fits_in(free):
+                continue
+            ends_at = job.end_if_started(now)
+            if self.shadow is None or ends_at is None or ends_at > self.shadow:
+                if not job.amount.fits_in(slack):
+                    continue
+                slack = slack - job.amount  # may run past the head's start: takes the slack
+            chosen.append(job)
+            free = free - job.amount
+        return chosen
 
 
 def reserve(free: Amount, holding: Sequence[Job], head: Amount, now: float | None) -> Reservation:
