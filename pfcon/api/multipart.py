@@ -6,7 +6,8 @@ two slices and a ``bytes``) and finds the boundary with a regular expression aft
 write. Here the body is read with ``readinto`` into one buffer, the boundary is found with
 the C library's ``memmem`` and file data is handed on as ``memoryview`` slices of that
 buffer, valid until the next event. It accepts what werkzeug accepts: CRLF, LF or CR line
-breaks around a boundary, blanks after it, a preamble and an epilogue.
+breaks around a boundary, blanks after it, a preamble and an epilogue. Bytes the consumer
+declares opaque (the rest of a zip entry of known size) are handed on without a search.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ class MultipartReader:
     truncated body. After a view of data, :meth:`pass_through` may say that the next bytes of
     the part are opaque: they are handed on as they are, without looking for the boundary in
     them. RFC 2046 (5.1.1) requires that the boundary not occur in a part, so a sink that
-    knows the length of what comes (a zip entry's size in its header) can spare the search;
-    if the length is a lie, the sink gets the boundary and what follows it as data, which its
-    own checks (a zip entry's CRC, a zip's structure, the end of the body) refuse.
+    knows the length of what comes (a zip entry's size in its header) can spare the search.
+    If the length is a lie, the sink gets the boundary and what follows it as data, which its
+    own checks (a zip entry's CRC, a zip's structure, the end of the body) refuse; a body built
+    so that they pass is read as the zip the client built (docs/uploads.md, sixth session).
     """
 
     def __init__(self, readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> None:
@@ -104,8 +106,8 @@ class MultipartReader:
     def pass_through(self, count: int) -> None:
         """The next ``count`` bytes of the current part are data whatever they hold.
 
-        Ignored once the part has ended: the boundary was found before the bytes the caller
-        meant, and the caller gets the part as it was sent (cut short, in its own view).
+        Said after the part's last view it is dropped: the boundary came before those bytes,
+        in bytes already searched, and the part ends there.
         """
         self._opaque = max(count, 0)
 

@@ -212,7 +212,7 @@ class StreamingUnzip:
         in its local header (0 when unknown): the multipart reader hands them on unsearched.
 
         A header that lies is caught as any corrupt entry is: the bytes it claims, whatever
-        they are (the boundary and the parts after it, if the body has them), must have its
+        they are (the boundary and the parts after it, if the body has them), must match its
         CRC and be followed by the rest of a valid zip, and the body must still end with its
         closing boundary after them.
         """
