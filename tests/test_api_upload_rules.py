@@ -6,12 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import zipfile
 
 import pytest
 
-from tests.helpers import job_form, make_zip
+from tests.helpers import declare_entry_size, job_form, make_zip
 from tests.test_api_hostile import _leftovers  # everything in storeBase but the job store
 
 pytestmark = pytest.mark.integration
@@ -173,9 +172,7 @@ def _lying_zips() -> dict[str, bytes]:
     inside[at + (2 << 20) : at + (2 << 20) + len(hidden)] = hidden
     zips = {"boundary-inside": bytes(inside)}
     for name, change in (("longer", 100), ("longer-than-the-body", 8 << 20), ("shorter", -100)):
-        lying = bytearray(archive)
-        struct.pack_into("<II", lying, 18, len(data) + change, len(data) + change)  # both sizes
-        zips[name] = bytes(lying)
+        zips[name] = declare_entry_size(archive, "a.bin", len(data) + change)
     return zips
 
 

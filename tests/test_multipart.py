@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import zipfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from pfcon.api.uploads import SMALL_BODY, BodyRules, parse_multipart
 from pfcon.errors import InvalidInput
 from pfcon.settings import ZipLimits
 from pfcon.storage.unzip import StreamingUnzip
-from tests.helpers import make_zip
+from tests.helpers import declare_entry_size, make_zip
 
 BOUNDARY = b"pfcon-test-7f3a"
 
@@ -199,8 +198,9 @@ def test_every_byte_of_a_many_member_zip_arrives_unsearched(tmp_path: Path, step
     files = {f"d{i % 7}/f{i}.bin": os.urandom(i * 997 % 300_000) for i in range(60)}
     files["tricky.txt"] = (b"\r\n--" + BOUNDARY[:-1] + b"x") * 5000  # near-boundaries, in a member
     files["empty-folder/"] = b""
-    archive = make_zip(files, zipfile.ZIP_STORED)
-    body = encode([("jid", None, b"j1"), ("data_file", "d.zip", archive), ("after", None, b"tail")])
+    body = encode(
+        [("jid", None, b"j1"), ("data_file", "d.zip", _stored_zip(files)), ("after", None, b"tail")]
+    )
     staging = tmp_path / "staging"
     count, opened = _upload(body, step, staging)
     assert count == 60 + 1, count
@@ -252,9 +252,7 @@ def _lying_bodies() -> dict[str, bytes]:
     closing_inside[at + 150_000 : at + 150_000 + len(closing)] = closing
     bodies = {"boundary-inside": bytes(inside), "closing-boundary-inside": bytes(closing_inside)}
     for name, change in (("longer-a-little", 10), ("longer-than-the-body", 1 << 20), ("shorter", -10)):
-        lying = bytearray(archive)
-        struct.pack_into("<II", lying, 18, len(data) + change, len(data) + change)  # both sizes
-        bodies[name] = bytes(lying)
+        bodies[name] = declare_entry_size(archive, "a.bin", len(data) + change)
     return {name: encode([("jid", None, b"j1"), ("data_file", "d.zip", z)]) for name, z in bodies.items()}
 
 

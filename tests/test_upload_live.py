@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import struct
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import job_form, make_zip
+from tests.helpers import declare_entry_size, job_form, make_zip
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -84,18 +83,15 @@ def test_zip_entries_that_lie_about_their_size_are_400_and_nothing_is_kept(
         token = requests.post(url + "auth-token/", json=LOGIN, timeout=10).json()["token"]
         for case in ("boundary-inside", "longer-than-the-body"):
             jid = f"t-live-lie-{uuid.uuid4().hex[:8]}"
-            body, content_type = multipart(job_form(jid), archive)
-            lying = bytearray(body)
-            start = body.index(archive) + at
             if case == "boundary-inside":  # the closing boundary 6 MiB into the entry's data
+                body, content_type = multipart(job_form(jid), archive)
                 closing = body[body.rindex(b"\r\n--") :]
-                lying[start + (6 << 20) : start + (6 << 20) + len(closing)] = closing
+                start = body.index(archive) + at + (6 << 20)
+                body = body[:start] + closing + body[start + len(closing) :]
             else:
-                struct.pack_into(
-                    "<II", lying, start - 30 - len("a.bin") + 18, len(data) + (16 << 20), len(data)
-                )
+                body, content_type = multipart(job_form(jid), declare_entry_size(archive, "a.bin", 25 << 20))
             headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
-            reply = requests.post(url + "jobs/", data=bytes(lying), headers=headers, timeout=60)
+            reply = requests.post(url + "jobs/", data=body, headers=headers, timeout=60)
             assert reply.status_code == 400, (case, reply.text[:300])
             assert reply.json()["message"], case
             assert not list(storebase.glob("key-*")), case
