@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import zipfile
 
 import pytest
 
-from tests.helpers import job_form, make_zip
+from tests.helpers import declare_entry_size, job_form, make_zip
 from tests.test_api_hostile import _leftovers  # everything in storeBase but the job store
 
 pytestmark = pytest.mark.integration
@@ -157,3 +159,27 @@ def test_in_network_storage_drops_a_stray_data_file(make_app, storebase, jid) ->
     )
     assert answer.status_code == 201, answer.get_json()
     assert list((storebase / ".pfcon-uploads").iterdir()) == []
+
+
+def _lying_zips() -> dict[str, bytes]:
+    """A stored zip whose first entry (3 MiB: past the reader's first 1 MiB read, so its data
+    is passed through unsearched) does not hold what its local header says."""
+    data = os.urandom(3 << 20)
+    archive = make_zip({"a.bin": data, "b.txt": "b"}, zipfile.ZIP_STORED)
+    at = archive.index(data)
+    inside = bytearray(archive)
+    hidden = b'\r\n--b0\r\nContent-Disposition: form-data; name="jid"\r\n\r\nother\r\n--b0--\r\n'
+    inside[at + (2 << 20) : at + (2 << 20) + len(hidden)] = hidden
+    zips = {"boundary-inside": bytes(inside)}
+    for name, change in (("longer", 100), ("longer-than-the-body", 8 << 20), ("shorter", -100)):
+        zips[name] = declare_entry_size(archive, "a.bin", len(data) + change)
+    return zips
+
+
+@pytest.mark.parametrize("case", ["boundary-inside", "longer", "longer-than-the-body", "shorter"])
+def test_a_zip_entry_that_lies_about_its_size_is_400(client, auth, storebase, jid, case) -> None:
+    body, content_type = _multipart([*_form_parts(jid), ("data_file", _lying_zips()[case], "in.zip")])
+    answer = client.post("/api/v1/jobs/", data=body, content_type=content_type, headers=auth)
+    assert answer.status_code == 400 and answer.is_json, (answer.status_code, answer.data[:300])
+    assert answer.get_json()["message"]
+    assert _leftovers(storebase) == [".pfcon-uploads"]

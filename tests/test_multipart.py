@@ -7,6 +7,9 @@ read, wherever the reads split the body, and refuse what werkzeug refused.
 from __future__ import annotations
 
 import io
+import os
+import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +18,11 @@ from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
 from pfcon.api.multipart import HEADER_LIMIT, Part, _Buffer, read_multipart
+from pfcon.api.uploads import SMALL_BODY, BodyRules, parse_multipart
+from pfcon.errors import InvalidInput
+from pfcon.settings import ZipLimits
+from pfcon.storage.unzip import StreamingUnzip
+from tests.helpers import declare_entry_size, make_zip
 
 BOUNDARY = b"pfcon-test-7f3a"
 
@@ -162,3 +170,117 @@ def test_the_buffers_search_finds_what_bytearray_find_finds_inside_its_bounds(ha
     buf.end = data.draw(st.integers(min_value=0, max_value=len(haystack)))
     marker = data.draw(st.sampled_from([b"--" + BOUNDARY, b"--" + BOUNDARY[:3], b"\r\n", b"x"]))
     assert buf.find(marker, start) == buf.data.find(marker, start, buf.end)
+
+
+# -- zip entries passed through unsearched (the reader with the upload's own sink) -------------
+def _stored_zip(files: dict[str, bytes]) -> bytes:
+    """A stored zip with sizes in each local header (no data descriptors), as ``zip`` writes."""
+    return make_zip(files, zipfile.ZIP_STORED)
+
+
+def _upload(body: bytes, step: int, staging: Path) -> tuple[int | Exception, list]:
+    """The number of files extracted from ``body``'s data_file, or the error; and the sinks."""
+    rules = BodyRules(SMALL_BODY, {"data_file": lambda: StreamingUnzip(staging, ZipLimits())})
+    opened: list = []
+    try:
+        _, files = parse_multipart(reader(body, step), BOUNDARY, rules, opened)
+        return files["data_file"].stream.finish(), opened
+    except (ValueError, InvalidInput) as error:
+        return error, opened
+
+
+def _delimiter(closing: bool = False) -> bytes:
+    return b"\r\n--" + BOUNDARY + (b"--" if closing else b"")
+
+
+@pytest.mark.parametrize("step", [1 << 20, 65_536, 4_099, 333])
+def test_every_byte_of_a_many_member_zip_arrives_unsearched(tmp_path: Path, step: int) -> None:
+    files = {f"d{i % 7}/f{i}.bin": os.urandom(i * 997 % 300_000) for i in range(60)}
+    files["tricky.txt"] = (b"\r\n--" + BOUNDARY[:-1] + b"x") * 5000  # near-boundaries, in a member
+    files["empty-folder/"] = b""
+    body = encode(
+        [("jid", None, b"j1"), ("data_file", "d.zip", _stored_zip(files)), ("after", None, b"tail")]
+    )
+    staging = tmp_path / "staging"
+    count, opened = _upload(body, step, staging)
+    assert count == 60 + 1, count
+    opened[0].move_to(tmp_path / "in")
+    opened[0].close()
+    for name, data in files.items():
+        if not name.endswith("/"):
+            assert (tmp_path / "in" / name).read_bytes() == data, name
+
+
+def test_the_bulk_of_a_stored_entry_is_not_searched(tmp_path: Path, monkeypatch) -> None:
+    searched = []
+    find = _Buffer.find
+
+    def counted(self: _Buffer, marker: bytes, start: int) -> int:
+        searched.append(self.end - start)
+        return find(self, marker, start)
+
+    monkeypatch.setattr(_Buffer, "find", counted)
+    data = os.urandom(4 << 20)
+    body = encode([("data_file", "d.zip", _stored_zip({"a.bin": data}))])
+    count, opened = _upload(body, 65_536, tmp_path / "staging")
+    assert count == 1
+    assert sum(searched) < 3 * 65_536  # the first read (the entry's header) and the zip's end
+    opened[0].move_to(tmp_path / "in")
+    opened[0].close()
+    assert (tmp_path / "in/a.bin").read_bytes() == data
+
+
+def test_deflated_entries_of_known_size_pass_unsearched_too(tmp_path: Path) -> None:
+    files = {f"f{i}.txt": (f"line {i}\r\n--" + BOUNDARY.decode()[:-2]).encode() * 3000 for i in range(5)}
+    body = encode([("data_file", "d.zip", make_zip(files))])
+    count, opened = _upload(body, 5_000, tmp_path / "staging")
+    assert count == 5
+    opened[0].move_to(tmp_path / "in")
+    opened[0].close()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == files
+
+
+def _lying_bodies() -> dict[str, bytes]:
+    data = os.urandom(200_000)
+    archive = _stored_zip({"a.bin": data, "b.bin": b"b" * 1000})
+    at = archive.index(data)
+    hidden = _delimiter() + b'\r\nContent-Disposition: form-data; name="hidden"\r\n\r\nx'
+    inside = bytearray(archive)
+    inside[at + 150_000 : at + 150_000 + len(hidden)] = hidden  # same size: the CRC no longer fits
+    closing_inside = bytearray(archive)
+    closing = _delimiter(closing=True) + b"\r\n"
+    closing_inside[at + 150_000 : at + 150_000 + len(closing)] = closing
+    bodies = {"boundary-inside": bytes(inside), "closing-boundary-inside": bytes(closing_inside)}
+    for name, change in (("longer-a-little", 10), ("longer-than-the-body", 1 << 20), ("shorter", -10)):
+        bodies[name] = declare_entry_size(archive, "a.bin", len(data) + change)
+    return {name: encode([("jid", None, b"j1"), ("data_file", "d.zip", z)]) for name, z in bodies.items()}
+
+
+@pytest.mark.parametrize("step", [1 << 20, 65_536, 4_099])
+@pytest.mark.parametrize("case", sorted(_lying_bodies()))
+def test_a_zip_header_that_lies_about_its_size_is_refused_and_nothing_kept(
+    tmp_path: Path, case: str, step: int
+) -> None:
+    staging = tmp_path / "staging"
+    outcome, opened = _upload(_lying_bodies()[case], step, staging)
+    assert isinstance(outcome, (ValueError, InvalidInput)), outcome
+    for sink in opened:
+        sink.close()
+    assert not staging.exists()
+
+
+def test_a_zip_whose_entry_holds_the_boundary_is_refused_or_taken_whole(tmp_path: Path) -> None:
+    """RFC 2046 forbids it; werkzeug cuts the part there. Unsearched, the entry (CRC right) is
+    what the client zipped: either way nothing else is read from the body or stored."""
+    files = {"a.bin": b"x" * 70_000 + _delimiter() + b"--\r\nafter" + b"y" * 70_000, "b": b"b"}
+    body = encode([("data_file", "d.zip", _stored_zip(files))])
+    for step in (1 << 20, 65_536, 4_099, 333):
+        staging = tmp_path / f"staging-{step}"
+        outcome, opened = _upload(body, step, staging)
+        if isinstance(outcome, Exception):
+            opened[0].close()
+            assert not staging.exists()
+            continue
+        opened[0].move_to(tmp_path / f"in-{step}")
+        opened[0].close()
+        assert {p.name: p.read_bytes() for p in (tmp_path / f"in-{step}").iterdir()} == files

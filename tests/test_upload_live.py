@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.helpers import job_form, make_zip
+from tests.helpers import declare_entry_size, job_form, make_zip
 from tests.live import live_pfcon
 
 pytestmark = pytest.mark.integration
@@ -67,3 +67,32 @@ def test_two_large_uploads_on_one_connection_arrive_whole(tmp_path: Path, docker
             connection.request("DELETE", f"/api/v1/jobs/{jid}/", headers=headers)
             assert connection.getresponse().read() is not None
         assert ports[0] == ports[1], "gunicorn closed the connection after a directly read body"
+
+
+def test_zip_entries_that_lie_about_their_size_are_400_and_nothing_is_kept(
+    tmp_path: Path, docker_client
+) -> None:
+    """The reader passes an entry's declared bytes through without looking for the boundary:
+    a header that lies must still end in a 400 with nothing staged (read from the socket)."""
+    storebase = tmp_path / "sb"
+    storebase.mkdir()
+    data = os.urandom(9 << 20)
+    archive = make_zip({"a.bin": data, "b.txt": b"b"}, zipfile.ZIP_STORED)
+    at = archive.index(data)
+    with live_pfcon(storebase, tmp_path / "log") as url:
+        token = requests.post(url + "auth-token/", json=LOGIN, timeout=10).json()["token"]
+        for case in ("boundary-inside", "longer-than-the-body"):
+            jid = f"t-live-lie-{uuid.uuid4().hex[:8]}"
+            if case == "boundary-inside":  # the closing boundary 6 MiB into the entry's data
+                body, content_type = multipart(job_form(jid), archive)
+                closing = body[body.rindex(b"\r\n--") :]
+                start = body.index(archive) + at + (6 << 20)
+                body = body[:start] + closing + body[start + len(closing) :]
+            else:
+                body, content_type = multipart(job_form(jid), declare_entry_size(archive, "a.bin", 25 << 20))
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+            reply = requests.post(url + "jobs/", data=body, headers=headers, timeout=60)
+            assert reply.status_code == 400, (case, reply.text[:300])
+            assert reply.json()["message"], case
+            assert not list(storebase.glob("key-*")), case
+            assert not list((storebase / ".pfcon-uploads").iterdir()), case

@@ -6,7 +6,8 @@ two slices and a ``bytes``) and finds the boundary with a regular expression aft
 write. Here the body is read with ``readinto`` into one buffer, the boundary is found with
 the C library's ``memmem`` and file data is handed on as ``memoryview`` slices of that
 buffer, valid until the next event. It accepts what werkzeug accepts: CRLF, LF or CR line
-breaks around a boundary, blanks after it, a preamble and an epilogue.
+breaks around a boundary, blanks after it, a preamble and an epilogue. Bytes the consumer
+declares opaque (the rest of a zip entry of known size) are handed on without a search.
 """
 
 from __future__ import annotations
@@ -84,18 +85,79 @@ class _Buffer:
         return True
 
 
-def read_multipart(readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> Iterator[Part | memoryview]:
+class MultipartReader:
     """The parts of a multipart body, each a :class:`Part` followed by its data in views.
 
     A view is only valid until the next item is asked for. Raises ValueError on a malformed or
-    truncated body.
+    truncated body. After a view of data, :meth:`pass_through` may say that the next bytes of
+    the part are opaque: they are handed on as they are, without looking for the boundary in
+    them. RFC 2046 (5.1.1) requires that the boundary not occur in a part, so a sink that
+    knows the length of what comes (a zip entry's size in its header) can spare the search.
+    If the length is a lie, the sink gets the boundary and what follows it as data, which its
+    own checks (a zip entry's CRC, a zip's structure, the end of the body) refuse; a body built
+    so that they pass is read as the zip the client built (docs/uploads.md, sixth session).
     """
-    buf = _Buffer(readinto, max(chunk, 2 * HEADER_LIMIT))
-    marker = b"--" + boundary
-    _skip_preamble(buf, marker)
-    while _next_part(buf):
-        yield _headers(buf)
-        yield from _data(buf, marker)
+
+    def __init__(self, readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> None:
+        self._buf = _Buffer(readinto, max(chunk, 2 * HEADER_LIMIT))
+        self._marker = b"--" + boundary
+        self._opaque = 0  # bytes of the current part to hand on without a search
+
+    def pass_through(self, count: int) -> None:
+        """The next ``count`` bytes of the current part are data whatever they hold.
+
+        Said after the part's last view it is dropped: the boundary came before those bytes,
+        in bytes already searched, and the part ends there.
+        """
+        self._opaque = max(count, 0)
+
+    def __iter__(self) -> Iterator[Part | memoryview]:
+        _skip_preamble(self._buf, self._marker)
+        while _next_part(self._buf):
+            self._opaque = 0
+            yield _headers(self._buf)
+            yield from self._data()
+
+    def _data(self) -> Iterator[memoryview]:
+        """The part's data up to the next boundary (line break + marker), which is consumed."""
+        buf, marker = self._buf, self._marker
+        search = buf.start
+        while True:
+            if self._opaque:
+                if buf.start == buf.end and not buf.fill():
+                    raise ValueError("multipart: the body ends inside a part")
+                count = min(self._opaque, buf.end - buf.start)
+                self._opaque -= count
+                buf.start += count
+                yield buf.view[buf.start - count : buf.start]
+                search = buf.start
+                continue
+            found = buf.find(marker, search)
+            if found < 0:
+                keep = len(marker) + 2  # a line break and a boundary may begin in the last bytes
+                safe = max(buf.start, buf.end - keep)
+                if safe > buf.start:
+                    buf.start, start = safe, buf.start
+                    yield buf.view[start:safe]
+                    if self._opaque:
+                        continue
+                if not buf.fill():
+                    raise ValueError("multipart: the body ends inside a part")
+                search = buf.start
+                continue
+            end = _line_break_before(buf.data, found, buf.start)
+            if end is None:  # the marker's bytes inside the data, not after a line break
+                search = found + 1
+                continue
+            if end > buf.start:
+                yield buf.view[buf.start : end]
+            buf.start = found + len(marker)
+            return
+
+
+def read_multipart(readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> Iterator[Part | memoryview]:
+    """The items of :class:`MultipartReader`, for a caller that never passes data through."""
+    return iter(MultipartReader(readinto, boundary, chunk))
 
 
 def _skip_preamble(buf: _Buffer, marker: bytes) -> None:
@@ -134,31 +196,6 @@ def _headers(buf: _Buffer) -> Part:
     if disposition != "form-data" or "name" not in options:
         raise ValueError("multipart: a part without a form-data name")
     return Part(options["name"], options.get("filename"), headers)
-
-
-def _data(buf: _Buffer, marker: bytes) -> Iterator[memoryview]:
-    """The part's data up to the next boundary (line break + marker), which is consumed."""
-    search = buf.start
-    while True:
-        found = buf.find(marker, search)
-        if found < 0:
-            keep = len(marker) + 2  # a line break and a boundary may begin in the last bytes
-            safe = max(buf.start, buf.end - keep)
-            if safe > buf.start:
-                yield buf.view[buf.start : safe]
-                buf.start = safe
-            if not buf.fill():
-                raise ValueError("multipart: the body ends inside a part")
-            search = buf.start
-            continue
-        end = _line_break_before(buf.data, found, buf.start)
-        if end is None:  # the marker's bytes inside the data, not after a line break
-            search = found + 1
-            continue
-        if end > buf.start:
-            yield buf.view[buf.start : end]
-        buf.start = found + len(marker)
-        return
 
 
 def _line_break_before(data: bytearray, index: int, floor: int) -> int | None:

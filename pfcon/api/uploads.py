@@ -23,7 +23,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
-from pfcon.api.multipart import Part, Readinto, read_multipart
+from pfcon.api.multipart import MultipartReader, Part, Readinto
 from pfcon.errors import InvalidInput
 from pfcon.serving import direct_body
 
@@ -89,7 +89,8 @@ def parse_multipart(
         elif not isinstance(sink, _Discard):
             files.append((part.name, FileStorage(sink, part.filename, part.name, headers=part.headers)))
 
-    for item in read_multipart(readinto, boundary):
+    reader = MultipartReader(readinto, boundary)
+    for item in reader:
         if isinstance(item, Part):
             end_part()
             parts += 1
@@ -101,6 +102,7 @@ def parse_multipart(
                 opened.append(sink)
         elif sink is not None:
             sink.write(item)
+            reader.pass_through(_data_ahead(sink))
         else:
             field_bytes += len(item)
             if field_bytes > FIELDS_LIMIT:
@@ -108,6 +110,13 @@ def parse_multipart(
             values.append(bytes(item))
     end_part()
     return MultiDict(fields), MultiDict(files)
+
+
+def _data_ahead(sink: IO[bytes]) -> int:
+    """How many bytes after those written the sink takes as data whatever they hold (a zip
+    entry of known size), so the reader need not look for the boundary in them."""
+    ahead = getattr(sink, "data_ahead", None)
+    return ahead() if ahead is not None else 0
 
 
 def _open_file_part(event: Part, rules: BodyRules) -> IO[bytes]:

@@ -207,6 +207,22 @@ class StreamingUnzip:
         self._emit(entry, view[:count])
         return view[count:]
 
+    def data_ahead(self) -> int:
+        """How many of the bytes after those written are the current entry's data by the size
+        in its local header (0 when unknown): the multipart reader hands them on unsearched.
+
+        A header that lies is caught as any corrupt entry is: the bytes it claims, whatever
+        they are (the boundary and the parts after it, if the body has them), must match its
+        CRC and be followed by the rest of a valid zip, and the body must still end with its
+        closing boundary after them.
+        """
+        entry = self._entry
+        if self._error is not None or entry is None or self._state != self._entry_data:
+            return 0
+        if entry.flags & DESCRIPTOR_FLAG:
+            return 0
+        return max(0, entry.compressed - entry.consumed - len(self._buf))
+
     def seek(self, *_args: object) -> int:
         return 0
 
