@@ -152,8 +152,15 @@ def service(
         "PFCON_CAPACITY_CPUS": "64",
         **(extra_env or {}),
     }
+    # ``pfcon serve`` runs ``python -m gunicorn``, which puts its working folder first on
+    # sys.path: started from the repository root it would serve the working tree's pfcon
+    # whatever PYTHONPATH says (an A/B against another commit's code would compare nothing)
+    folder = log_path.parent / "cwd"
+    folder.mkdir(exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(PFCON), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(PFCON), "serve"], env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}/api/v1/"
     try:
         wait_healthy(base, proc)

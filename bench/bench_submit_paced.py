@@ -2,10 +2,11 @@
 
 Prints figures, asserts nothing. Four ``pfcon serve`` take turns (as in bench_store.py, whose
 helpers it uses): the code of ``PFCON_BENCH_CODE`` (default ``main``) and this working tree,
-each on SQLite and on one PostgreSQL database; each gets ``PFCON_BENCH_JOBS`` (default 40)
-small jobs, one second apart (the previous job's container started before the next submit),
-so one run compares the two versions' submit paths in the same minutes. Run from the
-repository root::
+each on SQLite and on a PostgreSQL database of its own; each gets ``PFCON_BENCH_JOBS``
+(default 40) small jobs, one second apart (the previous job's container started before the
+next submit), so one run compares the two versions' submit paths in the same minutes.
+``PFCON_BENCH_PACE`` sets the pause in seconds; 0 submits back to back, each submit racing
+the containers of the jobs before it. Run from the repository root::
 
     .venv/bin/python bench/bench_submit_paced.py
 """
@@ -25,6 +26,7 @@ import bench_api as api
 import bench_store as store_bench
 
 OTHER = os.environ.get("PFCON_BENCH_CODE", "main")
+PACE = float(os.environ.get("PFCON_BENCH_PACE", store_bench.PACE_SECONDS))
 
 
 def main() -> int:
@@ -33,18 +35,20 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pfcon-bench-paced-", dir="/var/tmp"))
     try:
         with contextlib.ExitStack() as stack:
-            url = stack.enter_context(store_bench.postgresql_database())
             subjects = []
-            for database in ("sqlite", url):
+            for kind in ("sqlite", "postgresql"):
                 for code in (OTHER, None):
-                    name = f"{'sqlite' if database == 'sqlite' else 'postgresql'}-{code or 'this'}"
+                    database = kind
+                    if kind == "postgresql":  # one each: two services on one start each other's jobs
+                        database = stack.enter_context(store_bench.postgresql_database())
+                    name = f"{kind}-{code or 'this'}"
                     subjects.append(stack.enter_context(store_bench.serving(name, database, work, code=code)))
-            store_bench.measure_submits(subjects, "paced", pause=store_bench.PACE_SECONDS)
+            store_bench.measure_submits(subjects, "paced", pause=PACE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for subject in subjects:
-        print(f"POST jobs/ {store_bench.PACE_SECONDS} s apart, {subject.name:<24} {subject.figures['paced']}")
+        print(f"POST jobs/ {PACE} s apart, {subject.name:<24} {subject.figures['paced']}")
     return 0
 
 

@@ -68,6 +68,21 @@ def test_a_job_goes_through_its_lifecycle_with_one_event_per_change(store: JobSt
     assert states == ["accepted", "queued", "started", "finished", "deleted"]
 
 
+def test_an_accept_commits_by_itself_and_later_writes_stay_synchronous(store: JobStore) -> None:
+    """On PostgreSQL the accept's commit does not wait for the disk (the queue's does, and
+    covers it): the setting must end with the accept's own transaction, never stay on the
+    pooled connection for the ``queue`` that makes the 201 durable."""
+    row = store.accept(NewJob(jid="j-async", image="img", auid="alice"))
+    assert store.get(row.id).jid == "j-async"  # committed: another statement reads it
+    if store.sqlite:
+        return
+    with store.engine.connect() as conn:  # the pool's one connection, the accept's
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert conn.exec_driver_sql("SELECT count(*) FROM jobs WHERE jid = 'j-async'").scalar() == 1
+    assert store.queue(row.id, {**SPEC, "jid": "j-async"})
+    assert [event.state for event in store.events(row.id)] == ["accepted", "queued"]
+
+
 def test_one_live_row_per_jid_and_the_jid_is_free_again_after_delete(store: JobStore) -> None:
     first = _queued(store, "dup")
     with pytest.raises(JobExists):
