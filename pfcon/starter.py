@@ -22,6 +22,9 @@ recorded, any end while the stream is down) are read from the engine by ``settle
 when the feed says a job left the engine, else at most every :data:`SETTLE_SECONDS`. A pass
 that finds nothing waiting costs one short store read: 40 jobs submitted at once made 150
 passes, each of which listed the engine's containers and read every running job's row twice.
+A pass woken only because the feed recorded an end skips even that read when the last look
+found nothing waiting (a freed share matters only to a waiting job); a submit, any other
+wake and the pass of every :data:`POLL_SECONDS` look at the store.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class JobStarter:
         self._next_stale_check = 0.0
         self._next_prune = 0.0
         self._next_settle = 0.0
+        #: whether the next pass asks the store for a waiting job (see ``freed``)
+        self._look = True
         #: held for the whole of one scheduler pass (see ``pause``)
         self._passing = threading.Lock()
 
@@ -108,16 +113,25 @@ class JobStarter:
             pass
 
     def wake(self) -> None:
-        """A job was queued, a start ended or a job's share was freed (the feed saw it end):
-        look at the queue now rather than at the next poll."""
+        """A job was queued, a start ended or a job's share was freed: look at the queue now
+        rather than at the next poll."""
+        with self._lock:
+            self._look = True
         self._wake.set()
 
     def freed(self, recorded: bool) -> None:
         """The feed saw a started job end (``recorded``: it recorded the end) or leave the
-        engine (not recorded: the next pass reads the ends from the engine at once)."""
-        if not recorded:
-            with self._lock:
-                self._next_settle = 0.0
+        engine (not recorded: the next pass reads the ends from the engine at once).
+
+        A recorded end frees a share that only a waiting job can use: the pass it wakes asks
+        the store only if the last look found a job waiting (each of 40 ends asked it, and
+        found none). A job queued meanwhile by another process is found by the pass of every
+        ``poll_seconds``, as any job that process queues and cannot start."""
+        if recorded:
+            self._wake.set()
+            return
+        with self._lock:
+            self._next_settle = 0.0
         self.wake()
 
     def attempt(self, jid: str) -> bool:
@@ -143,11 +157,13 @@ class JobStarter:
     # -- the scheduler --------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.poll_seconds)
+            woken = self._wake.wait(self.poll_seconds)
             self._wake.clear()
             with self._lock:
                 if self._closed:
                     return
+                if not woken:
+                    self._look = True  # the periodic look: jobs other processes queued
             try:
                 with self._passing:
                     if not self._paused:
@@ -180,8 +196,12 @@ class JobStarter:
                 free = self.workers - self._in_flight
             return self.store.claim(self.owner, free)
         self._settle()
-        if not self.store.has_waiting():
+        with self._lock:
+            look, self._look = self._look, False
+        if not look or not self.store.has_waiting():
             return []
+        with self._lock:
+            self._look = True  # jobs wait: every freed share is worth a look
         rows, never = self.admission.pick(self.owner)
         for row in rows:
             if row.id in never:

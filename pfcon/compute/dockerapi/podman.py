@@ -51,6 +51,8 @@ class PodmanBackend(DockerBackend):
     # runc on cgroup v1 under Podman 4 leaves OOMKilled false; a SIGKILL under a limit is one;
     # an exit is final once cleaned up (``cleanup`` event, state ``exited``)
     judgement = Judgement(PODMAN_STATES, sigkill_means_oom=True, uncleaned="stopped")
+    #: by type only: Podman's compatible API matches no event to a key-only label filter
+    event_filters: Mapping[str, list[str]] = {"type": ["container"]}
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         client = client or docker.DockerClient(
