@@ -77,17 +77,25 @@ IMAGE_SEEN_TTL = 10.0
 ENGINE_START_TTL = 2.0
 
 
+def without_proxy_lookup(client: docker.DockerClient) -> docker.DockerClient:
+    """``client``, told not to read the environment on each call when its engine is on a
+    local socket: requests looks up proxies (and netrc) for every call, a fifth of
+    docker-py's own CPU per inspect, for a socket no proxy serves. A client given to a
+    backend is left as its caller made it."""
+    if client.api.base_url.startswith(UNIX_SOCKET_URL):
+        client.api.trust_env = False
+    return client
+
+
 class DockerApiBackend(ComputeBackend):
     """What every backend speaking the Docker Engine API shares (docker, podman, swarm): one
     client for the process, with a connection for each request and starter thread, and one
     translation of its exceptions into domain errors."""
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self.client = client or docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
-        if self.client.api.base_url.startswith(UNIX_SOCKET_URL):
-            # requests looks up proxies (and netrc) in the environment for every call: a
-            # fifth of docker-py's own CPU per inspect, for a local socket no proxy serves
-            self.client.api.trust_env = False
+        self.client = client or without_proxy_lookup(
+            docker.from_env(version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE)
+        )
 
     def _engine(
         self, action: str, jid: str = "", job_fault: bool = False, creates: bool = False

@@ -18,7 +18,13 @@ import docker
 
 from pfcon.compute.base import Capabilities, EngineCapacity, EngineEvent
 from pfcon.compute.dockerapi.container_state import PODMAN_STATES, Judgement
-from pfcon.compute.dockerapi.docker import API_VERSION, POOL_SIZE, DockerBackend, engine_event
+from pfcon.compute.dockerapi.docker import (
+    API_VERSION,
+    POOL_SIZE,
+    DockerBackend,
+    engine_event,
+    without_proxy_lookup,
+)
 
 ROOTFUL_SOCKET = "/run/podman/podman.sock"
 #: each window of Podman's event stream re-reads this much of the one before (see ``events``)
@@ -55,8 +61,10 @@ class PodmanBackend(DockerBackend):
     event_filters: Mapping[str, list[str]] = {"type": ["container"]}
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
-        client = client or docker.DockerClient(
-            base_url=podman_base_url(), version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE
+        client = client or without_proxy_lookup(
+            docker.DockerClient(
+                base_url=podman_base_url(), version=API_VERSION, timeout=60, max_pool_size=POOL_SIZE
+            )
         )
         super().__init__(client, engine_name="podman")
         self._passed: dict[tuple[Any, ...], float] = {}  # events already passed on, by their time
