@@ -1,9 +1,11 @@
 """Where a queue hand-over goes on dockerd: a chain of jobs that each need the whole capacity.
 
 Each job can start only once the one before it ended, so every start is a hand-over. For each,
-from the end of the job before (its container's ``FinishedAt``): when the scheduler asked the
-engine to create and start the next container, how long that took, and the next container's
-``StartedAt`` (the hand-over, as ``bench_admission.py`` reports it). Needs dockerd and
+from the end of the job before (its container's ``FinishedAt``), when each step of the path
+was done: the ``die`` event reached the feed, the feed's inspect of the ended container was
+answered (dockerd answers once its exit handling is done), the end was recorded, the
+scheduler's pass decided, the next container was created, then its ``StartedAt`` (the
+hand-over, as ``bench_admission.py`` reports it) and the start's answer. Needs dockerd and
 ``debian:bookworm-slim``; about 30 s. Run from the repository root (another copy of pfcon with
 ``PYTHONPATH``)::
 
@@ -13,6 +15,8 @@ engine to create and start the next container, how long that took, and the next 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import statistics
 import sys
 import tempfile
@@ -27,15 +31,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_admission import Spec, _run_all, _when
 
 from pfcon.app import build_service, close_app, create_app
-from pfcon.compute.base import JobSpec
+from pfcon.compute.base import EngineEvent
 from pfcon.settings import load_settings
+
+#: the steps of a hand-over, in path order: (what is done, the object's name, its method)
+STEPS = (
+    ("die event reaches the feed", "feed", "_changed"),
+    ("feed's inspect answered", "backend", "info"),
+    ("end recorded (log tail, store)", "store", "mark_finished"),
+    ("scheduler's pass decided", "admission", "pick"),
+    ("create answered, start asked", "api", "create_container"),
+)
+
+
+class Timeline:
+    """When each wrapped call returned (wall clock), in order; the chain runs one job at a
+    time, so the first of each step after a job's end belongs to that hand-over."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[float, str]] = []
+
+    def wrap(self, owner: Any, method: str, step: str) -> None:
+        call = getattr(owner, method)
+
+        @functools.wraps(call)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if method == "_changed" and args and isinstance(args[0], EngineEvent):
+                if args[0].action == "die":
+                    self.done.append((time.time(), step))  # its arrival, not its handling
+                return call(*args, **kwargs)
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.done.append((time.time(), step))
+
+        setattr(owner, method, timed)
+
+    def after(self, moment: float, until: float) -> dict[str, float]:
+        """Each step's first time in ``[moment, until]``, from ``moment``."""
+        first: dict[str, float] = {}
+        for at, step in sorted(self.done):
+            if moment <= at <= until:
+                first.setdefault(step, at - moment)
+        return first
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10)
     args = parser.parse_args()
-    asked: dict[str, tuple[float, float]] = {}  # jid -> create+start asked, answered
+    timeline = Timeline()
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pfcon-bench-handover-") as folder:
         env = {
             "APPLICATION_MODE": "development",
@@ -47,15 +92,16 @@ def main() -> None:
         }
         settings = load_settings(env)
         service = build_service(settings)
-        submit = service.starter.backend.submit
-
-        def timed_submit(spec: JobSpec) -> Any:
-            began = time.time()
-            info = submit(spec)
-            asked[spec.jid] = (began, time.time())
-            return info
-
-        service.starter.backend.submit = timed_submit  # type: ignore[method-assign]
+        owners = {
+            "feed": service.feed,
+            "backend": service.backend,
+            "store": service.store,
+            "admission": service.admission,
+            "api": service.backend.client.api,
+        }
+        for step, owner, method in STEPS:
+            timeline.wrap(owners[owner], method, step)
+        timeline.wrap(service.backend.client.api, "start", "start answered")
         app = create_app(settings, service)
         client = app.test_client()
         login = {"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"}
@@ -69,18 +115,17 @@ def main() -> None:
             assert client.delete(f"/api/v1/jobs/{spec.jid}/", headers=auth).status_code == 204
         close_app(app)
         engine.close()
-    rows = []
-    for before, spec, run in zip(runs, specs[1:], runs[1:], strict=False):
-        ended = _when(before["FinishedAt"])
-        began, answered = asked[spec.jid]
-        rows.append((began - ended, answered - began, _when(run["StartedAt"]) - ended))
-    for name, values in zip(
-        ("end -> create+start asked", "create+start took", "end -> next StartedAt (hand-over)"),
-        zip(*rows, strict=True),
-        strict=True,
-    ):
+    rows: dict[str, list[float]] = {}
+    for before, run in itertools.pairwise(runs):
+        ended, began = _when(before["FinishedAt"]), _when(run["StartedAt"])
+        steps = timeline.after(ended, began + 1.0)
+        steps["next StartedAt (the hand-over)"] = began - ended
+        for step, seconds in steps.items():
+            rows.setdefault(step, []).append(seconds)
+    print(f"from a job's end (FinishedAt), medians over {len(runs) - 1} hand-overs:")
+    for step, values in sorted(rows.items(), key=lambda row: statistics.median(row[1])):
         low, high = min(values), max(values)
-        print(f"{name}: median {statistics.median(values):.3f} s (min {low:.3f}, max {high:.3f})")
+        print(f"  {step}: {statistics.median(values):.3f} s (min {low:.3f}, max {high:.3f}, n={len(values)})")
 
 
 if __name__ == "__main__":
