@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
-from pfcon.api.multipart import HEADER_LIMIT, Part, _Buffer, read_multipart
+from pfcon.api.multipart import HEADER_LIMIT, MultipartReader, Part, _Buffer
 from pfcon.api.uploads import SMALL_BODY, BodyRules, parse_multipart
 from pfcon.errors import InvalidInput
 from pfcon.settings import ZipLimits
@@ -39,7 +39,7 @@ def reader(body: bytes, step: int):
 
 def parse(body: bytes, step: int, chunk: int = 64 * 1024) -> list[tuple[str, str | None, bytes]]:
     parts: list[tuple[str, str | None, bytes]] = []
-    for item in read_multipart(reader(body, step), BOUNDARY, chunk=chunk):
+    for item in MultipartReader(reader(body, step), BOUNDARY, chunk=chunk):
         if isinstance(item, Part):
             parts.append((item.name, item.filename, b""))
         else:
@@ -110,7 +110,7 @@ def test_line_breaks_werkzeug_accepts(newline: bytes) -> None:
 def test_a_large_file_part_comes_in_views_of_one_buffer() -> None:
     data = bytes(range(256)) * 40_000  # 10 MiB
     body = encode([("data_file", "d.zip", data)])
-    items = read_multipart(reader(body, 1 << 20), BOUNDARY, chunk=1 << 20)
+    items = iter(MultipartReader(reader(body, 1 << 20), BOUNDARY, chunk=1 << 20))
     assert isinstance(next(items), Part)
     received, buffers = [], set()
     for view in items:  # a view is valid until the next item: copied as it comes

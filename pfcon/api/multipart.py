@@ -155,11 +155,6 @@ class MultipartReader:
             return
 
 
-def read_multipart(readinto: Readinto, boundary: bytes, chunk: int = CHUNK) -> Iterator[Part | memoryview]:
-    """The items of :class:`MultipartReader`, for a caller that never passes data through."""
-    return iter(MultipartReader(readinto, boundary, chunk))
-
-
 def _skip_preamble(buf: _Buffer, marker: bytes) -> None:
     while (found := buf.find(marker, buf.start)) < 0:
         buf.start = max(buf.start, buf.end - len(marker) + 1)
