@@ -288,17 +288,16 @@ class CpuSplit:
         return f"machine {(busy1 - busy0) / jobs * 1000:.0f} ms CPU per job ({parts})"
 
 
-class BusyTrace:
-    """The machine's busy CPU-seconds (:func:`machine_busy`) sampled every ``interval`` s in a
-    thread, so the idle CPU of any stretch of a round can be told afterwards."""
+class Sampler:
+    """Calls :meth:`take` every ``interval`` s in a thread while the block runs (and once more
+    at its end)."""
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> BusyTrace:
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -308,10 +307,25 @@ class BusyTrace:
 
     def _run(self) -> None:
         while True:
-            self.samples.append((time.time(), machine_busy()))
+            self.take()
             if self._stop.wait(self.interval):
-                self.samples.append((time.time(), machine_busy()))
+                self.take()
                 return
+
+    def take(self) -> None:
+        raise NotImplementedError
+
+
+class BusyTrace(Sampler):
+    """The machine's busy CPU-seconds (:func:`machine_busy`) over time, so the idle CPU of any
+    stretch of a round can be told afterwards."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(interval)
+        self.samples: list[tuple[float, float]] = []
+
+    def take(self) -> None:
+        self.samples.append((time.time(), machine_busy()))
 
     def idle(self, begin: float, end: float) -> float:
         """Idle CPU-seconds of the whole machine between two wall-clock moments (the nearest
@@ -320,31 +334,23 @@ class BusyTrace:
         return max(0.0, (t1 - t0) * (os.cpu_count() or 1) - (busy1 - busy0))
 
 
-class RssSampler:
-    """Samples the summed RSS of a process tree every ~10 ms in a thread; reports peak - baseline."""
+class RssSampler(Sampler):
+    """The summed RSS of a process tree every ~10 ms; reports peak - baseline."""
 
     def __init__(self, pid: int, interval: float = 0.01) -> None:
+        super().__init__(interval)
         self.pid = pid
-        self.interval = interval
         self.baseline = 0
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> RssSampler:
         self.baseline = statistics.median(tree_rss(self.pid) for _ in range(5))
         self.peak = self.baseline
-        self._thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
-            self._stop.wait(self.interval)
+    def take(self) -> None:
+        self.peak = max(self.peak, tree_rss(self.pid))
 
     @property
     def growth(self) -> int:
