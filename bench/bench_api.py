@@ -48,7 +48,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -513,7 +513,7 @@ def engine_start_rate(
     def create_start(name: str) -> None:
         client.containers.create(IMAGE, ["true"], name=name, labels={"pfcon.bench": "yes"}).start()
 
-    with cpu or CpuSplit(), busy or BusyTrace(interval=1.0):
+    with cpu or CpuSplit(), busy or nullcontext():
         start = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(create_start, names))
@@ -528,11 +528,11 @@ def bench_small_jobs(
     bench: Bench, round_number: int = 0, cpu_split: bool = False, tail: bool = False
 ) -> list[str]:
     """40 small jobs POSTed from 8 threads, until all are seen finished; beside the engine's rate
-    (``tail``: then where the round's last seconds went, :func:`print_tail`)."""
+    (``tail``: then where the round's seconds went, :func:`print_tail`)."""
     payload = small_zip()
     jids = [bench.jid(f"small{round_number}", number) for number in range(SMALL_JOBS)]
     engine_cpu, jobs_cpu = CpuSplit(), CpuSplit(bench.pid)
-    engine_busy, busy = BusyTrace(), BusyTrace()
+    engine_busy, busy = (BusyTrace(), BusyTrace()) if tail else (None, None)
     reference = engine_start_rate(cpu=engine_cpu, busy=engine_busy)
     load = os.getloadavg()[0]
     local = threading.local()
@@ -554,7 +554,7 @@ def bench_small_jobs(
         answered[jid] = time.time()
         return time.perf_counter() - start
 
-    with jobs_cpu, busy:
+    with jobs_cpu, busy or nullcontext():
         first, first_wall = time.perf_counter(), time.time()
         with ThreadPoolExecutor(CLIENTS) as pool:
             latencies = list(pool.map(post, jids))
@@ -582,18 +582,19 @@ def bench_small_jobs(
         print(f"   [pfcon's jobs:       {jobs_cpu.per_job(SMALL_JOBS)}]")
     if failures:
         print(f"   note: {failures} of {SMALL_JOBS} jobs did not finish successfully")
-    if tail:
+    if engine_busy and busy:
         print_tail(first_wall, last_wall, job_times(bench, jids, answered, seen), busy)
         reference_idle = engine_busy.idle(engine_busy.samples[0][0], engine_busy.samples[-1][0])
         print(f"   [idle CPU-s during the engine's reference: {reference_idle:.2f}]")
     return jids
 
 
-# -- 2, --tail: where a round's last seconds go --------------------------------------------
+# -- 2, --tail: where a round's seconds go -------------------------------------------------
 @dataclass
 class JobTimes:
-    """One job's moments (wall clock, seconds since the epoch): the POST's answer, the start
-    and end recorded in the store, the container's own start and end, the finished answer."""
+    """One job's moments (wall clock, seconds since the epoch), in their order: the POST's
+    answer, the container's creation and start, the start recorded in the store, the
+    container's end, the end recorded, the client's finished answer; and who started it."""
 
     jid: str
     answered: float
@@ -630,10 +631,11 @@ def job_times(
         query = f"SELECT jid, started_at, finished_at, owner FROM jobs WHERE jid IN ({marks})"
         rows = database.execute(query, jids).fetchall()
     database.close()
-    recorded = {row[0]: (engine_time(row[1]), engine_time(row[2]), row[3] or "") for row in rows}
+    # a job that never started (a failed start) has no times to show
+    recorded = {row[0]: (engine_time(row[1]), engine_time(row[2]), row[3] or "") for row in rows if row[1]}
     client = docker.from_env(version="1.41")
     times = []
-    for jid in jids:
+    for jid in filter(recorded.__contains__, jids):
         start, end, owner = recorded[jid]
         inspected = client.api.inspect_container(jid)
         state = inspected["State"]
