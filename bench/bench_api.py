@@ -28,6 +28,7 @@ and removes its temporary files at the end. Run it from the repository root with
 
 from __future__ import annotations
 
+import collections
 import http.client
 import io
 import json
@@ -47,7 +48,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,20 +288,16 @@ class CpuSplit:
         return f"machine {(busy1 - busy0) / jobs * 1000:.0f} ms CPU per job ({parts})"
 
 
-class RssSampler:
-    """Samples the summed RSS of a process tree every ~10 ms in a thread; reports peak - baseline."""
+class Sampler:
+    """Calls :meth:`take` every ``interval`` s in a thread while the block runs (and once more
+    at its end)."""
 
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
-        self.pid = pid
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.baseline = 0
-        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:
-        self.baseline = statistics.median(tree_rss(self.pid) for _ in range(5))
-        self.peak = self.baseline
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -309,9 +306,51 @@ class RssSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
-            self._stop.wait(self.interval)
+        while True:
+            self.take()
+            if self._stop.wait(self.interval):
+                self.take()
+                return
+
+    def take(self) -> None:
+        raise NotImplementedError
+
+
+class BusyTrace(Sampler):
+    """The machine's busy CPU-seconds (:func:`machine_busy`) over time, so the idle CPU of any
+    stretch of a round can be told afterwards."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        super().__init__(interval)
+        self.samples: list[tuple[float, float]] = []
+
+    def take(self) -> None:
+        self.samples.append((time.time(), machine_busy()))
+
+    def idle(self, begin: float, end: float) -> float:
+        """Idle CPU-seconds of the whole machine between two wall-clock moments (the nearest
+        samples)."""
+        (t0, busy0), (t1, busy1) = (min(self.samples, key=lambda s: abs(s[0] - at)) for at in (begin, end))
+        return max(0.0, (t1 - t0) * (os.cpu_count() or 1) - (busy1 - busy0))
+
+
+class RssSampler(Sampler):
+    """The summed RSS of a process tree every ~10 ms; reports peak - baseline."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        super().__init__(interval)
+        self.pid = pid
+        self.baseline = 0
+        self.peak = 0
+
+    def __enter__(self) -> RssSampler:
+        self.baseline = statistics.median(tree_rss(self.pid) for _ in range(5))
+        self.peak = self.baseline
+        super().__enter__()
+        return self
+
+    def take(self) -> None:
+        self.peak = max(self.peak, tree_rss(self.pid))
 
     @property
     def growth(self) -> int:
@@ -350,7 +389,11 @@ def status(bench: Bench, jid: str) -> str:
     return reply.json()["compute"]["status"]
 
 
-def wait_finished(bench: Bench, jids: list[str], timeout: float = 120.0) -> dict[str, str]:
+def wait_finished(
+    bench: Bench, jids: list[str], timeout: float = 120.0, seen: dict[str, float] | None = None
+) -> dict[str, str]:
+    """Poll each pending job in turn until all are finished; ``seen`` gets the wall-clock time
+    each job's finished answer came."""
     pending, done = list(jids), {}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
@@ -359,6 +402,8 @@ def wait_finished(bench: Bench, jids: list[str], timeout: float = 120.0) -> dict
             if state in FINISHED:
                 done[jid] = state
                 pending.remove(jid)
+                if seen is not None:
+                    seen[jid] = time.time()
         if pending:
             time.sleep(0.05)
     if pending:
@@ -453,7 +498,12 @@ class MultipartFile:
 
 
 # -- 1 and 2: small jobs -----------------------------------------------------------------------
-def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS, cpu: CpuSplit | None = None) -> float:
+def engine_start_rate(
+    count: int = SMALL_JOBS,
+    threads: int = CLIENTS,
+    cpu: CpuSplit | None = None,
+    busy: BusyTrace | None = None,
+) -> float:
     """The physical reference: docker-py create+start of ``count`` containers from ``threads``."""
     import docker
 
@@ -463,7 +513,7 @@ def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS, cpu: CpuS
     def create_start(name: str) -> None:
         client.containers.create(IMAGE, ["true"], name=name, labels={"pfcon.bench": "yes"}).start()
 
-    with cpu or CpuSplit():
+    with cpu or CpuSplit(), busy or nullcontext():
         start = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(create_start, names))
@@ -474,14 +524,20 @@ def engine_start_rate(count: int = SMALL_JOBS, threads: int = CLIENTS, cpu: CpuS
     return count / elapsed
 
 
-def bench_small_jobs(bench: Bench, round_number: int = 0, cpu_split: bool = False) -> list[str]:
-    """40 small jobs POSTed from 8 threads, until all are seen finished; beside the engine's rate."""
+def bench_small_jobs(
+    bench: Bench, round_number: int = 0, cpu_split: bool = False, tail: bool = False
+) -> list[str]:
+    """40 small jobs POSTed from 8 threads, until all are seen finished; beside the engine's rate
+    (``tail``: then where the round's seconds went, :func:`print_tail`)."""
     payload = small_zip()
     jids = [bench.jid(f"small{round_number}", number) for number in range(SMALL_JOBS)]
     engine_cpu, jobs_cpu = CpuSplit(), CpuSplit(bench.pid)
-    reference = engine_start_rate(cpu=engine_cpu)
+    engine_busy, busy = (BusyTrace(), BusyTrace()) if tail else (None, None)
+    reference = engine_start_rate(cpu=engine_cpu, busy=engine_busy)
     load = os.getloadavg()[0]
     local = threading.local()
+    answered: dict[str, float] = {}
+    seen: dict[str, float] = {}
 
     def post(jid: str) -> float:
         if not hasattr(local, "session"):
@@ -495,15 +551,17 @@ def bench_small_jobs(bench: Bench, round_number: int = 0, cpu_split: bool = Fals
         )
         if reply.status_code != 201:
             raise RuntimeError(f"POST {jid}: {reply.status_code} {reply.text[:300]}")
+        answered[jid] = time.time()
         return time.perf_counter() - start
 
-    with jobs_cpu:
-        first = time.perf_counter()
+    with jobs_cpu, busy or nullcontext():
+        first, first_wall = time.perf_counter(), time.time()
         with ThreadPoolExecutor(CLIENTS) as pool:
             latencies = list(pool.map(post, jids))
         posted = time.perf_counter() - first
-        states = wait_finished(bench, jids)
+        states = wait_finished(bench, jids, seen=seen)
         elapsed = time.perf_counter() - first
+        last_wall = time.time()
     failures = sum(state != "finishedSuccessfully" for state in states.values())
     median, p95 = statistics.median(latencies) * 1000, percentile(latencies, 0.95) * 1000
     bench.report(
@@ -524,7 +582,103 @@ def bench_small_jobs(bench: Bench, round_number: int = 0, cpu_split: bool = Fals
         print(f"   [pfcon's jobs:       {jobs_cpu.per_job(SMALL_JOBS)}]")
     if failures:
         print(f"   note: {failures} of {SMALL_JOBS} jobs did not finish successfully")
+    if engine_busy and busy:
+        print_tail(first_wall, last_wall, job_times(bench, jids, answered, seen), busy)
+        reference_idle = engine_busy.idle(engine_busy.samples[0][0], engine_busy.samples[-1][0])
+        print(f"   [idle CPU-s during the engine's reference: {reference_idle:.2f}]")
     return jids
+
+
+# -- 2, --tail: where a round's seconds go -------------------------------------------------
+@dataclass
+class JobTimes:
+    """One job's moments (wall clock, seconds since the epoch), in their order: the POST's
+    answer, the container's creation and start, the start recorded in the store, the
+    container's end, the end recorded, the client's finished answer; and who started it."""
+
+    jid: str
+    answered: float
+    engine_created: float
+    engine_start: float
+    recorded_start: float
+    engine_end: float
+    recorded_end: float
+    seen: float
+    starter: str
+
+
+def engine_time(value: str) -> float:
+    """An engine's RFC 3339 timestamp (nanoseconds, ``Z``) as seconds since the epoch."""
+    from datetime import datetime
+
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return seconds + float(f"0.{fraction or 0}")
+
+
+def job_times(
+    bench: Bench, jids: list[str], answered: dict[str, float], seen: dict[str, float]
+) -> list[JobTimes]:
+    """After the clock: the store's records (read from its SQLite file) and the containers'
+    ``StartedAt``/``FinishedAt`` (one inspect each) of the round's jobs."""
+    import sqlite3
+
+    import docker
+
+    database = sqlite3.connect(f"file:{bench.storebase / '.pfcon' / 'pfcon.db'}?mode=ro", uri=True)
+    with database:
+        marks = ",".join("?" * len(jids))
+        query = f"SELECT jid, started_at, finished_at, owner FROM jobs WHERE jid IN ({marks})"
+        rows = database.execute(query, jids).fetchall()
+    database.close()
+    # a job that never started (a failed start) has no times to show
+    recorded = {row[0]: (engine_time(row[1]), engine_time(row[2]), row[3] or "") for row in rows if row[1]}
+    client = docker.from_env(version="1.41")
+    times = []
+    for jid in filter(recorded.__contains__, jids):
+        start, end, owner = recorded[jid]
+        inspected = client.api.inspect_container(jid)
+        state = inspected["State"]
+        created, began = engine_time(inspected["Created"]), engine_time(state["StartedAt"])
+        ended = engine_time(state["FinishedAt"])
+        times.append(JobTimes(jid, answered[jid], created, began, start, ended, end, seen[jid], owner))
+    client.close()
+    return times
+
+
+def print_tail(first: float, last: float, times: list[JobTimes], busy: BusyTrace) -> None:
+    """Each step's median and worst over the round's jobs, the first and last moment of each
+    step, the machine's idle CPU before the first start, between and after the last, and
+    the last five jobs to be seen finished, in seconds since the first POST."""
+    steps = (
+        ("POST answered -> container Created", "answered", "engine_created"),
+        ("Created -> StartedAt", "engine_created", "engine_start"),
+        ("StartedAt -> start recorded", "engine_start", "recorded_start"),
+        ("container run (StartedAt -> FinishedAt)", "engine_start", "engine_end"),
+        ("FinishedAt -> end recorded", "engine_end", "recorded_end"),
+        ("end recorded -> seen finished", "recorded_end", "seen"),
+    )
+    print("   [tail: per job, median / max, ms]")
+    for name, begin, end in steps:
+        spans = [(getattr(each, end) - getattr(each, begin)) * 1000 for each in times]
+        print(f"      {name:<42} {statistics.median(spans):7.0f} / {max(spans):7.0f}")
+    fields_ = [name for name in JobTimes.__dataclass_fields__ if name not in ("jid", "starter")]
+    for which, pick in (("first", min), ("last", max)):
+        moments = "  ".join(f"{name} {pick(getattr(t, name) for t in times) - first:.2f}" for name in fields_)
+        print(f"   [tail: {which} of each, s after the first POST: {moments}]")
+    starts = sorted(each.recorded_start - first for each in times)
+    starters = collections.Counter(each.starter.rpartition(":")[2] for each in times)
+    print(
+        f"   [starts recorded from {starts[0]:.2f} to {starts[-1]:.2f} s: "
+        f"{(len(starts) - 1) / (starts[-1] - starts[0]):.2f}/s; by process (pid: jobs) {dict(starters)}]"
+    )
+    began, ended = min(t.engine_start for t in times), max(t.recorded_start for t in times)
+    stretches = ((first, began), (began, ended), (ended, last))
+    idle = ", ".join(f"{busy.idle(a, b):.2f} of {(b - a) * (os.cpu_count() or 1):.2f}" for a, b in stretches)
+    print(f"   [idle CPU-s before the first start, until the last start recorded, after it: {idle}]")
+    for each in sorted(times, key=lambda each: each.seen)[-5:]:
+        moments = "  ".join(f"{getattr(each, name) - first:5.2f}" for name in fields_)
+        print(f"      {each.jid.rsplit('-', 1)[1]:>3}: {moments}")
 
 
 # -- 3: concurrent status GETs -----------------------------------------------------------------
@@ -688,10 +842,10 @@ def bench_idle_rss(bench: Bench) -> None:
     print(f"   [{count} processes: gunicorn master and its workers]")
 
 
-def run(bench: Bench, big_zip: Path | None, jobs_rounds: int = 0) -> None:
+def run(bench: Bench, big_zip: Path | None, jobs_rounds: int = 0, tail: bool = False) -> None:
     if jobs_rounds:
         for round_number in range(jobs_rounds):
-            bench_small_jobs(bench, round_number, cpu_split=True)
+            bench_small_jobs(bench, round_number, cpu_split=True, tail=tail)
             delete_jobs(bench)  # each round starts on an engine without the last one's containers
             bench.jids.clear()
         return
@@ -741,7 +895,7 @@ def main() -> int:
             print(f"service pid {proc.pid} at {base}: {json.dumps(info)}")
             print(f"gunicorn processes: {process_tree(proc.pid)}\n", flush=True)
             try:
-                run(bench, None if small_only else big_zip, jobs_rounds)
+                run(bench, None if small_only else big_zip, jobs_rounds, "--tail" in options)
             finally:
                 delete_jobs(bench)
         print_table(bench.rows)

@@ -111,7 +111,9 @@ class Settings:
     remove_jobs: bool = True
     zip_limits: ZipLimits = field(default_factory=ZipLimits)
     link_limits: LinkLimits = field(default_factory=LinkLimits)
-    start_workers: int = 4
+    #: per worker process; one process's scheduler pass may claim every waiting job, so its
+    #: own pool must keep the engine busy (4 left a 2-core machine idle, docs/performance.md)
+    start_workers: int = 8
     start_retry_seconds: int = 600
     database_url: str = ""
     history_days: int = 30
@@ -345,7 +347,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remove_jobs=env.bool("REMOVE_JOBS", True),
         zip_limits=read_zip_limits(env),
         link_limits=read_link_limits(env),
-        start_workers=env.int("PFCON_START_WORKERS", 4, 1),
+        start_workers=env.int("PFCON_START_WORKERS", 8, 1),
         start_retry_seconds=env.int("PFCON_START_RETRY_SECONDS", 600, 0),
         database_url=_database_url(env, storebase_mount),
         history_days=env.int("PFCON_HISTORY_DAYS", 30, 1),
