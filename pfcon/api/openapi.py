@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from pfcon import __version__
@@ -350,7 +348,14 @@ ROUTES: tuple[Route, ...] = (*_classic(), *_pfcon6(), *_history(), *_operations(
 
 @cache
 def document() -> dict[str, Any]:
-    """The OpenAPI document (built once: it depends on nothing but the code)."""
+    """The OpenAPI document (built once: it depends on nothing but the code).
+
+    apispec is imported here, not with the module: a worker that never serves the document
+    does not carry it (part of the idle footprint, docs/performance.md).
+    """
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
     spec = APISpec(
         title="pfcon",
         version=__version__,

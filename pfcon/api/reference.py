@@ -8,14 +8,17 @@ script, so the page runs under a Content-Security-Policy without inline scripts.
 
 from __future__ import annotations
 
-from importlib.resources import files
+from importlib.util import find_spec
+from pathlib import Path
 
 from flask import Blueprint, Response, abort, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 
 from pfcon.api.openapi import PREFIX, document
 
-ASSETS = files("swagger_ui") / "static"
+# found, not imported: swagger-ui-py loads PyYAML, about 1 MiB in each worker for a page few
+# open (the idle footprint, docs/performance.md)
+ASSETS = Path(find_spec("swagger_ui").origin).parent / "static"
 SERVED_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
 HEADERS = {
     "Content-Security-Policy": (
