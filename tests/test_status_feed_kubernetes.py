@@ -23,6 +23,7 @@ from pfcon.compute.base import EngineEvent
 from pfcon.compute.feed import ENDS, START, EventFeed
 from pfcon.compute.kubernetes import watch
 from pfcon.compute.kubernetes.backend import KubernetesBackend
+from pfcon.compute.kubernetes.job import JOB_LABEL
 from pfcon.errors import BackendUnavailable
 from pfcon.jobs import JobService
 from pfcon.store.repository import STARTED
@@ -118,6 +119,42 @@ def refreshes(service: JobService, elapsed: float) -> int:
 
 def test_the_watch_s_events_are_the_feed_s_vocabulary() -> None:
     assert watch.START == START and watch.END in ENDS and watch.CHANGE not in ENDS | {START}
+
+
+def test_pod_and_job_changes_map_to_what_the_feed_needs() -> None:
+    """A running pod vouches for the start by itself; an ended pod and a Job's final condition
+    are ends; other pod changes (a pull failure) and deletions make the feed read the job;
+    the Job's other changes, bookmarks and other services' objects are left out."""
+    owner = {"kind": "Job", "uid": "u-1"}
+    labels = {JOB_LABEL: "j"}
+
+    def pod(phase: str, **status: object) -> dict:
+        return {
+            "metadata": {"labels": labels, "ownerReferences": [owner]},
+            "status": {"phase": phase, **status},
+        }
+
+    running = pod(
+        "Running", containerStatuses=[{"state": {"running": {"startedAt": "2026-11-28T04:00:01Z"}}}]
+    )
+    assert watch.pod_event("MODIFIED", running) == EngineEvent("j", START, "u-1", "2026-11-28T04:00:01Z")
+    assert watch.pod_event("MODIFIED", pod("Succeeded")).action in ENDS
+    assert watch.pod_event("MODIFIED", pod("Failed")).action in ENDS
+    pulling = pod("Pending", containerStatuses=[{"state": {"waiting": {"reason": "ErrImagePull"}}}])
+    assert watch.pod_event("MODIFIED", pulling).action == watch.CHANGE
+    assert watch.pod_event("DELETED", running).action == watch.CHANGE
+    assert watch.pod_event("BOOKMARK", running) is None
+    assert watch.pod_event("ADDED", {"metadata": {"labels": {"app": "other"}}}) is None
+
+    def job(*conditions: tuple[str, str]) -> dict:
+        found = [{"type": kind, "status": status} for kind, status in conditions]
+        return {"metadata": {"labels": labels, "uid": "u-1"}, "status": {"active": 1, "conditions": found}}
+
+    assert watch.job_event("MODIFIED", job(("Complete", "True"))) == EngineEvent("j", watch.END, "u-1")
+    assert watch.job_event("MODIFIED", job(("Failed", "True"))).action in ENDS
+    assert watch.job_event("MODIFIED", job(("Failed", "False"))) is None
+    assert watch.job_event("MODIFIED", job()) is None  # its pods say what changed
+    assert watch.job_event("DELETED", job()).action == watch.CHANGE
 
 
 def test_a_running_job_and_its_end_reach_the_store_through_the_watches_not_the_request_path(
