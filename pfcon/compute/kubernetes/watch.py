@@ -80,10 +80,11 @@ class JobWatch:
             start = dict(self.versions)
         seconds = max(1, math.ceil(until - time.time() - EARLY))
         queue: SimpleQueue[EngineEvent | _Closed] = SimpleQueue()
-        for kind in self.lists:
+        followers = {kind: watch.Watch() for kind in self.lists}
+        for kind, follower in followers.items():
             threading.Thread(
                 target=self._read,
-                args=(kind, start.get(kind), seconds, until, queue),
+                args=(follower, kind, start.get(kind), seconds, until, queue),
                 name=f"pfcon-k8s-watch-{kind}",
                 daemon=True,
             ).start()
@@ -103,13 +104,22 @@ class JobWatch:
         except BaseException:  # a failed watch, or the feed gave up mid-window: start afresh
             with self._lock:
                 self.versions.clear()
+            for follower in followers.values():
+                follower.stop()  # the other watch ends now, not with its window
             raise
         with self._lock:
             self.versions.update({kind: version for kind, version in reached.items() if version})
 
-    def _read(self, kind: str, version: str | None, seconds: int, until: float, queue: SimpleQueue) -> None:
+    def _read(
+        self,
+        follower: watch.Watch,
+        kind: str,
+        version: str | None,
+        seconds: int,
+        until: float,
+        queue: SimpleQueue,
+    ) -> None:
         """One watch for one window, run in a thread of its own; always ends with a _Closed."""
-        follower = watch.Watch()
         options: dict[str, Any] = {
             "label_selector": JOB_LABEL,
             "timeout_seconds": seconds,
