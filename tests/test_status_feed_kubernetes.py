@@ -30,10 +30,9 @@ from pfcon.jobs import JobService
 from pfcon.store.repository import STARTED
 from tests.api_helpers import login, submit, wait_started
 from tests.helpers import TEST_LABEL, job_form, wait_for
+from tests.test_status_feed import WAIT_FOR_STOP, poll, stop_job
 
 pytestmark = pytest.mark.integration
-
-WAIT_FOR_STOP = "echo hello from the job; while [ ! -e /share/incoming/stop ]; do sleep 0.05; done; echo bye"
 
 
 @dataclass
@@ -91,17 +90,6 @@ def start_waiting_job(client, auth, jid: str, service: JobService) -> None:
     wait_started(client, auth, jid, timeout=120)
     wait_for(lambda: service.feed.current(jid) is not None, timeout=30)
     wait_for(lambda: "hello from the job" in poll(client, auth, jid)["logs"], timeout=30)  # tails: 1 s
-
-
-def stop_job(storebase: Path, jid: str) -> None:
-    """The job ends by itself (a pod left running would hold the one node's CPU)."""
-    (storebase / f"key-{jid}" / "incoming" / "stop").write_text("")
-
-
-def poll(client, auth, jid: str) -> dict:
-    answer = client.get(f"/api/v1/jobs/{jid}/", headers=auth)
-    assert answer.status_code == 200, answer.get_json()
-    return answer.get_json()["compute"]
 
 
 def job_reads(calls: ApiCalls, thread: str, namespace: str, jid: str) -> int:
