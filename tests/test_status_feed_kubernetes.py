@@ -61,10 +61,22 @@ class ApiCalls:
             self.calls.clear()
 
 
+@pytest.fixture(scope="module")
+def module_storebase(real_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One storeBase and its hostPath claim for the module (a claim takes up to 15 s to bind)."""
+    root = tmp_path_factory.mktemp("storeBase")
+    return root, real_cluster.storebase_claim(root)
+
+
 @pytest.fixture
-def on_cluster(make_app, real_cluster, storebase: Path) -> Iterator[tuple]:
+def storebase(module_storebase: tuple[Path, str]) -> Path:
+    return module_storebase[0]
+
+
+@pytest.fixture
+def on_cluster(make_app, real_cluster, module_storebase: tuple[Path, str]) -> Iterator[tuple]:
     """An app on the real cluster (its storeBase a hostPath claim), its backend's calls recorded."""
-    claim = real_cluster.storebase_claim(storebase)
+    storebase, claim = module_storebase
     app = make_app(
         STOREBASE="",
         CONTAINER_ENV="kubernetes",
