@@ -1,10 +1,11 @@
 """A small in-test Kubernetes API server: the batch/v1 and core/v1 calls pfcon makes.
 
-No real API server can run on these machines, so the backend is exercised through the real
-``kubernetes`` client against this one. It answers as the API documents: objects and lists
-with their ``kind``/``apiVersion``, ``Status`` documents for 401, 403, 404, 409, 400 and 422,
-plain text for pod logs. Jobs it accepts must pass the official schemas strictly
-(``kubernetes-validate``), like the API server's validation would.
+The backend is exercised through the real ``kubernetes`` client against this one for what
+the real one-node cluster (1.20) cannot show: newer fields and every error shape. It serves
+no watches (it refuses them with 501): those run on the real cluster. It answers as the API
+documents: objects and lists with their ``kind``/``apiVersion``, ``Status`` documents for 401,
+403, 404, 409, 400 and 422, plain text for pod logs. Jobs it accepts must pass the official
+schemas strictly (``kubernetes-validate``), like the API server's validation would.
 
 It runs no containers. A created Job gets one pod per worker, as the Job controller would
 make them; tests then *tell* the cluster what happened (:meth:`FakeCluster.finish`,
@@ -188,6 +189,10 @@ class FakeCluster:
             path = request.path
             if request.method == "GET" and path.rstrip("/") == "/version":
                 return 200, _version()
+            if request.query.get("watch") == ["true"]:
+                # watches are followed on the real cluster (test_status_feed_kubernetes.py);
+                # here they are refused, so a feed falls back to asking, never answers stale
+                raise ApiError(501, "NotImplemented", "the in-test API server serves no watches")
             if match := _JOBS.match(path):
                 if request.method == "POST":
                     return 201, self._create_job(match["ns"], request.body)

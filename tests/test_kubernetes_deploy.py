@@ -9,6 +9,7 @@ API server during a job's lifecycle): it must allow each of them and nothing mor
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pfcon.errors import BackendUnavailable
 from pfcon.settings import load_settings
 from tests.contract import make_spec
 from tests.k8s_fixtures import api_server, cluster, k8s_backend, kubeconfig, template  # noqa: F401
@@ -68,7 +70,10 @@ def _verbs_used(requests) -> set[tuple[str, str, str]]:
         path = request.path.rstrip("/")
         if path == "/version":
             continue  # a non-resource URL every authenticated user may read (system:discovery)
-        if m := re.fullmatch(r"/apis/batch/v1/namespaces/[^/]+/jobs(/[^/]+)?", path):
+        if request.query.get("watch") == ["true"]:
+            resource = "jobs" if "/jobs" in path else "pods"
+            used.add(("batch" if resource == "jobs" else "", resource, "watch"))
+        elif m := re.fullmatch(r"/apis/batch/v1/namespaces/[^/]+/jobs(/[^/]+)?", path):
             verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(
                 request.method, "get" if m[1] else "list"
             )
@@ -93,6 +98,9 @@ def test_the_role_allows_exactly_what_the_backend_calls(
     cluster.finish(jid)
     k8s_backend.snapshot(jid, 10)
     k8s_backend.stop(jid)  # DELETE with REMOVE_JOBS=no
+    k8s_backend.poll_all([jid])  # the status feed's full read, then its watches
+    with pytest.raises(BackendUnavailable, match="501"):  # the in-test server serves none
+        list(k8s_backend.events(time.time(), time.time() + 1))
     k8s_backend.remove(jid)
     used = _verbs_used(cluster.requests)
     granted = {

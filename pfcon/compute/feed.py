@@ -4,12 +4,12 @@ A ChRIS backend polls every live job every few seconds; asking the engine each t
 the status of a running job cost an inspect and a logs call per poll. Instead one *feed*
 per process follows the engine and keeps what it last said of each live job:
 
-* :class:`EventFeed` for engines with an event stream (Docker, Podman): it reads the
+* :class:`EventFeed` for engines with an event stream (Docker, Podman, Kubernetes): it reads the
   stream in short windows (``since``/``until``), so a hung connection is noticed within a
   window, and on every (re)connection first reads every live job once, so nothing that
   happened while it was away is missed (and again every :data:`RESYNC_SECONDS`, so an event
   the engine lost cannot leave a state stale for longer);
-* :class:`PollFeed` for the others (Swarm, Slurm, Cromwell, Kubernetes): one
+* :class:`PollFeed` for the others (Swarm, Slurm, Cromwell): one
   :meth:`~pfcon.compute.base.ComputeBackend.poll_all` for all live jobs every second.
 
 A job the feed sees end is recorded in the store at once (status, exit code, final log
@@ -250,7 +250,7 @@ class StateFeed:
 
 
 class EventFeed(StateFeed):
-    """Follows the engine's event stream (Docker, Podman)."""
+    """Follows the engine's event stream (Docker and Podman events, Kubernetes watches)."""
 
     kind = "event-feed"
 

@@ -3,7 +3,8 @@
 One API client serves the whole process; how it reaches the cluster (the pod's service
 account, or a kubeconfig) is chosen once at start-up by :func:`client_configuration`. The
 Job manifest is built by :mod:`pfcon.compute.kubernetes.job`. A job's state is read from the
-Job and its pods and mapped to pfcon's statuses through :data:`STATE_TABLE`.
+Job and its pods and mapped to pfcon's statuses through :data:`STATE_TABLE`; the status feed
+follows their changes through watches (:mod:`pfcon.compute.kubernetes.watch`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from kubernetes.config.incluster_config import (
 )
 from kubernetes.config.kube_config import load_kube_config
 
-from pfcon.compute.base import Capabilities, ComputeBackend, JobInfo, JobSpec, JobStatus
+from pfcon.compute.base import Capabilities, ComputeBackend, EngineEvent, JobInfo, JobSpec, JobStatus
 from pfcon.compute.kubernetes.job import JOB_LABEL, JobTemplate, build_job, check_job_name
+from pfcon.compute.kubernetes.watch import JOBS, PODS, JobWatch
 from pfcon.errors import BackendUnavailable, InvalidJob, JobExists, JobNotFound
 from pfcon.settings import KubernetesSettings, SettingsError
 
@@ -92,6 +94,7 @@ class KubernetesBackend(ComputeBackend):
 
     name = "kubernetes"
     capabilities = Capabilities(max_workers=MAX_WORKERS, gpus=True, shm_size=True, labels=True)
+    event_stream = True
 
     def __init__(self, configuration: k8s.Configuration, template: JobTemplate) -> None:
         self.api = k8s.ApiClient(configuration)
@@ -99,6 +102,7 @@ class KubernetesBackend(ComputeBackend):
         self.core = k8s.CoreV1Api(self.api)
         self.template = template
         self.namespace = template.namespace
+        self.watch = JobWatch(self.core, self.batch, self.namespace)
 
     # -- errors ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -165,23 +169,38 @@ class KubernetesBackend(ComputeBackend):
         return self._job_info(job, pods), logs
 
     def poll_all(self, jids: Iterable[str]) -> dict[str, JobInfo]:
-        """Two list calls for all live jobs (pfcon's Jobs, then all their pods), not two per job."""
+        """Two list calls for all live jobs (pfcon's Jobs, then all their pods), not two per job.
+
+        The watches resume where these lists stand, so no change between this full read and
+        the next window is missed; with no live job one item of each is enough for that.
+        """
         wanted = set(jids)
+        limit = None if wanted else 1
+        with self._api("list the jobs"):
+            job_list = self.batch.list_namespaced_job(
+                self.namespace, label_selector=JOB_LABEL, limit=limit, _request_timeout=REQUEST_TIMEOUT
+            )
+            pod_list = self.core.list_namespaced_pod(
+                self.namespace, label_selector=JOB_LABEL, limit=limit, _request_timeout=REQUEST_TIMEOUT
+            )
+        self.watch.resume_from(
+            {JOBS: job_list.metadata.resource_version, PODS: pod_list.metadata.resource_version}
+        )
         if not wanted:
             return {}
-        with self._api("list the jobs"):
-            jobs = self.batch.list_namespaced_job(
-                self.namespace, label_selector=JOB_LABEL, _request_timeout=REQUEST_TIMEOUT
-            ).items
-            pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=JOB_LABEL, _request_timeout=REQUEST_TIMEOUT
-            ).items
+        jobs, pods = job_list.items, pod_list.items
         found: dict[str, JobInfo] = {}
         for job in jobs:
             name = job.metadata.name
             if name in wanted and (job.metadata.labels or {}).get(JOB_LABEL) == name:
                 found[name] = self._job_info(job, _pods_of(job, pods))
         return found
+
+    def events(self, since: float, until: float) -> Iterator[EngineEvent]:
+        """Changes of pfcon's pods and Jobs until ``until``, from watches that resume where the
+        last window (or :meth:`poll_all`) left off, not from ``since``: Kubernetes counts
+        changes by resourceVersion, not by time."""
+        return self.watch.events(until)
 
     def remove(self, jid: str) -> None:
         """Delete the Job; its pods go in the background (the Job is gone at once)."""
