@@ -88,10 +88,10 @@ def watched_engine(request: pytest.FixtureRequest, make_app) -> Iterator[tuple]:
     remove_test_containers(engine_client)
 
 
-def start_waiting_job(client, auth, jid: str, service: JobService) -> None:
+def start_waiting_job(client, auth, jid: str, service: JobService, start_timeout: float = 30) -> None:
     form = job_form(jid, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
     assert submit(client, auth, form, {"a": "1"}).status_code == 201
-    wait_started(client, auth, jid)
+    wait_started(client, auth, jid, timeout=start_timeout)
     wait_for(lambda: service.feed.current(jid) is not None, timeout=30)
 
 

@@ -28,9 +28,10 @@ from pfcon.compute.kubernetes.job import JOB_LABEL
 from pfcon.errors import BackendUnavailable
 from pfcon.jobs import JobService
 from pfcon.store.repository import STARTED
-from tests.api_helpers import login, submit, wait_started
-from tests.helpers import TEST_LABEL, job_form, wait_for
-from tests.test_status_feed import WAIT_FOR_STOP, poll, stop_job
+from tests import test_status_feed as status_feed
+from tests.api_helpers import login
+from tests.helpers import TEST_LABEL, wait_for
+from tests.test_status_feed import poll, stop_job
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +98,9 @@ def on_cluster(make_app, real_cluster, module_storebase: tuple[Path, str]) -> It
 
 
 def start_waiting_job(client, auth, jid: str, service: JobService) -> None:
-    form = job_form(jid, entrypoint=["sh"], args=["-c", WAIT_FOR_STOP], type="fs")
-    assert submit(client, auth, form, {"a": "1"}).status_code == 201
-    wait_started(client, auth, jid, timeout=120)
-    wait_for(lambda: service.feed.current(jid) is not None, timeout=30)
+    """The Docker feed tests' waiting job, given a pod's slower start, until its first log
+    line is in the tail."""
+    status_feed.start_waiting_job(client, auth, jid, service, start_timeout=120)
     wait_for(lambda: "hello from the job" in poll(client, auth, jid)["logs"], timeout=30)  # tails: 1 s
 
 
