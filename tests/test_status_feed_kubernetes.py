@@ -165,6 +165,9 @@ def test_a_running_job_and_its_end_reach_the_store_through_the_watches_not_the_r
     auth = login(client)
     start_waiting_job(client, auth, jid, service)
     me = threading.current_thread().name
+    # a window is up to a few seconds long: the pod's start spans several, the polls may not
+    watched = {thread for thread, _, _ in calls.calls if thread.startswith("pfcon-k8s-watch-")}
+    assert watched == {"pfcon-k8s-watch-pods", "pfcon-k8s-watch-jobs"}, ("the feed did not watch", watched)
 
     calls.clear()
     began = time.monotonic()
