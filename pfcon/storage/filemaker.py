@@ -24,6 +24,12 @@ THREADS = 2
 BATCH_BYTES = 1024 * 1024
 BATCH_FILES = 256
 DEPTH = 2
+#: the most one ``write()`` hands the kernel. Here 512 MiB written in pieces of 512 KiB or
+#: 1 MiB now and then cost 4-8x the CPU of ``cp`` (the kernel's copy into the page cache's
+#: large folios stalls; likely first touches of memory the VM's host had taken back: its
+#: virtio-balloon reports free pages), in pieces of 256 KiB steadily 0.8x
+#: (bench/bench_write_size.py; docs/uploads.md)
+WRITE_PIECE = 256 * 1024
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 #: a file to create: its path, its entry's name (for messages) and its data in chunks
@@ -41,9 +47,10 @@ def create_file(target: str, name: str) -> int:
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data``, in pieces of at most :data:`WRITE_PIECE`."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.write(fd, view[:WRITE_PIECE]) :]
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
