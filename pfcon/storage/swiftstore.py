@@ -23,6 +23,7 @@ from swiftclient.client import ClientException, Connection
 from pfcon.errors import StorageUnavailable
 from pfcon.settings import SwiftSettings
 from pfcon.storage.copying import COPY_WORKERS, bounded_each
+from pfcon.storage.filemaker import write_all
 from pfcon.storage.objectstore import Download, ObjectMissing, ObjectStore, StoredObject, Upload, fetching
 
 CHUNK = 1024 * 1024
@@ -128,9 +129,9 @@ class SwiftContainer(ObjectStore):
         """Stream one object to ``dest``; with ``exclusive`` an existing ``dest`` is never overwritten."""
         with fetching(key, clashes=not exclusive), self.connection(f"download {key!r}") as conn:
             _headers, body = conn.get_object(self.container, key, resp_chunk_size=CHUNK)
-            with dest.open("xb" if exclusive else "wb") as out:
+            with dest.open("xb" if exclusive else "wb", buffering=0) as out:
                 for chunk in body:
-                    out.write(chunk)
+                    write_all(out.fileno(), chunk)  # in pieces: see filemaker.WRITE_PIECE
 
     # -- writing --------------------------------------------------------------------------
     def ensure_container(self) -> None:
