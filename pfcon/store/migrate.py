@@ -40,26 +40,36 @@ def head() -> str | None:
 
 
 def current(engine: Engine) -> str | None:
-    with database.translated(database.describe(engine.url)), engine.connect() as conn:
+    with _connected(engine) as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 @contextlib.contextmanager
 def migration_lock(engine: Engine) -> Iterator[Connection]:
-    """A connection holding the lock that serialises start-up work across replicas."""
-    with database.translated(database.describe(engine.url)), engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
-            conn.commit()
-            try:
-                yield conn
-            finally:
-                conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
-                conn.commit()
-            return
-        with _file_lock(make_url(engine.url).database):
+    """A connection holding the lock that serialises start-up work across replicas.
+
+    SQLite's lock file is taken before the connection: a new database's first connections
+    switch it to WAL, and starters doing that at once found it locked (``database is locked``).
+    """
+    if engine.dialect.name != "postgresql":
+        with _file_lock(make_url(engine.url).database), _connected(engine) as conn:
             yield conn
+        return
+    with _connected(engine) as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            conn.commit()
+
+
+@contextlib.contextmanager
+def _connected(engine: Engine) -> Iterator[Connection]:
+    with database.translated(database.describe(engine.url)), engine.connect() as conn:
+        yield conn
 
 
 @contextlib.contextmanager
