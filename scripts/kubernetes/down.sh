@@ -8,18 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 what="${1:-all}"
 
-stop() {  # stop NAME — TERM, then KILL after 10 s, the process recorded as NAME
-  local pidfile="$K8S_STATE/pids/$1.pid" pid
-  pid="$(cat "$pidfile" 2>/dev/null)" || return 0
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    echo "stopping $1 ($pid) ..."
-    kill "$pid"
-    wait_until 10 "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-}
-
-stop kubelet
+k8s_stop kubelet
 if k8s_alive containerd; then  # the pods' containers go before their containerd
   for task in $(k8s_ctr tasks ls -q 2>/dev/null); do
     k8s_ctr tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true
@@ -27,7 +16,7 @@ if k8s_alive containerd; then  # the pods' containers go before their containerd
   sleep 1
   for task in $(k8s_ctr tasks ls -q 2>/dev/null); do k8s_ctr tasks delete -f "$task" >/dev/null 2>&1 || true; done
 fi
-stop containerd
+k8s_stop containerd
 # each pod's containerd shim names our node's socket on its command line
 for proc in /proc/[0-9]*; do
   { tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null | grep -q -- "-address $K8S_CONTAINERD_SOCKET " &&
@@ -36,7 +25,7 @@ done
 true
 [[ "$what" == node ]] && exit 0
 
-for name in scheduler controller-manager apiserver etcd; do stop "$name"; done
+for name in scheduler controller-manager apiserver etcd; do k8s_stop "$name"; done
 nft delete table ip "$K8S_NFT_TABLE" 2>/dev/null || true
 ip link delete "$K8S_BRIDGE" 2>/dev/null || true
 if [[ -f "$K8S_STATE/sysctls.saved" ]]; then

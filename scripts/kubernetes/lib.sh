@@ -57,6 +57,17 @@ k8s_alive() {  # k8s_alive NAME — the process recorded as NAME runs
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
 }
 
+k8s_stop() {  # k8s_stop NAME — TERM, then KILL after 10 s, the process recorded as NAME
+  local pidfile="$K8S_STATE/pids/$1.pid" pid
+  pid="$(cat "$pidfile" 2>/dev/null)" || return 0
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    echo "stopping $1 ($pid) ..."
+    kill "$pid"
+    wait_until 10 "! kill -0 $pid" || { kill -9 "$pid" 2>/dev/null && wait_until 10 "! kill -0 $pid"; } || true
+  fi
+  rm -f "$pidfile"
+}
+
 k8s_kubectl() {
   "$K8S_BIN/kubectl" --kubeconfig "$K8S_KUBECONFIG" "$@"
 }

@@ -129,10 +129,7 @@ refuses_revision_1() {
 }
 if ! refuses_revision_1; then
   echo "restarting apiserver: its watch caches reach back to revision 1 (a fresh etcd) ..."
-  pid="$(cat "$K8S_STATE/pids/apiserver.pid")"
-  kill "$pid"
-  wait_until 10 "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true  # its watches hold it up
-  wait_until 10 "! kill -0 $pid" || { echo "apiserver did not stop" >&2; exit 1; }
+  k8s_stop apiserver  # open watches can hold it up past the TERM
   start apiserver "${apiserver[@]}"
   must 60 apiserver "$api_ready"
   refuses_revision_1 || echo "warning: the API server still replays watches from revision 1" >&2
