@@ -222,28 +222,27 @@ def test_prune_drops_only_deleted_jobs_past_the_window(store: JobStore) -> None:
     assert store.get(gone) is None and store.events(gone) == [] and store.get(kept) is not None
 
 
+def migrate_from_four_starters_at_once(url: str) -> None:
+    """Four starters, each with its own engine, bring ``url`` to head together; each says head."""
+    engines = [database.create(url) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(migrate.upgrade, engines)) == [migrate.head()] * 4
+        assert migrate.current(engines[0]) == migrate.head()
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
 def test_migrations_from_many_starters_at_once_run_once(database_url: str) -> None:
-    engines = [database.create(database_url) for _ in range(4)]
-    with ThreadPoolExecutor(4) as pool:
-        revisions = list(pool.map(migrate.upgrade, engines))
-    assert revisions == [migrate.head()] * 4
-    assert migrate.current(engines[0]) == migrate.head()
-    for engine in engines:
-        engine.dispose()
+    migrate_from_four_starters_at_once(database_url)
 
 
 def test_a_new_sqlite_database_migrated_by_four_starters_at_once_is_never_locked(tmp_path: Path) -> None:
     """Each starter's first connection switches a new database to WAL; before the lock file was
     taken ahead of it, one round in about ten failed with ``database is locked`` (so twenty)."""
     for round_number in range(20):
-        url = f"sqlite:///{tmp_path}/round{round_number}/pfcon.db"
-        engines = [database.create(url) for _ in range(4)]
-        try:
-            with ThreadPoolExecutor(4) as pool:
-                assert list(pool.map(migrate.upgrade, engines)) == [migrate.head()] * 4
-        finally:
-            for engine in engines:
-                engine.dispose()
+        migrate_from_four_starters_at_once(f"sqlite:///{tmp_path}/round{round_number}/pfcon.db")
 
 
 def test_old_job_records_are_imported_once(store: JobStore, tmp_path: Path) -> None:
