@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_api import login, process_tree, service, vm_rss
+from bench_api import login, service, tree_rss
 from bench_storage import MiB, make_tree
 
 from pfcon.storage.innetwork import output_files
@@ -64,10 +64,6 @@ def http_zip(session, base: str, scratch: Path) -> None:
         with open(scratch / "http.zip", "wb") as out:
             for chunk in reply.iter_content(CHUNK):
                 out.write(chunk)
-
-
-def service_rss(pid: int) -> int:
-    return sum(vm_rss(p) for p in process_tree(pid))
 
 
 def rss_kib() -> int:
@@ -107,7 +103,7 @@ def main() -> int:
                 base, proc = stack.enter_context(service(storebase, work / "pfcon.log"))
                 session = login(base)
                 http_zip(session, base, scratch)  # warm the workers
-            before, service_before = rss_kib(), service_rss(proc.pid) if proc else 0
+            before, service_before = rss_kib(), tree_rss(proc.pid) if proc else 0
             ref, ours, http, listing = [], [], [], []
             for _ in range(args.rounds):
                 ref.append(timed(lambda: zip_reference(tree, scratch)))
@@ -116,7 +112,7 @@ def main() -> int:
                     http.append(timed(lambda: http_zip(session, base, scratch)))
                 listing.append(timed(lambda: output_files(tree)))
             growth = (rss_kib() - before) / 1024
-            service_growth = (service_rss(proc.pid) - service_before) / MiB if proc else 0
+            service_growth = (tree_rss(proc.pid) - service_before) / MiB if proc else 0
         r, o, s = (statistics.median(x) for x in (ref, ours, listing))
         print(f"{'zip -0 -r (reference)':<40} {r:7.2f} s  {size / MiB / r:7.0f} MiB/s  1.00x")
         line(f"{'pfcon output zip, in process':<40}", o, r, size, f"peak RSS growth {growth:.1f} MiB")

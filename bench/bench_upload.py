@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import (  # the folder is not a package: imported from sys.path
     MiB,
     MultipartFile,
-    RssSampler,
+    PeakRss,
     build_big_zip,
     job_form,
     login,
@@ -178,7 +178,7 @@ def big_upload(up: Uploader, pid: int, work: Path, rounds: int) -> None:
     ours, reference, growth, our_cpu, ref_cpu, client_cpu = [], [], [], [], [], []
     copy = work / "copy.zip"
     for _ in range(rounds):
-        with RssSampler(pid) as rss, CpuMeter(pid) as cpu:
+        with PeakRss(pid) as rss, CpuMeter(pid) as cpu:
             ours.append(timed(lambda: up.upload(archive))[0])
         growth.append(rss.growth)
         our_cpu.append(cpu.service)
