@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from werkzeug.formparser import parse_form_data
 from werkzeug.test import EnvironBuilder
 
-from pfcon.api.multipart import HEADER_LIMIT, MultipartReader, Part, _Buffer
+from pfcon.api.multipart import CHUNK, HEADER_LIMIT, MultipartReader, Part, _Buffer
 from pfcon.api.uploads import SMALL_BODY, BodyRules, parse_multipart
 from pfcon.errors import InvalidInput
 from pfcon.settings import ZipLimits
@@ -209,6 +209,35 @@ def test_every_byte_of_a_many_member_zip_arrives_unsearched(tmp_path: Path, step
     for name, data in files.items():
         if not name.endswith("/"):
             assert (tmp_path / "in" / name).read_bytes() == data, name
+
+
+def _reads_offered(body: bytes, content_length: int | None, staging: Path) -> list[int]:
+    """The size of each read the upload's parser offers, with the entries it extracted checked."""
+    offered: list[int] = []
+    read = reader(body, 1 << 30)
+
+    def readinto(view: memoryview) -> int:
+        offered.append(len(view))
+        return read(view)
+
+    rules = BodyRules(SMALL_BODY, {"data_file": lambda: StreamingUnzip(staging, ZipLimits())})
+    opened: list = []
+    _, files = parse_multipart(readinto, BOUNDARY, rules, opened, content_length)
+    assert files["data_file"].stream.finish() == 2
+    for sink in opened:
+        sink.close()
+    return offered
+
+
+@pytest.mark.parametrize("kib", [1, 40, 3000])
+def test_the_buffer_is_no_larger_than_a_body_of_known_length_needs(tmp_path: Path, kib: int) -> None:
+    """A small submit once got a fresh 1 MiB buffer; a body of known length gets what it needs
+    (at least room for two parts' headers), one of unknown length the full CHUNK."""
+    files = {"a.txt": b"x" * 100, "b.bin": os.urandom(kib * 1024)}
+    body = encode([("jid", None, b"j1"), ("data_file", "d.zip", _stored_zip(files))])
+    known = _reads_offered(body, len(body), tmp_path / "known")
+    assert max(known) == min(CHUNK, max(len(body), 2 * HEADER_LIMIT)), known
+    assert max(_reads_offered(body, None, tmp_path / "unknown")) == CHUNK
 
 
 def test_the_bulk_of_a_stored_entry_is_not_searched(tmp_path: Path, monkeypatch) -> None:
