@@ -22,7 +22,7 @@ Needs root (the cgroup), dockerd with the cgroupfs driver, ``debian:bookworm-sli
 allocates the memory) and OR-tools (``.venv/bin/pip install -e '.[bench]'``). About 5 minutes,
 two of them the solver's (``--solver-seconds`` for each of its two problems). Run from the repository root::
 
-    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--estimates] [--save-times FILE]
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--scale 1] [--estimates] [--save-times FILE]
 
 ``--estimates`` runs the queue with ``PFCON_RUNTIME_ESTIMATES=yes`` after an unmeasured run of
 the same workload (same commands, other jids), so every job has an estimate from the
@@ -120,15 +120,16 @@ class Run:
         return max(end for _, end, _, _ in self.ends.values()) - self.first_submit
 
 
-def workload(count: int, seed: int) -> list[Spec]:
-    """1-4 CPUs and 0.5-4 GiB scaled by a quarter to this 2-core machine; 4-12 s each."""
+def workload(count: int, seed: int, scale: int = 1) -> list[Spec]:
+    """1-4 CPUs and 0.5-4 GiB scaled by a quarter to this 2-core machine; 4-12 s each, times
+    ``scale`` (the same jobs, users and order for a seed, only longer)."""
     rng = random.Random(seed)
     return [
         Spec(
             f"adm-{uuid.uuid4().hex[:8]}",
             rng.choice([250, 500, 750, 1000]),
             rng.choice([128, 256, 512, 768, 1024]),
-            rng.randint(4, 12),
+            rng.randint(4, 12) * scale,
             f"user{rng.randint(1, 3)}",
         )
         for _ in range(count)
@@ -552,6 +553,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="each job's run time times this (4-12 s by default): the engine's fixed cost per start "
+        "then weighs 1/scale as much against the run times",
+    )
+    parser.add_argument(
         "--estimates",
         action="store_true",
         help="queue on with PFCON_RUNTIME_ESTIMATES=yes, after an unmeasured run of the same workload",
@@ -577,7 +585,7 @@ def main() -> None:
     if client.info().get("CgroupDriver") != "cgroupfs":
         sys.exit("needs dockerd with the cgroupfs driver (--cgroup-parent is a cgroup path)")
     subprocess.run(["docker", "image", "inspect", IMAGE], check=True, capture_output=True)
-    specs = workload(args.jobs, args.seed)
+    specs = workload(args.jobs, args.seed, args.scale)
     asked_cpus = sum(s.cpu_millicores for s in specs) / 1000
     asked_gib = sum(s.memory_mib for s in specs) / 1024
     print(
