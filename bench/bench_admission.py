@@ -22,7 +22,8 @@ Needs root (the cgroup), dockerd with the cgroupfs driver, ``debian:bookworm-sli
 allocates the memory) and OR-tools (``.venv/bin/pip install -e '.[bench]'``). About 5 minutes,
 two of them the solver's (``--solver-seconds`` for each of its two problems). Run from the repository root::
 
-    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--scale 1] [--estimates] [--save-times FILE]
+    .venv/bin/python bench/bench_admission.py [--jobs 40] [--seed 7] [--scale 1] [--estimates]
+        [--save-times FILE]
 
 ``--estimates`` runs the queue with ``PFCON_RUNTIME_ESTIMATES=yes`` after an unmeasured run of
 the same workload (same commands, other jids), so every job has an estimate from the
@@ -589,7 +590,8 @@ def main() -> None:
     asked_cpus = sum(s.cpu_millicores for s in specs) / 1000
     asked_gib = sum(s.memory_mib for s in specs) / 1024
     print(
-        f"workload: {len(specs)} jobs of 0.25-1 CPUs, 128-1024 MiB (allocated), 4-12 s; "
+        f"workload: {len(specs)} jobs of 0.25-1 CPUs, 128-1024 MiB (allocated), "
+        f"{4 * args.scale}-{12 * args.scale} s; "
         f"{asked_cpus:g} CPUs and {asked_gib:.1f} GiB asked in all"
     )
     print(
