@@ -90,10 +90,11 @@ PARTS = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(PARTS, st.integers(min_value=1, max_value=5000))
-def test_reads_what_werkzeug_reads_however_the_reads_split_the_body(parts, step) -> None:
+@given(PARTS, st.integers(min_value=1, max_value=5000), st.sampled_from([0, 64 * 1024]))
+def test_reads_what_werkzeug_reads_however_the_reads_split_the_body(parts, step, chunk) -> None:
+    """``chunk`` 0: the smallest buffer, as a small body of known length gets."""
     body = encode(parts)
-    ours = parse(body, step)
+    ours = parse(body, step, chunk)
     assert ours == parts
     as_werkzeug = [(n, f, d if f else d.decode("utf-8", "replace")) for n, f, d in ours]
     assert sorted(as_werkzeug, key=repr) == sorted(werkzeug_parts(body), key=repr)
