@@ -14,7 +14,7 @@ What it measures (FNNDSC pfcon 5.3 figures and our targets are printed beside ea
    (which pfcon answers from its job store) and on 20 running jobs (answered from the engine's
    event feed, no engine call per poll): rate, p95 latency and the load average;
 4. upload of a 512 MiB zip of random bytes (ZIP_STORED), streamed from disk: POST time and the
-   service's peak RSS growth (VmRSS of the gunicorn master and all its descendants);
+   service's peak RSS growth (the high-water marks of the gunicorn master and its descendants);
 5. download of a 512 MiB job output as a zip: time to first byte, total time, RSS growth.
 
 ``--small`` skips 4 and 5 (and building the 512 MiB zip); ``--jobs`` runs 2 alone, ``--jobs N``
