@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pfcon.admission import devices
 from pfcon.admission.policy import (
     AdmissionPolicy,
     Amount,
@@ -226,16 +227,53 @@ def test_capacity_from_the_engine_with_overrides_and_cpu_overcommit() -> None:
     assert asked == [1]  # all three set: the engine is not asked
 
 
-def test_gpus_are_what_the_engine_advertises() -> None:
-    info = {
+def test_gpus_are_what_the_engine_advertises_named_by_uuid_or_counted_by_index() -> None:
+    named = {
         "GenericResources": [
-            {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 2}},
-            {"NamedResourceSpec": {"Kind": "gpu", "Value": "GPU-aa"}},
+            {"NamedResourceSpec": {"Kind": "NVIDIA-GPU", "Value": "GPU-aa"}},
+            {"NamedResourceSpec": {"Kind": "NVIDIA-GPU", "Value": "GPU-bb"}},
             {"DiscreteResourceSpec": {"Kind": "SSD", "Value": 1}},
         ]
     }
-    assert advertised_gpus(info) == 3
-    assert advertised_gpus({"GenericResources": None}) == 0
+    assert advertised_gpus(named) == ("GPU-aa", "GPU-bb")
+    counted = {"GenericResources": [{"DiscreteResourceSpec": {"Kind": "gpu", "Value": 3}}]}
+    assert advertised_gpus(counted) == ("0", "1", "2")
+    assert advertised_gpus({"GenericResources": None}) == ()
+
+
+def test_gpu_ids_from_the_setting_else_the_engine_else_indices() -> None:
+    def host() -> EngineCapacity:
+        return EngineCapacity(cpus=2, memory_bytes=GiB * 2**20, gpus=2, gpu_devices=("GPU-aa", "GPU-bb"))
+
+    assert Capacity(AdmissionSettings(True), host).gpu_devices() == ("GPU-aa", "GPU-bb")
+    listed = AdmissionSettings(True, gpus=2, gpu_devices=("1", "3"))
+    assert Capacity(listed, host).gpu_devices() == ("1", "3")
+    # fewer than the engine names: which of them is not said, so the first ones by index
+    assert Capacity(AdmissionSettings(True, gpus=1), host).gpu_devices() == ("0",)
+    assert Capacity(AdmissionSettings(True, 2, 1024, 2), host).gpu_devices() == ("0", "1")
+
+
+def test_a_starting_job_gets_gpus_no_holder_has() -> None:
+    inventory = ("GPU-aa", "GPU-bb", "GPU-cc", "GPU-dd")
+    holders = [(1, 1, ("GPU-bb",)), (2, 0, ())]
+    given = devices.assign(inventory, holders, [(3, 2), (4, 0), (5, 1), (6, 1)])
+    assert given == {3: ("GPU-aa", "GPU-cc"), 5: ("GPU-dd",)}  # 6 finds none left: it waits
+
+
+def test_a_holder_started_by_count_holds_the_first_gpus() -> None:
+    """Docker gives a job asked for N GPUs by count the first N of the host (moby's
+    countToDevices), which a job started with the queue off, or before pfcon named GPUs, has."""
+    inventory = ("0", "1", "2")
+    assert devices.taken(inventory, [(1, 2, ())]) == {"0", "1"}
+    assert devices.assign(inventory, [(1, 2, ())], [(2, 1)]) == {2: ("2",)}
+    assert devices.assign(inventory, [(1, 2, ()), (2, 1, ("2",))], [(3, 1)]) == {}
+
+
+def test_the_gpus_a_recorded_spec_names() -> None:
+    assert devices.devices_of({"resources": {"gpus": 2, "gpu_devices": ["0", "1"]}}) == ("0", "1")
+    assert devices.devices_of({"resources": {"gpus": 1}}) == ()  # recorded before GPUs were named
+    assert devices.devices_of(None) == ()
+    assert devices.devices_of({"resources": {"gpu_devices": "0"}}) == ()  # not a list: names none
 
 
 def timed(

@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from pfcon.admission import devices
 from pfcon.admission.policy import Amount
 from pfcon.admission.queue import AdmissionQueue, Estimates, amount_of
 from pfcon.compute.feed import records_end_of
@@ -85,6 +86,61 @@ def test_eight_schedulers_never_hand_out_more_than_the_capacity(database_url: st
     assert set(admitted) == ids and set(admitted.values()) == {1}
     assert peak[0].fits_in(Amount(4000, 4096, 0)), peak[0]
     assert all(messages.count(ADMITTED_MESSAGE) == 1 for messages in events.values())
+
+
+def test_schedulers_never_give_one_gpu_to_two_jobs_and_the_record_keeps_it(database_url: str) -> None:
+    """Four schedulers, three GPUs named by the engine's IDs, 24 jobs of 1 or 2 GPUs: at every
+    moment the jobs holding resources name disjoint GPUs, as many as they asked, and a job's
+    record names its GPUs for the start (and for a restarted service's next decision)."""
+    stores = [_open(database_url) for _ in range(4)]
+    settings = AdmissionSettings(
+        True, cpus=64, memory_mib=65536, gpus=3, gpu_devices=("GPU-a", "GPU-b", "GPU-c")
+    )
+    asked = {}
+    for n in range(24):
+        gpus = random.Random(n).choice([1, 1, 2])
+        row = stores[0].accept(NewJob(jid=f"g-{n}", cpu_millicores=100, memory_mib=64, gpus=gpus))
+        assert stores[0].queue(row.id, {**SPEC, "jid": f"g-{n}", "resources": {"gpus": gpus}})
+        asked[row.id] = gpus
+    lock, clashes, given = threading.Lock(), [], {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            holding, _ = stores[0].admission_view()
+            held = [devices.devices_of(row.spec) for row in holding]
+            names = [name for names in held for name in names]
+            if len(names) != len(set(names)) or not set(names) <= {"GPU-a", "GPU-b", "GPU-c"}:
+                clashes.append(held)
+
+    def scheduler(index: int) -> None:
+        queue = AdmissionQueue(settings, stores[index], _no_engine)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if len(given) == len(asked):
+                    return
+            rows, _ = queue.pick(f"scheduler:{index}")
+            for row in rows:
+                assert stores[index].mark_started(row.id, owner=f"scheduler:{index}")
+                with lock:
+                    given[row.id] = devices.devices_of(row.spec)
+            for row in rows:  # one by one: the next pick finds some GPUs held, some free
+                time.sleep(random.uniform(0, 0.01))
+                assert stores[index].mark_finished(row.id, FINISHED_OK, "exited", exit_code=0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(scheduler, range(4)))
+    done.set()
+    watcher.join()
+    recorded = {job_id: devices.devices_of(stores[0].get(job_id).spec) for job_id in asked}
+    for opened in stores:
+        opened.close()
+    assert not clashes, clashes[:3]
+    assert recorded == given and set(given) == set(asked)
+    assert all(len(set(names)) == asked[job_id] for job_id, names in given.items())
 
 
 def test_run_time_estimates_come_from_the_newest_successful_runs(database_url: str) -> None:

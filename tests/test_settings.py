@@ -211,6 +211,18 @@ def test_the_queue_is_on_for_docker_and_podman_only() -> None:
     assert load_settings({**PROD, "PFCON_QUEUE": "off"}).admission == AdmissionSettings()
 
 
+def test_gpu_ids_to_hand_out_are_listed_once_and_agree_with_the_count() -> None:
+    listed = load_settings({**PROD, "PFCON_GPU_DEVICES": " GPU-aa, GPU-bb ,"}).admission
+    assert (listed.gpus, listed.gpu_devices) == (2, ("GPU-aa", "GPU-bb"))
+    both = load_settings({**PROD, "PFCON_GPU_DEVICES": "1,3", "PFCON_CAPACITY_GPUS": "2"}).admission
+    assert (both.gpus, both.gpu_devices) == (2, ("1", "3"))
+    assert load_settings(PROD).admission.gpu_devices is None
+    for value, problem in (("0,0", "names a GPU twice"), ("0,1,2", "PFCON_CAPACITY_GPUS says 2")):
+        with pytest.raises(SettingsError, match=problem) as error:
+            load_settings({**PROD, "PFCON_GPU_DEVICES": value, "PFCON_CAPACITY_GPUS": "2"})
+        assert error.value.variable == "PFCON_GPU_DEVICES"
+
+
 def test_the_queue_needs_limits() -> None:
     assert load_settings({**PROD, "IGNORE_LIMITS": "yes"}).admission.queue is False
     with pytest.raises(SettingsError, match="IGNORE_LIMITS"):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pfcon.admission import devices
 from pfcon.admission.policy import AdmissionPolicy, Amount, Decision, Job, total
 from pfcon.compute.base import EngineCapacity, Resources
 from pfcon.errors import InvalidJob
@@ -46,6 +47,9 @@ class QueueStats:
     running: int
     queued: int
     fair_share: bool
+    #: the IDs of the GPUs the queue hands out, and those no job holds
+    gpu_devices: tuple[str, ...] = ()
+    free_gpu_devices: tuple[str, ...] = ()
 
     @property
     def free(self) -> Amount:
@@ -64,6 +68,10 @@ class QueueStats:
 def amount_of(row: JobRow) -> Amount:
     """What a job holds or asks for; a job recorded without limits holds none."""
     return Amount(row.cpu_millicores or 0, row.memory_mib or 0, row.gpus or 0)
+
+
+def _holders(rows: Sequence[JobRow]) -> list[devices.Holder]:
+    return [(row.id, row.gpus or 0, devices.devices_of(row.spec)) for row in rows]
 
 
 def as_jobs(rows: Sequence[JobRow]) -> list[Job]:
@@ -130,31 +138,43 @@ def with_run_times(rows: Sequence[JobRow], known: Known) -> list[Job]:
 
 
 class Capacity:
-    """The capacity to hand out: the settings' values, the engine's for the rest (read once)."""
+    """The capacity to hand out: the settings' values, the engine's for the rest (read once);
+    and the IDs of its GPUs (PFCON_GPU_DEVICES, else the engine's when it names as many,
+    else indices from 0)."""
 
     def __init__(self, settings: AdmissionSettings, host: HostResources) -> None:
         self.settings = settings
         self.host = host
         self._lock = threading.Lock()
-        self._amount: Amount | None = None
+        self._read_once: tuple[Amount, tuple[str, ...]] | None = None
 
     def get(self) -> Amount:
         """Read from the engine on first use (BackendUnavailable if it does not answer)."""
-        with self._lock:
-            if self._amount is None:
-                self._amount = self._read()
-            return self._amount
+        return self._known()[0]
 
-    def _read(self) -> Amount:
+    def gpu_devices(self) -> tuple[str, ...]:
+        return self._known()[1]
+
+    def _known(self) -> tuple[Amount, tuple[str, ...]]:
+        with self._lock:
+            if self._read_once is None:
+                self._read_once = self._read()
+            return self._read_once
+
+    def _read(self) -> tuple[Amount, tuple[str, ...]]:
         s = self.settings
-        if s.cpus is not None and s.memory_mib is not None and s.gpus is not None:
-            cpus, memory_mib, gpus = s.cpus, s.memory_mib, s.gpus
+        all_set = s.cpus is not None and s.memory_mib is not None and s.gpus is not None
+        host = (None if all_set else self.host()) or EngineCapacity(0, 0)
+        cpus = s.cpus if s.cpus is not None else host.cpus
+        memory_mib = s.memory_mib if s.memory_mib is not None else host.memory_bytes // MiB
+        gpus = s.gpus if s.gpus is not None else host.gpus
+        if s.gpu_devices is not None:
+            ids = s.gpu_devices
+        elif len(host.gpu_devices) == gpus:
+            ids = host.gpu_devices
         else:
-            host = self.host() or EngineCapacity(0, 0)
-            cpus = s.cpus if s.cpus is not None else host.cpus
-            memory_mib = s.memory_mib if s.memory_mib is not None else host.memory_bytes // MiB
-            gpus = s.gpus if s.gpus is not None else host.gpus
-        return Amount(round(cpus * 1000 * s.cpu_overcommit), memory_mib, gpus)
+            ids = tuple(str(index) for index in range(gpus))
+        return Amount(round(cpus * 1000 * s.cpu_overcommit), memory_mib, gpus), ids
 
 
 class AdmissionQueue:
@@ -198,13 +218,25 @@ class AdmissionQueue:
             return [], {}
         taken: list[Decision] = []
 
-        def choose(holding: list[JobRow], waiting: list[JobRow]) -> list[int]:
+        def choose(holding: list[JobRow], waiting: list[JobRow]) -> dict[int, tuple[str, ...]]:
             decision = self._decide(policy, holding, waiting, served, known)
             taken.append(decision)
-            return [*decision.start, *decision.never]
+            by_id = {row.id: row for row in waiting}
+            starting = [by_id[job_id] for job_id in decision.start]
+            given = self._gpus_for(holding, starting)
+            # a job that asks for GPUs and finds none free waits (see devices.assign)
+            chosen = {row.id: given.get(row.id, ()) for row in starting if not row.gpus or row.id in given}
+            return {**chosen, **dict.fromkeys(decision.never, ())}
 
         claimed = self.store.admit(owner, choose)
         return claimed, taken[-1].never if taken else {}
+
+    def _gpus_for(self, holding: Sequence[JobRow], starting: Sequence[JobRow]) -> dict[int, tuple[str, ...]]:
+        """Which GPUs each starting job that asks for some gets (:mod:`pfcon.admission.devices`)."""
+        if not any(row.gpus for row in starting):
+            return {}
+        asking = [(row.id, row.gpus or 0) for row in starting]
+        return devices.assign(self.capacity.gpu_devices(), _holders(holding), asking)
 
     def _decide(
         self,
@@ -228,7 +260,10 @@ class AdmissionQueue:
 
     def stats(self) -> QueueStats:
         """From the store only (never the engine once the capacity is known): cheap for metrics."""
-        capacity = self.capacity.get()
+        capacity, inventory = self.capacity.get(), self.capacity.gpu_devices()
         holding, waiting = self.store.admission_view()
         used = total(amount_of(row) for row in holding)
-        return QueueStats(capacity, used, len(holding), len(waiting), self.settings.fair_share)
+        held = devices.taken(inventory, _holders(holding))
+        free = tuple(device for device in inventory if device not in held)
+        fair_share = self.settings.fair_share
+        return QueueStats(capacity, used, len(holding), len(waiting), fair_share, inventory, free)

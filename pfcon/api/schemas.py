@@ -202,6 +202,8 @@ class QueueSchema(Schema):
     running = fields.Integer()
     queued = fields.Integer()
     fair_share = fields.Boolean()
+    gpu_devices = fields.List(fields.String(), metadata={"description": "the IDs of the GPUs it hands out"})
+    free_gpu_devices = fields.List(fields.String(), metadata={"description": "those no job holds"})
 
 
 class ServerInfoSchema(Schema):

@@ -52,6 +52,9 @@ class Resources:
     cpu_millicores: int | None = 1000
     memory_mib: int | None = 200
     gpus: int = 0
+    #: the engine's IDs of the GPUs the admission queue gave the job; empty: the engine picks
+    #: by count (and Docker then gives every job the first ``gpus`` of the host's GPUs)
+    gpu_devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,17 @@ class JobSpec:
             image=data["image"],
             command=tuple(data["command"]),
             env=dict(data["env"]),
-            resources=Resources(**data["resources"]),
+            resources=_resources(data["resources"]),
             mounts=tuple(Mount(**mount) for mount in data["mounts"]),
             user=data["user"],
             labels=dict(data["labels"]),
             shm_size_mib=data["shm_size_mib"],
         )
+
+
+def _resources(data: Mapping[str, Any]) -> Resources:
+    """A job record's resources (records written before ``gpu_devices`` existed have none)."""
+    return Resources(**{**data, "gpu_devices": tuple(data.get("gpu_devices") or ())})
 
 
 @dataclass(frozen=True)
@@ -135,11 +143,13 @@ class EngineEvent:
 
 @dataclass(frozen=True)
 class EngineCapacity:
-    """What a local engine's host has to give jobs (CPUs, memory, GPUs)."""
+    """What a local engine's host has to give jobs (CPUs, memory, GPUs and their IDs)."""
 
     cpus: float
     memory_bytes: int
     gpus: int = 0
+    #: the engine's IDs of those GPUs (as a job's device request names them), when it says
+    gpu_devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ class AdmissionSettings:
     fair_share: bool = False
     #: backfill by run-time estimates from the history (docs/admission.md, rule 4)
     estimates: bool = False
+    #: the engine's IDs of the GPUs to hand out (PFCON_GPU_DEVICES); None: see Capacity
+    gpu_devices: tuple[str, ...] | None = None
 
 
 def read_admission(env: Env, container_env: str, ignore_limits: bool) -> AdmissionSettings:
@@ -49,12 +51,32 @@ def read_admission(env: Env, container_env: str, ignore_limits: bool) -> Admissi
         )
     if not queue:
         return AdmissionSettings()
+    gpus, gpu_devices = _gpus(env)
     return AdmissionSettings(
         queue=True,
         cpus=env.float("PFCON_CAPACITY_CPUS", None, 0.001),
         memory_mib=env.int("PFCON_CAPACITY_MEMORY_MIB", None, 1),
-        gpus=env.int("PFCON_CAPACITY_GPUS", None, 0),
+        gpus=gpus,
+        gpu_devices=gpu_devices,
         cpu_overcommit=env.float("PFCON_CPU_OVERCOMMIT", 1.0, 1.0) or 1.0,
         fair_share=env.bool("PFCON_FAIR_SHARE", False),
         estimates=env.bool("PFCON_RUNTIME_ESTIMATES", False),
     )
+
+
+def _gpus(env: Env) -> tuple[int | None, tuple[str, ...] | None]:
+    """PFCON_CAPACITY_GPUS and PFCON_GPU_DEVICES (comma-separated IDs, e.g. ``0,2`` or GPU
+    UUIDs): the list, when given, is the capacity, and a count beside it must agree."""
+    gpus = env.int("PFCON_CAPACITY_GPUS", None, 0)
+    listed = env.str("PFCON_GPU_DEVICES")
+    if listed is None:
+        return gpus, None
+    devices = tuple(part.strip() for part in listed.split(",") if part.strip())
+    if len(set(devices)) != len(devices):
+        raise SettingsError("PFCON_GPU_DEVICES", f"names a GPU twice: {listed!r}")
+    if gpus is not None and gpus != len(devices):
+        raise SettingsError(
+            "PFCON_GPU_DEVICES",
+            f"lists {len(devices)} GPU(s) but PFCON_CAPACITY_GPUS says {gpus}; set one of the two",
+        )
+    return len(devices), devices

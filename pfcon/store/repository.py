@@ -37,9 +37,9 @@ finished job, dropped when the job is deleted.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -403,28 +403,40 @@ class JobStore:
     def admit(
         self,
         owner: str,
-        choose: Callable[[list[JobRow], list[JobRow]], Iterable[int]],
+        choose: Callable[[list[JobRow], list[JobRow]], Mapping[int, Sequence[str]]],
         kind: str = "plugin",
     ) -> list[JobRow]:
         """Claim the jobs ``choose(holding, waiting)`` picks, deciding under one lock.
 
         ``holding`` are the jobs that hold resources (started, or claimed to be started) and
-        ``waiting`` the due queued jobs in queue order. Each claimed job gets an ``admitted``
-        event, so the history shows when its turn came (its start follows the engine's pace).
-        The decision and the claims are one transaction under a lock that every process and
-        replica takes (SQLite's write lock, a PostgreSQL advisory lock), so two schedulers
-        never hand out the same free share.
+        ``waiting`` the due queued jobs in queue order. ``choose`` maps each job to claim to
+        the GPU IDs it gets (none for most), which go into its spec, so the next decision
+        sees them taken. Each claimed job gets an ``admitted`` event, so the history shows
+        when its turn came (its start follows the engine's pace). The decision and the
+        claims are one transaction under a lock that every process and replica takes
+        (SQLite's write lock, a PostgreSQL advisory lock), so two schedulers never hand out
+        the same free share.
         """
         now = utc_now()
         with self._write() as conn:
             if not self.sqlite:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADMISSION_LOCK)))
             holding, waiting = self._admission_rows(conn, kind, now)
-            ids = list(choose(holding, waiting))
-            claimed = self._claim_ids(conn, ids, owner, now) if ids else []
+            chosen = choose(holding, waiting)
+            claimed = self._claim_ids(conn, list(chosen), owner, now) if chosen else []
             for row in claimed:
                 self._event(conn, row.id, QUEUED, NOT_STARTED, ADMITTED_MESSAGE, now)
-            return claimed
+            return [self._give_gpus(conn, row, chosen[row.id]) for row in claimed]
+
+    @staticmethod
+    def _give_gpus(conn: Connection, row: JobRow, gpu_devices: Sequence[str]) -> JobRow:
+        """Name in the job's spec the GPUs it was given (a spec that names none keeps its own)."""
+        if not gpu_devices or row.spec is None:
+            return row
+        resources = {**row.spec.get("resources", {}), "gpu_devices": list(gpu_devices)}
+        spec = {**row.spec, "resources": resources}
+        conn.execute(sa.update(jobs).where(jobs.c.id == row.id).values(spec=spec))
+        return replace(row, spec=spec)
 
     def has_waiting(self, kind: str = "plugin") -> bool:
         """Whether a due queued job of ``kind`` waits for a claim (one indexed read, no rows)."""

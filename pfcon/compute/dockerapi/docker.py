@@ -53,6 +53,8 @@ POOL_SIZE = 64
 UNIX_SOCKET_URL = "http+docker://"  # docker-py's base URL for an engine on a local socket
 MIN_MEMORY_MIB = 6  # dockerd refuses smaller memory limits
 STOP_WAIT_SECONDS = 30  # a killed container is gone in well under a second
+#: the device-request capability dockerd's GPU driver (NVIDIA's) answers
+GPU = [["gpu"]]
 MiB = 1024 * 1024
 #: a job container's ``State`` while it holds its resources (created: being started)
 HOLDING_STATES = frozenset(
@@ -142,10 +144,12 @@ class DockerBackend(DockerApiBackend):
         """
         with self._engine("describe its host"):
             info = self.client.info()
+        devices = advertised_gpus(info)
         return EngineCapacity(
             cpus=float(info.get("NCPU", 0)),
             memory_bytes=int(info.get("MemTotal", 0)),
-            gpus=advertised_gpus(info),
+            gpus=len(devices),
+            gpu_devices=devices,
         )
 
     def validate(self, spec: JobSpec) -> None:
@@ -348,8 +352,10 @@ class DockerBackend(DockerApiBackend):
             # a HARD limit (pfcon 5.3 set only a soft reservation), and no swap beyond it
             args["mem_limit"] = f"{res.memory_mib}m"
             args["memswap_limit"] = f"{res.memory_mib}m"
-        if res.gpus:
-            args["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
+        if res.gpu_devices:  # the admission queue's choice: no two jobs on one GPU
+            args["device_requests"] = [DeviceRequest(device_ids=list(res.gpu_devices), capabilities=GPU)]
+        elif res.gpus:
+            args["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=GPU)]
         return args
 
     def engine_started_at(self) -> datetime | None:
@@ -462,15 +468,24 @@ def event_time(event: Mapping[str, Any]) -> str:
     return f"{datetime.fromtimestamp(whole, UTC):%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
-def advertised_gpus(info: Mapping[str, Any]) -> int:
-    """How many GPUs an engine's ``info`` advertises as generic resources."""
-    count = 0
+def advertised_gpus(info: Mapping[str, Any]) -> tuple[str, ...]:
+    """The IDs of the GPUs an engine's ``info`` advertises as generic resources.
+
+    A named resource (``NVIDIA-GPU=GPU-8c2f...``) is one GPU whose ID is its value, the UUID
+    a device request accepts; a discrete one (``NVIDIA-GPU=2``) counts GPUs, named by their
+    index as ``nvidia-smi`` numbers them. PFCON_GPU_DEVICES overrides the list.
+    """
+    named: list[str] = []
+    counted = 0
     for resource in info.get("GenericResources") or []:
         for spec in resource.values():
             if isinstance(spec, Mapping) and "gpu" in str(spec.get("Kind", "")).lower():
                 value = spec.get("Value")
-                count += int(value) if isinstance(value, int) else 1
-    return count
+                if isinstance(value, int):
+                    counted += value
+                else:
+                    named.append(str(value))
+    return tuple(dict.fromkeys([*named, *(str(index) for index in range(counted))]))
 
 
 def _timestamp(state: Mapping[str, Any], created: str) -> str:
