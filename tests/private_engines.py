@@ -12,9 +12,13 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import pytest
+
+from tests.helpers import TEST_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("PFCON_FAULTS_DIR", "/var/lib/pfcon-faults"))
@@ -31,6 +35,20 @@ def _answers(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+def running(engine: PrivateEngine) -> Iterator[PrivateEngine]:
+    """A module fixture's body: the engine started (a skip where it cannot run), then its
+    test containers removed and the engine stopped."""
+    if why := engine.available():
+        pytest.skip(why)
+    engine.start()
+    yield engine
+    client = docker.DockerClient(base_url=engine.url, version="1.41")
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+    client.close()
+    engine.stop()
 
 
 class PrivateEngine:
@@ -50,6 +68,10 @@ class PrivateEngine:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The engine's environment (None: the tests' own)."""
+        return None
+
     def available(self) -> str:
         """Why this engine cannot run here, or ``""``."""
         return "" if os.geteuid() == 0 and shutil.which(self.command()[0]) else f"{self.name} needs root"
@@ -59,7 +81,7 @@ class PrivateEngine:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env=self.environment(),
             )  # fmt: skip
         self.pidfile.write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
@@ -130,6 +152,35 @@ class PrivateDockerd(PrivateEngine):
             ["bash", str(ROOT / "scripts/build-test-image.sh"), "docker"], env=env, check=True,
             capture_output=True,
         )  # fmt: skip
+
+
+class GpuDockerd(PrivateDockerd):
+    """The second dockerd with two GPUs as far as dockerd can tell: it advertises them
+    (``--node-generic-resource NVIDIA-GPU=<UUID>``, as a GPU host's daemon.json does) and
+    finds an ``nvidia-container-runtime-hook`` on its PATH, so its own NVIDIA device driver
+    serves GPU requests: it sets ``NVIDIA_VISIBLE_DEVICES`` in the container to the GPUs
+    asked for and adds the hook as a prestart hook. Only the hook is ours, a script that
+    accepts and does nothing (the real one needs NVIDIA's driver and a GPU). It shares the
+    fault tests' data root: the two never run at once (module-scoped fixtures).
+    """
+
+    GPUS = ("GPU-5f1c0d2e-a", "GPU-5f1c0d2e-b")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks = RUN / "fake-nvidia"
+
+    def command(self) -> list[str]:
+        return [*super().command(), *(f"--node-generic-resource=NVIDIA-GPU={gpu}" for gpu in self.GPUS)]
+
+    def environment(self) -> dict[str, str]:
+        self.hooks.mkdir(parents=True, exist_ok=True)
+        hook = self.hooks / "nvidia-container-runtime-hook"
+        hook.write_text(
+            "#!/bin/sh\n# a stand-in for NVIDIA's prestart hook: reads runc's state\ncat >/dev/null\n"
+        )
+        hook.chmod(0o755)
+        return {**os.environ, "PATH": f"{self.hooks}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
 class PrivatePodmanService(PrivateEngine):

@@ -10,7 +10,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from pfcon.settings import load_settings
@@ -18,31 +17,19 @@ from pfcon.store.repository import QUEUED
 from tests.api_helpers import login, submit, wait_started, wait_terminal
 from tests.conftest import Apps
 from tests.helpers import TEST_LABEL, job_form, wait_for
-from tests.private_engines import PrivateDockerd, PrivateEngine, PrivatePodmanService
+from tests.private_engines import PrivateDockerd, PrivateEngine, PrivatePodmanService, running
 
 pytestmark = pytest.mark.integration
 
 
-def _running(engine: PrivateEngine) -> Iterator[PrivateEngine]:
-    if why := engine.available():
-        pytest.skip(why)
-    engine.start()
-    yield engine
-    client = docker.DockerClient(base_url=engine.url, version="1.41")
-    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        container.remove(force=True)
-    client.close()
-    engine.stop()
-
-
 @pytest.fixture(scope="module")
 def private_dockerd(docker_client) -> Iterator[PrivateEngine]:
-    yield from _running(PrivateDockerd())
+    yield from running(PrivateDockerd())
 
 
 @pytest.fixture(scope="module")
 def private_podman(podman_client) -> Iterator[PrivateEngine]:
-    yield from _running(PrivatePodmanService())
+    yield from running(PrivatePodmanService())
 
 
 @pytest.fixture(params=["dockerd", "podman"])
