@@ -39,6 +39,9 @@ CASES = [
     ("no entrypoint", {"entrypoint": None}, make_zip({"a": "1"}), 400, "entrypoint"),
     ("cpu not a number", {"cpu_limit": "lots"}, make_zip({"a": "1"}), 400, "cpu_limit"),
     ("negative memory", {"memory_limit": "-5"}, make_zip({"a": "1"}), 400, "memory_limit"),
+    # beyond what the job store's columns hold (with the queue off it was an overflow, a 500)
+    ("cpu beyond the store", {"cpu_limit": str(10**30)}, make_zip({"a": "1"}), 400, "cpu_limit"),
+    ("gpus beyond the store", {"gpu_limit": str(2**31)}, make_zip({"a": "1"}), 400, "gpu_limit"),
     ("two workers", {"number_of_workers": "2"}, make_zip({"a": "1"}), 400, "number_of_workers"),
     ("bad type", {"type": "xx"}, make_zip({"a": "1"}), 400, "type"),
     ("env without =", {"env": ["NOEQUALS"]}, make_zip({"a": "1"}), 400, "env"),
@@ -94,6 +97,23 @@ def test_hostile_submission(
     assert hostile_app.extensions["pfcon"].store.latest(JID) is None  # no record either
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(JID)
+
+
+@pytest.mark.parametrize("field", ["cpu_limit", "memory_limit", "gpu_limit", "number_of_workers"])
+def test_counts_beyond_the_store_are_400_also_with_the_queue_off(make_app, storebase, field) -> None:
+    """Without the queue's capacity check, nothing else stood between such a count and the
+    job store's INTEGER column: an OverflowError, a 500."""
+    client = make_app(PFCON_QUEUE="off").test_client()
+    token = client.post("/api/v1/auth-token/", json={"pfcon_user": "pfcon", "pfcon_password": "pfcon1234"})
+    form = {**job_form(JID, **{field: str(2**31)}), "data_file": (io.BytesIO(make_zip({"a": "1"})), "in.zip")}
+    answer = client.post(
+        "/api/v1/jobs/",
+        data=form,
+        headers={"Authorization": f"Bearer {token.get_json()['token']}"},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 400 and field in answer.get_json()["message"], answer.get_json()
+    assert _leftovers(storebase) == [".pfcon-uploads"]
 
 
 def test_oversize_upload_is_413(hostile_app, storebase) -> None:

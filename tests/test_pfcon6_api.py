@@ -370,6 +370,11 @@ HOSTILE = [
     ("copy", {"jid": "j" * 200, "output_dir": "o"}, "jid"),
     ("copy", {"jid": "", "output_dir": "o"}, "jid"),
     ("copy", {"jid": "J", "output_dir": "o", "cpu_limit": "lots"}, "cpu_limit"),
+    # beyond what the store's columns hold: it was an OverflowError in the store, a 500
+    ("copy", {"jid": "J", "output_dir": "o", "cpu_limit": str(10**30)}, "cpu_limit"),
+    ("upload", {"jid": "J", "job_output_path": "o", "memory_limit": str(2**31)}, "memory_limit"),
+    ("delete", {"jid": "J", "cpu_limit": str(2**31)}, "cpu_limit"),
+    ("plugin", {**plugin_form("J", "o"), "memory_limit": str(2**31)}, "memory_limit"),
     ("copy", {"jid": "J", "input_dirs": "../outside", "output_dir": "o"}, "input_dirs"),
     ("copy", {"jid": "J", "input_dirs": "/etc", "output_dir": "o"}, "input_dirs"),
     ("copy", {"jid": "J", "input_dirs": "key-other/incoming", "output_dir": "o"}, "input_dirs"),

@@ -42,6 +42,15 @@ def _image_reference(value: str) -> None:
         raise ValidationError(error.message.removeprefix("image: ")) from None
 
 
+#: the largest count or size a form may give: what the job store's integer columns hold
+#: (PostgreSQL's INTEGER); a larger one is a 400, not an overflow deep in the store
+MAX_FORM_INT = 2**31 - 1
+
+
+def _count(minimum: int) -> validate.Range:
+    return validate.Range(min=minimum, max=MAX_FORM_INT)
+
+
 class SubmitSchema(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -51,10 +60,10 @@ class SubmitSchema(Schema):
     args = fields.List(fields.String(), load_default=list)
     args_path_flags = fields.List(fields.String(), load_default=list)
     auid = fields.String(required=True, validate=validate.Length(min=1))
-    number_of_workers = fields.Integer(required=True, validate=validate.Range(min=1))
-    cpu_limit = fields.Integer(required=True, validate=validate.Range(min=1))
-    memory_limit = fields.Integer(required=True, validate=validate.Range(min=1))
-    gpu_limit = fields.Integer(required=True, validate=validate.Range(min=0))
+    number_of_workers = fields.Integer(required=True, validate=_count(1))
+    cpu_limit = fields.Integer(required=True, validate=_count(1))
+    memory_limit = fields.Integer(required=True, validate=_count(1))
+    gpu_limit = fields.Integer(required=True, validate=_count(0))
     image = fields.String(required=True, validate=_image_reference)
     type = fields.String(required=True, validate=validate.OneOf(("ds", "fs", "ts")))
     env = fields.List(fields.String(validate=_env_pair), load_default=list)
@@ -240,8 +249,8 @@ class OperationForm(Schema):
         unknown = EXCLUDE
 
     jid = fields.String(required=True, metadata=PFCON6_JID)
-    cpu_limit = fields.Integer(load_default=1000, validate=validate.Range(min=1))
-    memory_limit = fields.Integer(load_default=300, validate=validate.Range(min=1))
+    cpu_limit = fields.Integer(load_default=1000, validate=_count(1))
+    memory_limit = fields.Integer(load_default=300, validate=_count(1))
 
     @pre_load
     def strip(self, data: Any, **_kwargs: Any) -> Any:
