@@ -129,6 +129,9 @@ def test_jobs_run_side_by_side_on_different_gpus_and_the_next_waits_for_one(gpu_
         )
         assert client.get("/api/v1/jobs/", headers=auth).get_json()["queue"]["free_gpu_devices"] == []
         seen = {jid: _gpus_seen(client, auth, jid) for jid in jids}
+    for jid in jids:  # the history says which GPU each job had
+        history = client.get(f"/api/v1/history/{jid}/", headers=auth).get_json()
+        assert history["gpu_devices"] == [seen[jid]], history
     # each job was given one of the host's GPUs, and its container saw just that one
     assert set(seen.values()) <= GPUS and len({seen[j] for j in jids if j != waiting}) == 2, seen
     for sample in sampler.samples:
@@ -167,3 +170,4 @@ def test_without_the_queue_the_engine_gives_every_job_the_first_gpu(gpu_app) -> 
     auth = login(client)
     jids = [_submit(client, auth, _gpu_job(2)) for _ in range(2)]
     assert [_gpus_seen(client, auth, jid) for jid in jids] == ["0", "0"]
+    assert client.get(f"/api/v1/history/{jids[0]}/", headers=auth).get_json()["gpu_devices"] == []

@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import RAISE, Schema, fields, validate
 
+from pfcon.admission.devices import devices_of
 from pfcon.api import schemas
 from pfcon.jobs import JobService
 from pfcon.store import HistoryQuery
@@ -85,8 +86,13 @@ class HistoryPageSchema(Schema):
 
 
 class JobHistorySchema(HistoryItemSchema):
-    """``GET history/<jid>/``: the job and its events, oldest first."""
+    """``GET history/<jid>/``: the job, the GPUs it was given and its events, oldest first."""
 
+    gpu_devices = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the engine's IDs of the GPUs the admission queue gave the job (docker)"},
+    )
     events = fields.List(fields.Nested(EventSchema), required=True)
 
 
@@ -112,4 +118,4 @@ def register(api: Blueprint, service: JobService) -> None:
     @api.get("/history/<jid>/")
     def job_history(jid: str) -> ResponseReturnValue:
         row, events = service.job_history(jid)
-        return jsonify({**ITEM.dump(row), "events": EVENTS.dump(events)})
+        return jsonify({**ITEM.dump(row), "gpu_devices": devices_of(row.spec), "events": EVENTS.dump(events)})
