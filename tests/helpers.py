@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -136,3 +137,34 @@ def doubling_chain(base: str, levels: int) -> dict[str, str]:
             files[f"{base}/L{level}/a.chrislink"] = f"{base}/L{level + 1}"
             files[f"{base}/L{level}/sub/b.chrislink"] = f"{base}/L{level + 1}"
     return files
+
+
+class EngineSampler:
+    """Reads the engine's running test containers every ``interval`` s in a thread while the
+    block runs, keeping what :meth:`sample` makes of each reading in :attr:`samples`."""
+
+    def __init__(self, client: Any, interval: float = 0.2) -> None:
+        self.client = client
+        self.interval = interval
+        self.samples: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> EngineSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self, running: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                running = self.client.containers.list(filters={"label": TEST_LABEL, "status": "running"})
+            except Exception:  # a container removed between list and inspect: read again
+                continue
+            self.samples.append(self.sample(running))

@@ -3,10 +3,8 @@ jobs run, the documented order, backfill, fair share, 400s, restart, delete, van
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from pfcon.app import close_app
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_started, wait_terminal
 from tests.conftest import Apps, remove_test_containers
-from tests.helpers import TEST_IMAGE, TEST_LABEL, job_form, wait_for
+from tests.helpers import TEST_IMAGE, TEST_LABEL, EngineSampler, job_form, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,37 +38,20 @@ def queue_app(engine, storebase: Path, build_app: Apps) -> Iterator[Any]:
     remove_test_containers(engine.client)
 
 
-@dataclass
-class EngineSampler:
-    """Reads the engine every 0.2 s: which job containers run at once, and their limits."""
+class LimitSampler(EngineSampler):
+    """Which job containers run at once, and the peaks of their limits."""
 
-    client: Any
-    peak_cpus: float = 0.0
-    peak_memory_mib: float = 0.0
-    peak_count: int = 0
-    together: list[set[str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.peak_cpus = self.peak_memory_mib = 0.0
+        self.peak_count = 0
 
-    def __enter__(self) -> EngineSampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                running = self.client.containers.list(filters={"label": TEST_LABEL, "status": "running"})
-            except Exception:  # a container removed between list and inspect: read again
-                continue
-            host = [c.attrs.get("HostConfig") or {} for c in running]
-            self.peak_cpus = max(self.peak_cpus, sum(h.get("NanoCpus") or 0 for h in host) / 1e9)
-            self.peak_memory_mib = max(self.peak_memory_mib, sum(h.get("Memory") or 0 for h in host) / 2**20)
-            self.peak_count = max(self.peak_count, len(running))
-            self.together.append({c.name for c in running})
+    def sample(self, running: list[Any]) -> set[str]:
+        host = [c.attrs.get("HostConfig") or {} for c in running]
+        self.peak_cpus = max(self.peak_cpus, sum(h.get("NanoCpus") or 0 for h in host) / 1e9)
+        self.peak_memory_mib = max(self.peak_memory_mib, sum(h.get("Memory") or 0 for h in host) / 2**20)
+        self.peak_count = max(self.peak_count, len(running))
+        return {c.name for c in running}
 
 
 def _job(prefix: str, sleep: float, cpus: float, memory_mib: int, auid: str = "cube") -> dict[str, Any]:
@@ -129,7 +110,7 @@ def test_never_more_at_once_than_fits_and_all_finish_in_order(queue_app, engine)
     client = app.test_client()
     auth = login(client)
     forms = [_job("fit", 2, 1, 384) for _ in range(5)]  # 5 CPUs, 1920 MiB asked; 2 CPUs, 1 GiB held
-    with EngineSampler(engine.client) as sampler:
+    with LimitSampler(engine.client) as sampler:
         jids = _submit_all(client, auth, forms)
         wait_for(lambda: _queue(client, auth)["running"] == 2, timeout=30)
         queue = _queue(client, auth)
@@ -211,7 +192,7 @@ def test_a_restart_keeps_the_queue_and_its_order(queue_app, engine) -> None:
     wait_started(client, auth, jids[0])
     _says(client, auth, jids[3], start="queued: 2 ahead;")
     close_app(first)  # the service stops with three jobs queued
-    with EngineSampler(engine.client) as sampler:
+    with LimitSampler(engine.client) as sampler:
         second = queue_app(PFCON_CAPACITY_CPUS=1, PFCON_CAPACITY_MEMORY_MIB=1024)
         client = second.test_client()
         for jid in jids:
@@ -232,7 +213,7 @@ def test_delete_of_queued_and_running_jobs_and_a_vanished_one(queue_app, engine)
         [_job("del", 60, 1, 64), _job("del", 1, 1, 64), _job("del", 60, 1, 64), _job("del", 1, 1, 64)],
     )
     wait_started(client, auth, running)
-    with EngineSampler(engine.client) as sampler:
+    with LimitSampler(engine.client) as sampler:
         assert client.delete(f"/api/v1/jobs/{queued}/", headers=auth).status_code == 204
         _says(client, auth, third, start="queued: 0 ahead;")
         assert client.get(f"/api/v1/jobs/{queued}/", headers=auth).status_code == 404

@@ -6,7 +6,6 @@ jobs share one, and its record keeps which job has which across a restart."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from pfcon.settings import load_settings
 from tests.api_helpers import login, submit, wait_started, wait_terminal
 from tests.conftest import Apps
-from tests.helpers import TEST_LABEL, job_form, wait_for
+from tests.helpers import TEST_LABEL, EngineSampler, job_form, wait_for
 from tests.private_engines import GpuDockerd, running
 
 pytestmark = pytest.mark.integration
@@ -86,30 +85,14 @@ def _waits_for_a_gpu(client, auth, jid: str) -> bool:
     return message.startswith("queued") and "needs 1 CPU, 200 MiB, 1 GPU" in message and "0 GPUs" in message
 
 
-class GpuSampler:
-    """Reads the engine every 0.1 s: the GPUs each running job container was given."""
+class GpuSampler(EngineSampler):
+    """The GPUs each running job container was given, every 0.1 s."""
 
     def __init__(self, client: docker.DockerClient) -> None:
-        self.client = client
-        self.samples: list[dict[str, list[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(client, interval=0.1)
 
-    def __enter__(self) -> GpuSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                running = self.client.containers.list(filters={"label": TEST_LABEL, "status": "running"})
-            except docker.errors.APIError:  # a container gone between list and inspect
-                continue
-            self.samples.append({c.name: _device_ids(c.attrs) for c in running})
+    def sample(self, running: list[Any]) -> dict[str, list[str]]:
+        return {c.name: _device_ids(c.attrs) for c in running}
 
 
 def _device_ids(attrs: dict[str, Any]) -> list[str]:
