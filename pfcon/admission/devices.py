@@ -26,6 +26,12 @@ def taken(inventory: Sequence[str], holders: Iterable[Holder]) -> set[str]:
     return used
 
 
+def free(inventory: Sequence[str], holders: Iterable[Holder]) -> list[str]:
+    """The IDs no holder has, in ``inventory`` order."""
+    used = taken(inventory, holders)
+    return [device for device in inventory if device not in used]
+
+
 def assign(
     inventory: Sequence[str], holders: Iterable[Holder], starting: Sequence[tuple[int, int]]
 ) -> dict[int, tuple[str, ...]]:
@@ -33,11 +39,11 @@ def assign(
     the first free ones in ``inventory`` order. One that cannot have all it asks is left
     out (it waits): the count said it fits, so only holders started by count, taken for
     the wrong GPUs, can cause that."""
-    free = [device for device in inventory if device not in taken(inventory, holders)]
+    left = free(inventory, holders)
     given: dict[int, tuple[str, ...]] = {}
     for job_id, count in starting:
-        if 0 < count <= len(free):
-            given[job_id], free = tuple(free[:count]), free[count:]
+        if 0 < count <= len(left):
+            given[job_id], left = tuple(left[:count]), left[count:]
     return given
 
 

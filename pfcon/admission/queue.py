@@ -263,7 +263,6 @@ class AdmissionQueue:
         capacity, inventory = self.capacity.get(), self.capacity.gpu_devices()
         holding, waiting = self.store.admission_view()
         used = total(amount_of(row) for row in holding)
-        held = devices.taken(inventory, _holders(holding))
-        free = tuple(device for device in inventory if device not in held)
+        free = tuple(devices.free(inventory, _holders(holding)))
         fair_share = self.settings.fair_share
         return QueueStats(capacity, used, len(holding), len(waiting), fair_share, inventory, free)
