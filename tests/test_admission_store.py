@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from pfcon.admission.policy import Amount
 from pfcon.admission.queue import AdmissionQueue, Estimates, amount_of
 from pfcon.compute.feed import records_end_of
 from pfcon.settings import AdmissionSettings
+from pfcon.store import JobRow, JobStore
 from pfcon.store.model import process_owner
 from pfcon.store.repository import ADMITTED_MESSAGE, FINISHED_ERROR, FINISHED_OK, NewJob, utc_now
 from pfcon.store.tables import jobs
@@ -30,6 +32,54 @@ CAPACITY = AdmissionSettings(queue=True, cpus=4, memory_mib=4096, gpus=0)
 
 def _no_engine() -> None:
     raise AssertionError("the capacity is set: the engine is not asked")
+
+
+def _schedule_all(
+    stores: list[JobStore],
+    settings: AdmissionSettings,
+    count: int,
+    started: Callable[[JobRow], None],
+    look: Callable[[], None],
+    one_by_one: bool = False,
+) -> None:
+    """One scheduler per store picks, starts and ends jobs until ``count`` were started (each
+    told to ``started``), while ``look`` reads the store again and again in a thread. A
+    scheduler ends what it started after a short sleep, or (``one_by_one``) each job after
+    its own, so the next pick finds some of their share held and some free."""
+    lock, seen, done = threading.Lock(), set(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            look()
+
+    def scheduler(index: int) -> None:
+        queue = AdmissionQueue(settings, stores[index], _no_engine)
+        owner = f"scheduler:{index}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if len(seen) == count:
+                    return
+            rows, never = queue.pick(owner)
+            assert not never
+            for row in rows:
+                assert stores[index].mark_started(row.id, owner=owner)
+                with lock:
+                    seen.add(row.id)
+                    started(row)
+            if not one_by_one:
+                time.sleep(random.uniform(0, 0.01))
+            for row in rows:  # the job ran; its end frees its share
+                if one_by_one:
+                    time.sleep(random.uniform(0, 0.01))
+                assert stores[index].mark_finished(row.id, FINISHED_OK, "exited", exit_code=0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(scheduler, range(len(stores))))
+    done.set()
+    watcher.join()
 
 
 def test_eight_schedulers_never_hand_out_more_than_the_capacity(database_url: str) -> None:
@@ -45,41 +95,17 @@ def test_eight_schedulers_never_hand_out_more_than_the_capacity(database_url: st
         assert stores[0].queue(row.id, {**SPEC, "jid": f"q-{n}"})
         ids.add(row.id)
     admitted: Counter[int] = Counter()
-    lock = threading.Lock()
     peak = [Amount()]
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.is_set():
-            holding, _ = stores[0].admission_view()
-            used = sum((amount_of(row) for row in holding), Amount())
-            with lock:
-                peak[0] = Amount(*(max(a, b) for a, b in zip(peak[0].values(), used.values(), strict=True)))
+    def look() -> None:
+        holding, _ = stores[0].admission_view()
+        used = sum((amount_of(row) for row in holding), Amount())
+        peak[0] = Amount(*(max(a, b) for a, b in zip(peak[0].values(), used.values(), strict=True)))
 
-    def scheduler(index: int) -> None:
-        queue = AdmissionQueue(CAPACITY, stores[index], _no_engine)
-        owner = f"scheduler:{index}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with lock:
-                if len(admitted) == len(ids):
-                    return
-            rows, never = queue.pick(owner)
-            assert not never
-            for row in rows:
-                assert stores[index].mark_started(row.id, owner=owner)
-                with lock:
-                    admitted[row.id] += 1
-            time.sleep(random.uniform(0, 0.01))
-            for row in rows:  # the job ran; its end frees its share
-                assert stores[index].mark_finished(row.id, FINISHED_OK, "exited", exit_code=0)
+    def started(row: JobRow) -> None:
+        admitted[row.id] += 1
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(scheduler, range(8)))
-    done.set()
-    watcher.join()
+    _schedule_all(stores, CAPACITY, len(ids), started, look)
     events = {job_id: [e.message for e in stores[0].events(job_id)] for job_id in ids}
     for opened in stores:
         opened.close()
@@ -102,39 +128,20 @@ def test_schedulers_never_give_one_gpu_to_two_jobs_and_the_record_keeps_it(datab
         row = stores[0].accept(NewJob(jid=f"g-{n}", cpu_millicores=100, memory_mib=64, gpus=gpus))
         assert stores[0].queue(row.id, {**SPEC, "jid": f"g-{n}", "resources": {"gpus": gpus}})
         asked[row.id] = gpus
-    lock, clashes, given = threading.Lock(), [], {}
-    done = threading.Event()
+    clashes: list[list[tuple[str, ...]]] = []
+    given: dict[int, tuple[str, ...]] = {}
 
-    def watch() -> None:
-        while not done.is_set():
-            holding, _ = stores[0].admission_view()
-            held = [devices.devices_of(row.spec) for row in holding]
-            names = [name for names in held for name in names]
-            if len(names) != len(set(names)) or not set(names) <= {"GPU-a", "GPU-b", "GPU-c"}:
-                clashes.append(held)
+    def look() -> None:
+        holding, _ = stores[0].admission_view()
+        held = [devices.devices_of(row.spec) for row in holding]
+        names = [name for names in held for name in names]
+        if len(names) != len(set(names)) or not set(names) <= {"GPU-a", "GPU-b", "GPU-c"}:
+            clashes.append(held)
 
-    def scheduler(index: int) -> None:
-        queue = AdmissionQueue(settings, stores[index], _no_engine)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with lock:
-                if len(given) == len(asked):
-                    return
-            rows, _ = queue.pick(f"scheduler:{index}")
-            for row in rows:
-                assert stores[index].mark_started(row.id, owner=f"scheduler:{index}")
-                with lock:
-                    given[row.id] = devices.devices_of(row.spec)
-            for row in rows:  # one by one: the next pick finds some GPUs held, some free
-                time.sleep(random.uniform(0, 0.01))
-                assert stores[index].mark_finished(row.id, FINISHED_OK, "exited", exit_code=0)
+    def started(row: JobRow) -> None:
+        given[row.id] = devices.devices_of(row.spec)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(scheduler, range(4)))
-    done.set()
-    watcher.join()
+    _schedule_all(stores, settings, len(asked), started, look, one_by_one=True)
     recorded = {job_id: devices.devices_of(stores[0].get(job_id).spec) for job_id in asked}
     for opened in stores:
         opened.close()
